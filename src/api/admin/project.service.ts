@@ -1,0 +1,89 @@
+import { randomUUID } from "node:crypto";
+import { AppError } from "../../core/errors.js";
+import { generateKey, hashKey } from "../../core/keys.js";
+import { PLAN_RATE_LIMIT_RPM, type Plan } from "../../core/plans.js";
+import type { EventStore } from "../../pipeline/event-store.js";
+import type { Project, ProjectStore } from "../../pipeline/project-store.js";
+import type { KeyResolver } from "../auth.js";
+import type { LedgerRecorder } from "../../pipeline/ledger-recorder.js";
+
+export interface ProjectView {
+  id: string;
+  name: string;
+  plan: Plan;
+  rate_limit_rpm: number;
+  created_at: string;
+}
+
+export interface ProjectWithKeys extends ProjectView {
+  api_key: string;
+  read_key: string;
+}
+
+export function projectView(project: Project): ProjectView {
+  return {
+    id: project.id,
+    name: project.name,
+    plan: project.plan,
+    rate_limit_rpm: PLAN_RATE_LIMIT_RPM[project.plan],
+    created_at: new Date(project.createdAt).toISOString(),
+  };
+}
+
+/** Project administration: the keys are generated here, shown once, and stored hashed. */
+export class ProjectService {
+  constructor(
+    private readonly projects: ProjectStore,
+    private readonly events: EventStore,
+    private readonly keys: KeyResolver,
+    private readonly ledger: LedgerRecorder,
+    private readonly keyEnv: string,
+  ) {}
+
+  private newKeys() {
+    const apiKey = generateKey("write", this.keyEnv);
+    const readKey = generateKey("read", this.keyEnv);
+    return { apiKey, readKey, hashes: { writeKeyHash: hashKey(apiKey), readKeyHash: hashKey(readKey) } };
+  }
+
+  async create(name: string, plan: Plan): Promise<ProjectWithKeys> {
+    const project: Project = { id: randomUUID(), name, plan, createdAt: Date.now() };
+    const { apiKey, readKey, hashes } = this.newKeys();
+    await this.projects.create(project, hashes);
+    return { ...projectView(project), api_key: apiKey, read_key: readKey };
+  }
+
+  async list(): Promise<ProjectView[]> {
+    return (await this.projects.list()).map(projectView);
+  }
+
+  async get(id: string): Promise<Project> {
+    const project = await this.projects.get(id);
+    if (!project) throw new AppError("not_found", `No project ${id}`);
+    return project;
+  }
+
+  async setPlan(id: string, plan: Plan): Promise<ProjectView> {
+    const project = await this.projects.setPlan(id, plan);
+    if (!project) throw new AppError("not_found", `No project ${id}`);
+    this.keys.forgetProject(id);
+    return projectView(project);
+  }
+
+  async rotateKeys(id: string): Promise<ProjectWithKeys> {
+    const { apiKey, readKey, hashes } = this.newKeys();
+    const project = await this.projects.setKeys(id, hashes);
+    if (!project) throw new AppError("not_found", `No project ${id}`);
+    this.keys.forgetProject(id);
+    return { ...projectView(project), api_key: apiKey, read_key: readKey };
+  }
+
+  /** Deletes the project's keys first (no new events), then its events and ledger. */
+  async delete(id: string): Promise<void> {
+    const deleted = await this.projects.delete(id);
+    if (!deleted) throw new AppError("not_found", `No project ${id}`);
+    this.keys.forgetProject(id);
+    this.ledger.forget(id);
+    await this.events.deleteProject(id);
+  }
+}

@@ -1,0 +1,99 @@
+import cors from "@fastify/cors";
+import swagger from "@fastify/swagger";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
+import type { Logger } from "pino";
+import type { Backends } from "../backends/create.js";
+import type { Config } from "../config/config.js";
+import { LedgerRecorder } from "../pipeline/ledger-recorder.js";
+import { ProjectService } from "./admin/project.service.js";
+import { registerProjectRoutes } from "./admin/project.routes.js";
+import { KeyResolver } from "./auth.js";
+import { registerBodyParsing } from "./body-parsing.js";
+import { registerErrorHandler } from "./error-handler.js";
+import { registerIngestRoutes } from "./ingest/ingest.routes.js";
+import type { Metrics } from "./ops/metrics.js";
+import { registerOpsRoutes } from "./ops/ops.routes.js";
+import { registerQueryRoutes } from "./query/query.routes.js";
+import { registerDocs } from "./docs.js";
+
+export interface AppDeps {
+  config: Config;
+  backends: Backends;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+export interface App {
+  fastify: FastifyInstance;
+  ledger: LedgerRecorder;
+  /** Marks the app as draining: /ready answers 503 so load balancers stop sending. */
+  beginShutdown(): void;
+}
+
+/** Builds the HTTP app on already-started backends; does not listen (tests use inject). */
+export async function buildApp(deps: AppDeps): Promise<App> {
+  const { config, backends, metrics, logger } = deps;
+  const fastify: FastifyInstance = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    // Per-request lines would cost more than the request at ingest rates; /metrics counts them.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.maxBodyBytes,
+    trustProxy: true,
+    return503OnClosing: true,
+    ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false } },
+  });
+  let shuttingDown = false;
+  const ledger = new LedgerRecorder(backends.events, 1000, (error) => logger.error({ err: error }, "ledger write failed"));
+  const keys = new KeyResolver(backends.projects, config.secretToken, config.authCacheMs);
+  const service = new ProjectService(backends.projects, backends.events, keys, ledger, config.keyEnv);
+
+  registerErrorHandler(fastify);
+  registerBodyParsing(fastify);
+  await fastify.register(cors, {
+    origin: true,
+    methods: ["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+    allowedHeaders: ["Authorization", "X-API-Key", "Content-Type", "Content-Encoding"],
+    exposedHeaders: ["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"],
+    maxAge: 86400,
+  });
+  await fastify.register(swagger, {
+    openapi: {
+      info: { title: "Tidemark", version: "0.1.0", description: "Event ingest, analytics queries and administration." },
+      components: {
+        securitySchemes: {
+          adminToken: { type: "http", scheme: "bearer", description: "SECRET_TOKEN" },
+          writeKey: { type: "http", scheme: "bearer", description: "A project's write key, wk_..." },
+          writeKeyHeader: { type: "apiKey", in: "header", name: "X-API-Key" },
+          readKey: { type: "http", scheme: "bearer", description: "A project's read key, rk_..." },
+        },
+      },
+    },
+  });
+
+  fastify.addHook("onResponse", async (request, reply) => {
+    const route = request.routeOptions.url ?? "unmatched";
+    metrics.httpRequests.inc({ route, status: reply.statusCode });
+    metrics.httpDuration.observe({ route }, reply.elapsedTime / 1000);
+  });
+
+  registerIngestRoutes(fastify, {
+    config,
+    keys,
+    rateLimiter: backends.rateLimiter,
+    queue: backends.queue,
+    ledger,
+    metrics,
+  });
+  registerQueryRoutes(fastify, { keys, projects: backends.projects, analytics: backends.analytics, metrics });
+  registerProjectRoutes(fastify, { service, keys, events: backends.events, ledger });
+  registerOpsRoutes(fastify, { parts: backends.parts, metrics, isShuttingDown: () => shuttingDown });
+  registerDocs(fastify);
+  await fastify.ready();
+  return {
+    fastify,
+    ledger,
+    beginShutdown: () => {
+      shuttingDown = true;
+    },
+  };
+}

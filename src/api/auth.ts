@@ -1,0 +1,80 @@
+import type { FastifyRequest } from "fastify";
+import { AppError } from "../core/errors.js";
+import { constantTimeEqual, hashKey, keyKind } from "../core/keys.js";
+import type { KeyMatch, Project, ProjectStore } from "../pipeline/project-store.js";
+
+/** The bearer token of a request: `Authorization: Bearer x` or `X-API-Key: x`. */
+export function requestKey(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (header) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (match) return match[1];
+  }
+  const apiKey = request.headers["x-api-key"];
+  return typeof apiKey === "string" && apiKey.length > 0 ? apiKey : undefined;
+}
+
+interface CacheEntry {
+  match: KeyMatch | undefined;
+  expiresAt: number;
+}
+
+/**
+ * Resolves keys to projects, with a short cache so ingest does not read the store per request.
+ * A rotated or deleted key stops working at once in this process and within `ttlMs` in others.
+ */
+export class KeyResolver {
+  private readonly cache = new Map<string, CacheEntry>();
+
+  constructor(
+    private readonly projects: ProjectStore,
+    private readonly secretToken: string,
+    private readonly ttlMs: number,
+  ) {}
+
+  isAdmin(request: FastifyRequest): boolean {
+    const key = requestKey(request);
+    return key !== undefined && this.secretToken !== "" && constantTimeEqual(key, this.secretToken);
+  }
+
+  requireAdmin(request: FastifyRequest): void {
+    if (!requestKey(request)) throw new AppError("unauthorized", "Missing admin token: Authorization: Bearer <SECRET_TOKEN>");
+    if (!this.isAdmin(request)) throw new AppError("unauthorized", "Unknown admin token");
+  }
+
+  /** The project of a key of the given kind; 401 for unknown keys, 403 for the wrong kind. */
+  async require(request: FastifyRequest, kind: "write" | "read"): Promise<Project> {
+    const key = requestKey(request);
+    if (!key) throw new AppError("unauthorized", "Missing API key: Authorization: Bearer <key> or X-API-Key");
+    const declared = keyKind(key);
+    if (declared === undefined) throw new AppError("unauthorized", "Unknown API key");
+    const match = await this.lookup(key);
+    if (!match) throw new AppError("unauthorized", "Unknown API key");
+    if (match.kind !== kind) {
+      throw new AppError(
+        "forbidden",
+        kind === "write" ? "A read key cannot send events; use the write key (wk_...)" : "A write key cannot query; use the read key (rk_...)",
+      );
+    }
+    return match.project;
+  }
+
+  private async lookup(key: string): Promise<KeyMatch | undefined> {
+    const hash = hashKey(key);
+    const now = Date.now();
+    const cached = this.cache.get(hash);
+    if (cached && cached.expiresAt > now) return cached.match;
+    const match = await this.projects.findByKeyHash(hash);
+    if (this.ttlMs > 0) {
+      if (this.cache.size > 100_000) this.cache.clear();
+      // Unknown keys are cached briefly too, so a flood of bad keys does not reach the store.
+      this.cache.set(hash, { match, expiresAt: now + (match ? this.ttlMs : Math.min(this.ttlMs, 1000)) });
+    }
+    return match;
+  }
+
+  /** Drops cached keys of a project (after a rotation, a plan change or a delete). */
+  forgetProject(projectId: string): void {
+    for (const [hash, entry] of this.cache) if (entry.match?.project.id === projectId) this.cache.delete(hash);
+  }
+}

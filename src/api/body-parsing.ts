@@ -1,0 +1,48 @@
+import { Transform, type TransformCallback } from "node:stream";
+import { createGunzip, createInflate } from "node:zlib";
+import type { FastifyInstance } from "fastify";
+import { AppError } from "../core/errors.js";
+
+/** Counts compressed bytes for Fastify, which checks them against Content-Length. */
+class EncodedByteCounter extends Transform {
+  constructor(private readonly onBytes: (total: number) => void) {
+    super();
+  }
+  private total = 0;
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.total += chunk.length;
+    this.onBytes(this.total);
+    done(null, chunk);
+  }
+}
+
+/**
+ * Bodies may be gzip or deflate compressed (`Content-Encoding`). Decompression happens before
+ * Fastify reads the body, so the body limit applies to the decompressed size: a small bomb that
+ * inflates past the limit is a 413. JSON sent as text/plain (navigator.sendBeacon) is accepted.
+ */
+export function registerBodyParsing(app: FastifyInstance): void {
+  app.addHook("preParsing", async (request, _reply, payload) => {
+    const encoding = request.headers["content-encoding"]?.toLowerCase().trim();
+    if (!encoding || encoding === "identity") return payload;
+    if (encoding !== "gzip" && encoding !== "deflate" && encoding !== "x-gzip") {
+      throw new AppError("unsupported_media_type", `Content-Encoding "${encoding}" is not supported; use gzip or deflate`);
+    }
+    const inflate = encoding === "deflate" ? createInflate() : createGunzip();
+    const decoded = inflate as typeof inflate & { receivedEncodedLength?: number };
+    const counter = new EncodedByteCounter((total) => {
+      decoded.receivedEncodedLength = total;
+    });
+    payload.on("error", (error) => decoded.destroy(error));
+    counter.on("error", (error) => decoded.destroy(error));
+    payload.pipe(counter).pipe(decoded);
+    return decoded;
+  });
+  app.addContentTypeParser("text/plain", { parseAs: "string" }, (_request, body, done) => {
+    try {
+      done(null, JSON.parse(body as string));
+    } catch {
+      done(new AppError("invalid_json"), undefined);
+    }
+  });
+}

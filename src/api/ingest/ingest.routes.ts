@@ -1,0 +1,197 @@
+import { Type } from "@sinclair/typebox";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Config } from "../../config/config.js";
+import { AppError } from "../../core/errors.js";
+import type { LedgerDelta } from "../../core/event.js";
+import { IncomingBatchSchema, IncomingEventSchema } from "../../core/event-schema.js";
+import { PLAN_RATE_LIMIT_RPM } from "../../core/plans.js";
+import { type ValidatedEvents, validateBatch, validateEvent } from "../../core/validation.js";
+import type { EventQueue } from "../../pipeline/event-queue.js";
+import type { LedgerRecorder } from "../../pipeline/ledger-recorder.js";
+import type { Project } from "../../pipeline/project-store.js";
+import type { RateDecision, RateLimiter } from "../../pipeline/rate-limiter.js";
+import type { KeyResolver } from "../auth.js";
+import { toAppError } from "../error-handler.js";
+import type { Metrics } from "../ops/metrics.js";
+import { documentOnly, ErrorSchema } from "../schemas.js";
+
+interface IngestContext {
+  project: Project;
+  decision: RateDecision;
+  /** Set once the ledger has counted this request, so the error hook does not count it twice. */
+  counted: boolean;
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    ingest?: IngestContext;
+  }
+}
+
+const Warnings = Type.Optional(
+  Type.Array(Type.Object({ index: Type.Integer(), field: Type.String(), message: Type.String() })),
+);
+const SingleAccepted = Type.Object({
+  status: Type.Literal("accepted"),
+  uuid: Type.String(),
+  duplicate: Type.Optional(Type.Boolean({ description: "Already stored (a retry); absent when the pipeline cannot tell yet" })),
+  warnings: Warnings,
+});
+const BatchAccepted = Type.Object({
+  status: Type.Literal("accepted"),
+  count: Type.Integer(),
+  duplicates: Type.Optional(Type.Integer()),
+  duplicate_uuids: Type.Optional(Type.Array(Type.String())),
+  warnings: Warnings,
+});
+const errorResponses = {
+  400: ErrorSchema,
+  401: ErrorSchema,
+  403: ErrorSchema,
+  413: ErrorSchema,
+  415: ErrorSchema,
+  429: ErrorSchema,
+  503: ErrorSchema,
+};
+const security: Record<string, string[]>[] = [{ writeKey: [] }, { writeKeyHeader: [] }];
+
+function setRateHeaders(reply: FastifyReply, decision: RateDecision): void {
+  reply.header("X-RateLimit-Limit", decision.limit);
+  reply.header("X-RateLimit-Remaining", decision.remaining);
+  reply.header("X-RateLimit-Reset", decision.resetAt);
+}
+
+export function registerIngestRoutes(
+  app: FastifyInstance,
+  deps: {
+    config: Config;
+    keys: KeyResolver;
+    rateLimiter: RateLimiter;
+    queue: EventQueue;
+    ledger: LedgerRecorder;
+    metrics: Metrics;
+  },
+): void {
+  const { config, keys, rateLimiter, queue, ledger, metrics } = deps;
+  const limits = { maxBatchEvents: config.maxBatchEvents, futureToleranceMs: config.futureToleranceMs };
+
+  const count = (projectId: string, delta: LedgerDelta, outcome: string, events: number) => {
+    ledger.add(projectId, delta);
+    metrics.ingestEvents.inc({ outcome }, events);
+  };
+
+  /** Before the body is read: who is sending, and may they send now. */
+  async function authorise(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const project = await keys.require(request, "write");
+    const decision = await rateLimiter.consume(project.id, PLAN_RATE_LIMIT_RPM[project.plan], Date.now());
+    setRateHeaders(reply, decision);
+    request.ingest = { project, decision, counted: false };
+  }
+
+  /** A body that could not be read (too large, not JSON, bad gzip) counts as one rejected event. */
+  async function countUnreadable(request: FastifyRequest, _reply: FastifyReply, error: Error): Promise<void> {
+    const context = request.ingest;
+    if (!context || context.counted) return;
+    context.counted = true;
+    const appError = toAppError(error);
+    count(context.project.id, { received: 1, rejected: { [appError.code]: 1 } }, "rejected", 1);
+  }
+
+  async function handle(request: FastifyRequest, batch: boolean): Promise<ValidatedEvents & { project: Project }> {
+    const context = request.ingest;
+    if (!context) throw new AppError("internal");
+    const { project, decision } = context;
+    const body = request.body as { events?: unknown } | undefined;
+    const size = batch && Array.isArray(body?.events) ? Math.max(1, body.events.length) : 1;
+    context.counted = true;
+    if (!decision.allowed) {
+      count(project.id, { received: size, rate_limited: size }, "rate_limited", size);
+      throw new AppError(
+        "rate_limited",
+        `Rate limit of ${decision.limit} requests per minute exceeded for plan ${project.plan}`,
+        undefined,
+        decision.retryAfter,
+      );
+    }
+    const receivedAt = Date.now();
+    let validated: ValidatedEvents;
+    try {
+      validated = batch ? validateBatch(body, project.id, receivedAt, limits) : validateEvent(body, project.id, receivedAt, limits);
+    } catch (error) {
+      const code = error instanceof AppError ? error.code : "validation_failed";
+      count(project.id, { received: size, rejected: { [code]: size } }, "rejected", size);
+      throw error;
+    }
+    try {
+      const result = await queue.enqueue(validated.events);
+      const duplicates = result.duplicateUuids?.length ?? 0;
+      ledger.add(project.id, { received: size });
+      metrics.ingestEvents.inc({ outcome: "accepted" }, size - duplicates);
+      if (duplicates > 0) metrics.ingestEvents.inc({ outcome: "duplicate" }, duplicates);
+      return { ...validated, project, ...(result.duplicateUuids ? { duplicateUuids: result.duplicateUuids } : {}) };
+    } catch (error) {
+      const code = error instanceof AppError ? error.code : "unavailable";
+      count(project.id, { received: size, rejected: { [code]: size } }, "unavailable", size);
+      throw error;
+    }
+  }
+
+  app.post(
+    "/api/v1/event",
+    {
+      onRequest: authorise,
+      onError: countUnreadable,
+      // src/core/validation.ts checks the body: it lists every problem with its index and answers
+      // 413 for oversized batches. The schema documents the body.
+      validatorCompiler: documentOnly,
+      schema: {
+        tags: ["ingest"],
+        summary: "Send one event",
+        description: "202 once the event is durable. Idempotent by uuid.",
+        security,
+        body: IncomingEventSchema,
+        response: { 202: SingleAccepted, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const result = (await handle(request, false)) as ValidatedEvents & { duplicateUuids?: string[] };
+      const event = result.events[0]!;
+      return reply.status(202).send({
+        status: "accepted",
+        uuid: event.uuid,
+        ...(result.duplicateUuids ? { duplicate: result.duplicateUuids.length > 0 } : {}),
+        ...(result.warnings.length > 0 ? { warnings: result.warnings } : {}),
+      });
+    },
+  );
+
+  app.post(
+    "/api/v1/event/batch",
+    {
+      onRequest: authorise,
+      onError: countUnreadable,
+      // src/core/validation.ts checks the body: it lists every problem with its index and answers
+      // 413 for oversized batches. The schema documents the body.
+      validatorCompiler: documentOnly,
+      schema: {
+        tags: ["ingest"],
+        summary: "Send a batch of events, accepted or rejected whole",
+        description: `202 once every event is durable. At most ${config.maxBatchEvents} events (413 above).`,
+        security,
+        body: IncomingBatchSchema,
+        response: { 202: BatchAccepted, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const result = (await handle(request, true)) as ValidatedEvents & { duplicateUuids?: string[] };
+      return reply.status(202).send({
+        status: "accepted",
+        count: result.events.length,
+        ...(result.duplicateUuids
+          ? { duplicates: result.duplicateUuids.length, duplicate_uuids: result.duplicateUuids }
+          : {}),
+        ...(result.warnings.length > 0 ? { warnings: result.warnings } : {}),
+      });
+    },
+  );
+}

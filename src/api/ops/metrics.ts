@@ -1,0 +1,68 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+/** Every metric Tidemark exports, on one registry (so tests can build several apps). */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly ingestEvents = new Counter({
+    name: "tidemark_ingest_events_total",
+    help: "Events seen by the ingest API, by outcome (accepted, duplicate, rejected, rate_limited, unavailable)",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly httpRequests = new Counter({
+    name: "tidemark_http_requests_total",
+    help: "HTTP requests by route and status",
+    labelNames: ["route", "status"] as const,
+    registers: [this.registry],
+  });
+  readonly httpDuration = new Histogram({
+    name: "tidemark_http_request_duration_seconds",
+    help: "HTTP request latency by route",
+    labelNames: ["route"] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly flushEvents = new Histogram({
+    name: "tidemark_flush_events",
+    help: "Events per store commit (group commit size)",
+    buckets: [1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000],
+    registers: [this.registry],
+  });
+  readonly flushDuration = new Histogram({
+    name: "tidemark_flush_duration_seconds",
+    help: "Time per store commit",
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [this.registry],
+  });
+  readonly flushFailures = new Counter({
+    name: "tidemark_flush_failures_total",
+    help: "Store commits that failed (their requests got 503)",
+    registers: [this.registry],
+  });
+  readonly queryDuration = new Histogram({
+    name: "tidemark_query_duration_seconds",
+    help: "Analytics query latency by kind",
+    labelNames: ["kind"] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+
+  constructor(options: { queueDepth?: () => Promise<number> } = {}) {
+    collectDefaultMetrics({ register: this.registry, prefix: "tidemark_" });
+    const depth = options.queueDepth;
+    new Gauge({
+      name: "tidemark_queue_depth_events",
+      help: "Events accepted by the API and not yet committed to the store of record",
+      registers: [this.registry],
+      async collect() {
+        if (depth) this.set(await depth());
+      },
+    });
+  }
+
+  recordFlush = (events: number, durationMs: number, error?: unknown): void => {
+    this.flushEvents.observe(events);
+    this.flushDuration.observe(durationMs / 1000);
+    if (error) this.flushFailures.inc();
+  };
+}

@@ -1,0 +1,176 @@
+import { type Static, Type } from "@sinclair/typebox";
+import { Value } from "@sinclair/typebox/value";
+
+/** Every pipeline Tidemark knows; see DESIGN section 1. */
+export const PIPELINES = ["embedded", "sync", "async", "cdc"] as const;
+export type Pipeline = (typeof PIPELINES)[number];
+
+/** Every role a process can play; `all` runs each role the pipeline needs. */
+export const ROLES = ["all", "api", "worker", "cdc", "sink"] as const;
+export type Role = (typeof ROLES)[number];
+
+const IntString = (min: number, max: number) => ({ min, max });
+
+/**
+ * The environment variables Tidemark reads, with defaults. `.env.example` lists the same names
+ * (a unit test checks that they agree).
+ */
+export const ENV_SPEC = {
+  PORT: { default: "8000", int: IntString(0, 65535), doc: "HTTP port" },
+  HOST: { default: "127.0.0.1", doc: "HTTP bind address; 0.0.0.0 to serve other machines" },
+  SECRET_TOKEN: { default: "", doc: "Admin token; generated and kept in the data dir when empty" },
+  TIDEMARK_PIPELINE: { default: "embedded", oneOf: PIPELINES, doc: "embedded | sync | async | cdc" },
+  TIDEMARK_ROLE: { default: "all", oneOf: ROLES, doc: "all | api | worker | cdc | sink" },
+  TIDEMARK_DATA_DIR: { default: "./data", doc: "Where the embedded store and the generated token live" },
+  TIDEMARK_KEY_ENV: { default: "dev", pattern: /^[a-z0-9]{1,16}$/, doc: "The <env> in wk_<env>_..." },
+  TIDEMARK_LOG_LEVEL: { default: "info", oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"] },
+  TIDEMARK_MAX_BODY_BYTES: { default: "1048576", int: IntString(1024, 100 * 1024 * 1024), doc: "after gunzip" },
+  TIDEMARK_MAX_BATCH_EVENTS: { default: "1000", int: IntString(1, 100000) },
+  TIDEMARK_FLUSH_MAX_EVENTS: { default: "5000", int: IntString(1, 1000000), doc: "group commit size" },
+  TIDEMARK_FLUSH_INTERVAL_MS: { default: "5", int: IntString(0, 10000), doc: "group commit wait" },
+  TIDEMARK_MAX_PENDING_EVENTS: {
+    default: "200000",
+    int: IntString(1, 100000000),
+    doc: "events waiting for a commit before ingest answers 503",
+  },
+  TIDEMARK_FUTURE_TOLERANCE_MS: { default: "86400000", int: IntString(0, 10 * 365 * 86400000) },
+  TIDEMARK_RATE_LIMIT_FAIL: { default: "open", oneOf: ["open", "closed"], doc: "when Redis is unreachable" },
+  TIDEMARK_AUTH_CACHE_MS: { default: "5000", int: IntString(0, 3600000) },
+  TIDEMARK_REDIS_STREAM_MAXLEN: { default: "1000000", int: IntString(1, 1000000000) },
+  TIDEMARK_WORKER_BATCH: { default: "2000", int: IntString(1, 100000) },
+  TIDEMARK_WORKER_CLAIM_IDLE_MS: { default: "30000", int: IntString(100, 86400000) },
+  DATABASE_URL: { default: "", doc: "Postgres (sync, async, cdc)" },
+  REDIS_URL: { default: "", doc: "Redis (async, cdc; shared rate limit whenever set)" },
+  KAFKA_BROKERS: { default: "", doc: "Kafka (cdc)" },
+  CLICKHOUSE_URL: { default: "", doc: "ClickHouse (cdc)" },
+} as const satisfies Record<string, EnvSpec>;
+
+interface EnvSpec {
+  readonly default: string;
+  readonly doc?: string;
+  readonly int?: { readonly min: number; readonly max: number };
+  readonly oneOf?: readonly string[];
+  readonly pattern?: RegExp;
+}
+
+export const ConfigSchema = Type.Object({
+  port: Type.Integer(),
+  host: Type.String(),
+  secretToken: Type.String(),
+  pipeline: Type.Union(PIPELINES.map((p) => Type.Literal(p))),
+  role: Type.Union(ROLES.map((r) => Type.Literal(r))),
+  dataDir: Type.String(),
+  keyEnv: Type.String(),
+  logLevel: Type.String(),
+  maxBodyBytes: Type.Integer(),
+  maxBatchEvents: Type.Integer(),
+  flushMaxEvents: Type.Integer(),
+  flushIntervalMs: Type.Integer(),
+  maxPendingEvents: Type.Integer(),
+  futureToleranceMs: Type.Integer(),
+  rateLimitFailMode: Type.Union([Type.Literal("open"), Type.Literal("closed")]),
+  authCacheMs: Type.Integer(),
+  redisStreamMaxLen: Type.Integer(),
+  workerBatch: Type.Integer(),
+  workerClaimIdleMs: Type.Integer(),
+  databaseUrl: Type.String(),
+  redisUrl: Type.String(),
+  kafkaBrokers: Type.String(),
+  clickhouseUrl: Type.String(),
+});
+export type Config = Readonly<Static<typeof ConfigSchema>>;
+
+/** A bad value in the environment: start-up stops with this message, naming the variable. */
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+type EnvName = keyof typeof ENV_SPEC;
+
+function read(env: Record<string, string | undefined>, name: EnvName): string {
+  const spec: EnvSpec = ENV_SPEC[name];
+  const raw = env[name];
+  const value = raw === undefined || raw === "" ? spec.default : raw.trim();
+  if (spec.oneOf && !spec.oneOf.includes(value)) {
+    throw new ConfigError(name, `must be one of ${spec.oneOf.join(", ")}, got "${value}"`);
+  }
+  if (spec.pattern && !spec.pattern.test(value)) {
+    throw new ConfigError(name, `must match ${spec.pattern}, got "${value}"`);
+  }
+  return value;
+}
+
+function readInt(env: Record<string, string | undefined>, name: EnvName): number {
+  const spec: EnvSpec = ENV_SPEC[name];
+  const value = read(env, name);
+  const n = Number(value);
+  if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(n)) {
+    throw new ConfigError(name, `must be an integer, got "${value}"`);
+  }
+  if (spec.int && (n < spec.int.min || n > spec.int.max)) {
+    throw new ConfigError(name, `must be between ${spec.int.min} and ${spec.int.max}, got ${n}`);
+  }
+  return n;
+}
+
+function readUrl(env: Record<string, string | undefined>, name: EnvName, protocols: string[]): string {
+  const value = read(env, name);
+  if (value === "") return value;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(name, `is not a URL: "${value}"`);
+  }
+  if (!protocols.includes(url.protocol)) {
+    throw new ConfigError(name, `must use ${protocols.join(" or ")}, got "${url.protocol}"`);
+  }
+  return value;
+}
+
+/** Reads and checks the environment once; the result is frozen and passed down explicitly. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const config: Config = {
+    port: readInt(env, "PORT"),
+    host: read(env, "HOST"),
+    secretToken: read(env, "SECRET_TOKEN"),
+    pipeline: read(env, "TIDEMARK_PIPELINE") as Pipeline,
+    role: read(env, "TIDEMARK_ROLE") as Role,
+    dataDir: read(env, "TIDEMARK_DATA_DIR"),
+    keyEnv: read(env, "TIDEMARK_KEY_ENV"),
+    logLevel: read(env, "TIDEMARK_LOG_LEVEL"),
+    maxBodyBytes: readInt(env, "TIDEMARK_MAX_BODY_BYTES"),
+    maxBatchEvents: readInt(env, "TIDEMARK_MAX_BATCH_EVENTS"),
+    flushMaxEvents: readInt(env, "TIDEMARK_FLUSH_MAX_EVENTS"),
+    flushIntervalMs: readInt(env, "TIDEMARK_FLUSH_INTERVAL_MS"),
+    maxPendingEvents: readInt(env, "TIDEMARK_MAX_PENDING_EVENTS"),
+    futureToleranceMs: readInt(env, "TIDEMARK_FUTURE_TOLERANCE_MS"),
+    rateLimitFailMode: read(env, "TIDEMARK_RATE_LIMIT_FAIL") as "open" | "closed",
+    authCacheMs: readInt(env, "TIDEMARK_AUTH_CACHE_MS"),
+    redisStreamMaxLen: readInt(env, "TIDEMARK_REDIS_STREAM_MAXLEN"),
+    workerBatch: readInt(env, "TIDEMARK_WORKER_BATCH"),
+    workerClaimIdleMs: readInt(env, "TIDEMARK_WORKER_CLAIM_IDLE_MS"),
+    databaseUrl: readUrl(env, "DATABASE_URL", ["postgres:", "postgresql:"]),
+    redisUrl: readUrl(env, "REDIS_URL", ["redis:", "rediss:"]),
+    kafkaBrokers: read(env, "KAFKA_BROKERS"),
+    clickhouseUrl: readUrl(env, "CLICKHOUSE_URL", ["http:", "https:"]),
+  };
+  if (!Value.Check(ConfigSchema, config)) throw new ConfigError("config", "internal: schema mismatch");
+  const needsPostgres = config.pipeline !== "embedded";
+  if (needsPostgres && config.databaseUrl === "") {
+    throw new ConfigError("DATABASE_URL", `is required for TIDEMARK_PIPELINE=${config.pipeline}`);
+  }
+  if ((config.pipeline === "async" || config.pipeline === "cdc") && config.redisUrl === "") {
+    throw new ConfigError("REDIS_URL", `is required for TIDEMARK_PIPELINE=${config.pipeline}`);
+  }
+  if (config.pipeline === "cdc" && (config.kafkaBrokers === "" || config.clickhouseUrl === "")) {
+    throw new ConfigError("KAFKA_BROKERS", "KAFKA_BROKERS and CLICKHOUSE_URL are required for cdc");
+  }
+  return Object.freeze(config);
+}

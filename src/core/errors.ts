@@ -1,0 +1,51 @@
+/**
+ * The one error registry: every error a client can see has a stable code, a message and an HTTP
+ * status, and is raised as an `AppError`. The API's error handler is the only place that turns
+ * errors into responses (src/api/error-handler.ts).
+ */
+export const ERRORS = {
+  validation_failed: { status: 400, message: "The request body is not valid" },
+  invalid_json: { status: 400, message: "The request body is not valid JSON" },
+  invalid_query: { status: 400, message: "The query spec is not valid" },
+  invalid_cursor: { status: 400, message: "The cursor is not valid" },
+  unauthorized: { status: 401, message: "Missing or unknown API key" },
+  forbidden: { status: 403, message: "This key may not do that" },
+  not_found: { status: 404, message: "Not found" },
+  method_not_allowed: { status: 405, message: "Method not allowed" },
+  payload_too_large: { status: 413, message: "The request body is too large" },
+  batch_too_large: { status: 413, message: "The batch has too many events" },
+  unsupported_media_type: { status: 415, message: "Unsupported content type or encoding" },
+  rate_limited: { status: 429, message: "Rate limit exceeded for this project" },
+  internal: { status: 500, message: "Internal error" },
+  unavailable: { status: 503, message: "Temporarily unavailable, retry later" },
+  overloaded: { status: 503, message: "Ingest is behind; retry later" },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** One problem in a request body: where it is and what is wrong. */
+export interface Problem {
+  /** Position in a batch, when the body is a batch. */
+  index?: number;
+  /** The field's path inside the event or spec, e.g. `distinct_id` or `properties`. */
+  field: string;
+  message: string;
+}
+
+export class AppError extends Error {
+  readonly status: number;
+
+  constructor(
+    readonly code: ErrorCode,
+    message?: string,
+    readonly details?: readonly Problem[],
+    /** Seconds a client should wait before retrying (429, 503). */
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message ?? ERRORS[code].message);
+    this.name = "AppError";
+    this.status = ERRORS[code].status;
+  }
+}
+
+export const isAppError = (error: unknown): error is AppError => error instanceof AppError;

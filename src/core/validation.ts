@@ -1,0 +1,151 @@
+import { randomUUID } from "node:crypto";
+import { TypeCompiler } from "@sinclair/typebox/compiler";
+import { AppError, type Problem } from "./errors.js";
+import type { StoredEvent } from "./event.js";
+import { type IncomingEvent, IncomingBatchSchema, IncomingEventSchema } from "./event-schema.js";
+import { parseTimestamp, resolveEventTime } from "./timestamps.js";
+
+const eventChecker = TypeCompiler.Compile(IncomingEventSchema);
+const batchChecker = TypeCompiler.Compile(IncomingBatchSchema);
+
+export interface ValidationLimits {
+  maxBatchEvents: number;
+  futureToleranceMs: number;
+}
+
+export interface ValidatedEvents {
+  events: StoredEvent[];
+  /** Events whose time was clamped, by uuid: reported back as warnings. */
+  warnings: { index: number; field: string; message: string }[];
+}
+
+/** TypeBox paths look like `/events/3/distinct_id`; clients want an index and a field. */
+function toProblem(path: string, message: string, index: number | undefined): Problem {
+  const field = path.replace(/^\//, "").replaceAll("/", ".") || "(body)";
+  return index === undefined ? { field, message } : { index, field, message };
+}
+
+function schemaProblems(value: unknown, index: number | undefined): Problem[] {
+  const problems: Problem[] = [];
+  const seenPaths = new Set<string>();
+  for (const error of eventChecker.Errors(value)) {
+    // A union reports every branch; one message per field is what a person wants to read.
+    if (seenPaths.has(error.path)) continue;
+    seenPaths.add(error.path);
+    let message = error.message;
+    if (error.path === "" && error.message.startsWith("Unexpected property")) message = error.message;
+    problems.push(toProblem(error.path, message, index));
+    if (problems.length >= 20) break;
+  }
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    for (const key of Object.keys(value)) {
+      if (!(key in IncomingEventSchema.properties) && !seenPaths.has(`/${key}`)) {
+        problems.push(toProblem(`/${key}`, "unknown field", index));
+      }
+    }
+  }
+  return problems.length > 0 ? problems : [toProblem("", "is not a valid event", index)];
+}
+
+function normalise(
+  raw: IncomingEvent,
+  index: number | undefined,
+  projectId: string,
+  receivedAt: number,
+  batchSentAt: unknown,
+  limits: ValidationLimits,
+  problems: Problem[],
+  warnings: ValidatedEvents["warnings"],
+): StoredEvent | undefined {
+  let clientMs: number | undefined;
+  let sentAtMs: number | undefined;
+  if (raw.timestamp !== undefined) {
+    const parsed = parseTimestamp(raw.timestamp);
+    if (parsed.ok) clientMs = parsed.ms;
+    else problems.push(toProblem("/timestamp", parsed.message, index));
+  }
+  const sentAt = raw.sent_at ?? batchSentAt;
+  if (sentAt !== undefined) {
+    const parsed = parseTimestamp(sentAt);
+    if (parsed.ok) sentAtMs = parsed.ms;
+    else problems.push(toProblem(raw.sent_at === undefined ? "/sent_at (batch)" : "/sent_at", parsed.message, index));
+  }
+  if (problems.length > 0) return undefined;
+  const time = resolveEventTime(clientMs, sentAtMs, receivedAt, limits.futureToleranceMs);
+  if (time.clamped) {
+    warnings.push({
+      index: index ?? 0,
+      field: "timestamp",
+      message: "more than the tolerance in the future: stored as the time of receipt",
+    });
+  }
+  return {
+    projectId,
+    uuid: raw.uuid === undefined ? randomUUID() : raw.uuid.toLowerCase(),
+    event: raw.event,
+    distinctId: String(raw.distinct_id),
+    timestamp: time.ms,
+    properties: raw.properties === undefined ? "{}" : JSON.stringify(raw.properties),
+    receivedAt,
+  };
+}
+
+/** Validates one event body; throws a 400 listing every problem. */
+export function validateEvent(
+  body: unknown,
+  projectId: string,
+  receivedAt: number,
+  limits: ValidationLimits,
+): ValidatedEvents {
+  if (!eventChecker.Check(body)) {
+    throw new AppError("validation_failed", "The event is not valid", schemaProblems(body, undefined));
+  }
+  const problems: Problem[] = [];
+  const warnings: ValidatedEvents["warnings"] = [];
+  const event = normalise(body, undefined, projectId, receivedAt, undefined, limits, problems, warnings);
+  if (!event) throw new AppError("validation_failed", "The event is not valid", problems);
+  return { events: [event], warnings };
+}
+
+/** Validates a batch as a whole: one bad event rejects the batch, and every problem is listed. */
+export function validateBatch(
+  body: unknown,
+  projectId: string,
+  receivedAt: number,
+  limits: ValidationLimits,
+): ValidatedEvents {
+  if (!batchChecker.Check(body)) {
+    const problems: Problem[] = [];
+    for (const error of batchChecker.Errors(body)) {
+      problems.push(toProblem(error.path, error.message, undefined));
+      if (problems.length >= 20) break;
+    }
+    throw new AppError("validation_failed", 'The body must be {"events": [...]}', problems);
+  }
+  const rawEvents = body.events;
+  if (rawEvents.length === 0) {
+    throw new AppError("validation_failed", "The batch is empty", [{ field: "events", message: "is empty" }]);
+  }
+  if (rawEvents.length > limits.maxBatchEvents) {
+    throw new AppError(
+      "batch_too_large",
+      `The batch has ${rawEvents.length} events; at most ${limits.maxBatchEvents} are allowed`,
+    );
+  }
+  const problems: Problem[] = [];
+  const warnings: ValidatedEvents["warnings"] = [];
+  const events: StoredEvent[] = [];
+  for (let index = 0; index < rawEvents.length; index++) {
+    const raw = rawEvents[index];
+    if (!eventChecker.Check(raw)) {
+      problems.push(...schemaProblems(raw, index));
+      continue;
+    }
+    const event = normalise(raw, index, projectId, receivedAt, body.sent_at, limits, problems, warnings);
+    if (event) events.push(event);
+  }
+  if (problems.length > 0) {
+    throw new AppError("validation_failed", `${problems.length} problem(s) in the batch`, problems.slice(0, 1000));
+  }
+  return { events, warnings };
+}

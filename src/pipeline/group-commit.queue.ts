@@ -1,0 +1,139 @@
+import { AppError } from "../core/errors.js";
+import type { StoredEvent } from "../core/event.js";
+import type { EnqueueResult, EventQueue } from "./event-queue.js";
+import type { EventStore } from "./event-store.js";
+
+export interface GroupCommitOptions {
+  /** Flush as soon as this many events wait. */
+  maxEvents: number;
+  /** Otherwise flush this long after the first event arrived, to let concurrent requests join. */
+  intervalMs: number;
+  /** Refuse new events (503) while this many are waiting or being committed. */
+  maxPending: number;
+  /** Called after every commit, for metrics. */
+  onFlush?: (events: number, durationMs: number, error?: unknown) => void;
+}
+
+interface Waiter {
+  events: readonly StoredEvent[];
+  resolve: (result: EnqueueResult) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Group commit: concurrent requests share one store commit. A request's promise resolves only
+ * after the commit holding its events returned, so a 202 always means committed. One commit runs
+ * at a time; what arrives meanwhile forms the next one, so batches grow with load by themselves.
+ */
+export class GroupCommitQueue implements EventQueue {
+  readonly name = "group-commit";
+  private waiting: Waiter[] = [];
+  private waitingEvents = 0;
+  private inFlightEvents = 0;
+  private flushing = false;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private idle: Promise<void> = Promise.resolve();
+  private markIdle: () => void = () => {};
+
+  constructor(
+    private readonly store: EventStore,
+    private readonly options: GroupCommitOptions,
+  ) {}
+
+  /** The store's own lifecycle is the composition root's; the queue only uses it. */
+  async start(): Promise<void> {}
+
+  ready(): Promise<string | undefined> {
+    return this.store.ready();
+  }
+
+  async depth(): Promise<number> {
+    return this.waitingEvents + this.inFlightEvents;
+  }
+
+  enqueue(events: readonly StoredEvent[]): Promise<EnqueueResult> {
+    if (this.closed) return Promise.reject(new AppError("unavailable", "Tidemark is shutting down", undefined, 1));
+    if (this.waitingEvents + this.inFlightEvents + events.length > this.options.maxPending) {
+      return Promise.reject(new AppError("overloaded", undefined, undefined, 1));
+    }
+    return new Promise<EnqueueResult>((resolve, reject) => {
+      if (this.waiting.length === 0 && !this.flushing) {
+        this.idle = new Promise((done) => {
+          this.markIdle = done;
+        });
+      }
+      this.waiting.push({ events, resolve, reject });
+      this.waitingEvents += events.length;
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.flushing) return;
+    if (this.waitingEvents >= this.options.maxEvents || this.options.intervalMs === 0) {
+      this.flushNow();
+      return;
+    }
+    this.timer ??= setTimeout(() => this.flushNow(), this.options.intervalMs);
+  }
+
+  private flushNow(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.flushing || this.waiting.length === 0) return;
+    const batch = this.takeBatch();
+    this.flushing = true;
+    void this.commit(batch).finally(() => {
+      this.flushing = false;
+      if (this.waiting.length > 0) this.flushNow();
+      else this.markIdle();
+    });
+  }
+
+  /** Takes whole requests up to maxEvents (at least one request, however large). */
+  private takeBatch(): Waiter[] {
+    let count = 0;
+    let taken = 0;
+    while (taken < this.waiting.length) {
+      const size = this.waiting[taken]!.events.length;
+      if (taken > 0 && count + size > this.options.maxEvents) break;
+      count += size;
+      taken++;
+    }
+    const batch = this.waiting.splice(0, taken);
+    this.waitingEvents -= count;
+    this.inFlightEvents = count;
+    return batch;
+  }
+
+  private async commit(batch: Waiter[]): Promise<void> {
+    const events = batch.length === 1 ? batch[0]!.events : batch.flatMap((w) => w.events);
+    const started = performance.now();
+    try {
+      const outcome = await this.store.insert(events);
+      this.options.onFlush?.(events.length, performance.now() - started);
+      const duplicates = new Set(outcome.duplicateUuids);
+      for (const waiter of batch) {
+        const mine = duplicates.size === 0 ? [] : waiter.events.filter((e) => duplicates.has(e.uuid)).map((e) => e.uuid);
+        waiter.resolve({ duplicateUuids: mine });
+      }
+    } catch (error) {
+      this.options.onFlush?.(events.length, performance.now() - started, error);
+      const failure = new AppError("unavailable", "The event store could not commit; retry", undefined, 1);
+      (failure as { cause?: unknown }).cause = error;
+      for (const waiter of batch) waiter.reject(failure);
+    } finally {
+      this.inFlightEvents = 0;
+    }
+  }
+
+  /** Stops taking events and commits everything already accepted. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.flushNow();
+    await this.idle;
+  }
+}

@@ -1,0 +1,44 @@
+import type { Ledger, LedgerDelta } from "../core/event.js";
+
+/**
+ * The ledger is stored as (project_id, outcome, n) rows in every SQL backend: `received`,
+ * `accepted`, `duplicate`, `rate_limited` and `rejected:<reason>`. These two helpers convert
+ * between those rows and the API's shapes.
+ */
+export function ledgerRows(deltas: ReadonlyMap<string, LedgerDelta>): [string, string, number][] {
+  const rows: [string, string, number][] = [];
+  for (const [projectId, delta] of deltas) {
+    for (const outcome of ["received", "accepted", "duplicate", "rate_limited"] as const) {
+      const n = delta[outcome];
+      if (n) rows.push([projectId, outcome, n]);
+    }
+    for (const [reason, n] of Object.entries(delta.rejected ?? {})) {
+      if (n) rows.push([projectId, `rejected:${reason}`, n]);
+    }
+  }
+  return rows;
+}
+
+export function readLedgerRows(rows: Iterable<readonly [string, bigint | number | string]>, stored: number): Ledger {
+  const ledger: Ledger = { received: 0, accepted: 0, duplicate: 0, rate_limited: 0, rejected: {}, stored };
+  for (const [outcome, raw] of rows) {
+    const n = Number(raw);
+    if (outcome.startsWith("rejected:")) ledger.rejected[outcome.slice("rejected:".length)] = n;
+    else if (outcome === "received" || outcome === "accepted" || outcome === "duplicate" || outcome === "rate_limited") {
+      ledger[outcome] = n;
+    }
+  }
+  return ledger;
+}
+
+/** Adds `b` into `a`. */
+export function mergeLedgerDelta(a: LedgerDelta, b: LedgerDelta): LedgerDelta {
+  for (const key of ["received", "accepted", "duplicate", "rate_limited"] as const) {
+    if (b[key]) a[key] = (a[key] ?? 0) + b[key];
+  }
+  if (b.rejected) {
+    a.rejected ??= {};
+    for (const [reason, n] of Object.entries(b.rejected)) a.rejected[reason] = (a.rejected[reason] ?? 0) + n;
+  }
+  return a;
+}

@@ -1,0 +1,351 @@
+import { type Static, type TSchema, Type } from "@sinclair/typebox";
+import { TypeCompiler } from "@sinclair/typebox/compiler";
+import { AppError, type Problem } from "../core/errors.js";
+import { parseTimestamp } from "../core/timestamps.js";
+
+const IsoTime = Type.String({ maxLength: 64, description: "ISO 8601 or epoch milliseconds" });
+const PropertyName = Type.String({ minLength: 1, maxLength: 200 });
+const EventName = Type.String({ minLength: 1, maxLength: 200 });
+
+export const FilterSchema = Type.Object(
+  {
+    property: PropertyName,
+    op: Type.Union(["eq", "neq", "contains", "gt", "lt", "is_set"].map((op) => Type.Literal(op))),
+    value: Type.Optional(Type.Union([Type.String({ maxLength: 1000 }), Type.Number(), Type.Boolean()])),
+  },
+  { additionalProperties: false },
+);
+export type Filter = Static<typeof FilterSchema>;
+const Filters = Type.Optional(Type.Array(FilterSchema, { maxItems: 20 }));
+const Limit = (max: number) => Type.Optional(Type.Integer({ minimum: 1, maximum: max }));
+const Interval = Type.Union([Type.Literal("hour"), Type.Literal("day"), Type.Literal("week")]);
+
+export const TrendsSpecSchema = Type.Object(
+  {
+    kind: Type.Literal("trends"),
+    event: Type.Optional(EventName),
+    math: Type.Optional(Type.Union([Type.Literal("total"), Type.Literal("unique_users")])),
+    interval: Type.Optional(Interval),
+    from: IsoTime,
+    to: IsoTime,
+    filters: Filters,
+    breakdown: Type.Optional(PropertyName),
+    limit: Limit(100),
+  },
+  { additionalProperties: false },
+);
+export const FunnelSpecSchema = Type.Object(
+  {
+    kind: Type.Literal("funnel"),
+    steps: Type.Array(EventName, { minItems: 2, maxItems: 10 }),
+    window_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 90 * 86400 })),
+    from: IsoTime,
+    to: IsoTime,
+    filters: Filters,
+  },
+  { additionalProperties: false },
+);
+export const RetentionSpecSchema = Type.Object(
+  {
+    kind: Type.Literal("retention"),
+    start_event: EventName,
+    return_event: EventName,
+    interval: Type.Optional(Type.Union([Type.Literal("day"), Type.Literal("week")])),
+    periods: Type.Optional(Type.Integer({ minimum: 1, maximum: 90 })),
+    from: IsoTime,
+    to: IsoTime,
+    filters: Filters,
+  },
+  { additionalProperties: false },
+);
+export const EventsSpecSchema = Type.Object(
+  {
+    kind: Type.Literal("events"),
+    event: Type.Optional(EventName),
+    distinct_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    from: Type.Optional(IsoTime),
+    to: Type.Optional(IsoTime),
+    filters: Filters,
+    limit: Limit(1000),
+    cursor: Type.Optional(Type.String({ maxLength: 500 })),
+  },
+  { additionalProperties: false },
+);
+export const TopEventsSpecSchema = Type.Object(
+  { kind: Type.Literal("top_events"), from: IsoTime, to: IsoTime, filters: Filters, limit: Limit(1000) },
+  { additionalProperties: false },
+);
+export const TopValuesSpecSchema = Type.Object(
+  {
+    kind: Type.Literal("top_values"),
+    property: PropertyName,
+    event: Type.Optional(EventName),
+    from: IsoTime,
+    to: IsoTime,
+    filters: Filters,
+    limit: Limit(1000),
+  },
+  { additionalProperties: false },
+);
+
+const SCHEMAS = {
+  trends: TrendsSpecSchema,
+  funnel: FunnelSpecSchema,
+  retention: RetentionSpecSchema,
+  events: EventsSpecSchema,
+  top_events: TopEventsSpecSchema,
+  top_values: TopValuesSpecSchema,
+} as const satisfies Record<string, TSchema>;
+export type QueryKind = keyof typeof SCHEMAS;
+export const QUERY_KINDS = Object.keys(SCHEMAS) as QueryKind[];
+const CHECKERS = Object.fromEntries(
+  Object.entries(SCHEMAS).map(([kind, schema]) => [kind, TypeCompiler.Compile(schema)]),
+) as { [K in QueryKind]: ReturnType<typeof TypeCompiler.Compile<(typeof SCHEMAS)[K]>> };
+
+/** The request body of POST /api/v1/query, as documented in OpenAPI. */
+export const QueryBodySchema = Type.Union(Object.values(SCHEMAS), {
+  description: "A query spec; `kind` selects the shape",
+});
+
+// The specs after defaults are applied and times parsed: what the SQL builders receive.
+export interface TrendsQuery {
+  kind: "trends";
+  event?: string;
+  math: "total" | "unique_users";
+  interval: "hour" | "day" | "week";
+  fromMs: number;
+  toMs: number;
+  filters: Filter[];
+  breakdown?: string;
+  limit: number;
+}
+export interface FunnelQuery {
+  kind: "funnel";
+  steps: string[];
+  windowSeconds: number;
+  fromMs: number;
+  toMs: number;
+  filters: Filter[];
+}
+export interface RetentionQuery {
+  kind: "retention";
+  startEvent: string;
+  returnEvent: string;
+  interval: "day" | "week";
+  periods: number;
+  fromMs: number;
+  toMs: number;
+  filters: Filter[];
+}
+export interface EventsCursor {
+  timestamp: number;
+  uuid: string;
+}
+export interface EventsQuery {
+  kind: "events";
+  event?: string;
+  distinctId?: string;
+  fromMs?: number;
+  toMs?: number;
+  filters: Filter[];
+  limit: number;
+  cursor?: EventsCursor;
+}
+export interface TopEventsQuery {
+  kind: "top_events";
+  fromMs: number;
+  toMs: number;
+  filters: Filter[];
+  limit: number;
+}
+export interface TopValuesQuery {
+  kind: "top_values";
+  property: string;
+  event?: string;
+  fromMs: number;
+  toMs: number;
+  filters: Filter[];
+  limit: number;
+}
+export type QuerySpec = TrendsQuery | FunnelQuery | RetentionQuery | EventsQuery | TopEventsQuery | TopValuesQuery;
+
+export interface TrendsResult {
+  series: { breakdown_value: string | null; total: number; points: { t: string; value: number }[] }[];
+}
+export interface FunnelResult {
+  steps: { event: string; count: number; conversion_rate: number; drop_off: number }[];
+}
+export interface RetentionResult {
+  cohorts: { cohort: string; size: number; values: number[] }[];
+}
+export interface EventRow {
+  uuid: string;
+  event: string;
+  distinct_id: string;
+  timestamp: string;
+  properties: Record<string, unknown>;
+  received_at: string;
+}
+export interface EventsResult {
+  events: EventRow[];
+  next_cursor: string | null;
+}
+export interface TopEventsResult {
+  events: { event: string; count: number }[];
+}
+export interface TopValuesResult {
+  values: { value: string; count: number }[];
+}
+export type QueryResult =
+  | TrendsResult
+  | FunnelResult
+  | RetentionResult
+  | EventsResult
+  | TopEventsResult
+  | TopValuesResult;
+
+/** Hours, days or weeks in milliseconds. */
+export const INTERVAL_MS = { hour: 3_600_000, day: 86_400_000, week: 604_800_000 } as const;
+/** Trends answers never hold more points than this per series (zero-filled). */
+export const MAX_POINTS = 5000;
+
+function invalid(problems: Problem[]): never {
+  throw new AppError("invalid_query", `The query spec is not valid: ${problems[0]?.field} ${problems[0]?.message}`, problems);
+}
+
+function time(value: string, field: string): number {
+  const parsed = parseTimestamp(value);
+  if (!parsed.ok) invalid([{ field, message: parsed.message }]);
+  return parsed.ms;
+}
+
+function range(from: string, to: string): { fromMs: number; toMs: number } {
+  const fromMs = time(from, "from");
+  const toMs = time(to, "to");
+  if (toMs <= fromMs) invalid([{ field: "to", message: "must be after from" }]);
+  return { fromMs, toMs };
+}
+
+function checkFilters(filters: Filter[] | undefined): Filter[] {
+  const list = filters ?? [];
+  list.forEach((filter, index) => {
+    if (filter.op !== "is_set" && filter.value === undefined) {
+      invalid([{ field: `filters.${index}.value`, message: `is required for op "${filter.op}"` }]);
+    }
+    if ((filter.op === "gt" || filter.op === "lt") && typeof filter.value !== "number") {
+      invalid([{ field: `filters.${index}.value`, message: `must be a number for op "${filter.op}"` }]);
+    }
+  });
+  return list;
+}
+
+export function encodeCursor(cursor: EventsCursor): string {
+  return Buffer.from(`${cursor.timestamp}:${cursor.uuid}`).toString("base64url");
+}
+
+function decodeCursor(text: string): EventsCursor {
+  const decoded = Buffer.from(text, "base64url").toString();
+  const match = /^(\d{1,16}):([0-9a-f-]{36})$/.exec(decoded);
+  if (!match) throw new AppError("invalid_cursor", "The cursor is not valid", [{ field: "cursor", message: "is not a cursor this API returned" }]);
+  return { timestamp: Number(match[1]), uuid: match[2]! };
+}
+
+/** Checks a query body and applies defaults; a bad spec is a 400 naming the field. */
+export function parseQuerySpec(body: unknown): QuerySpec {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    invalid([{ field: "(body)", message: "must be a JSON object" }]);
+  }
+  const kind = (body as { kind?: unknown }).kind;
+  if (typeof kind !== "string" || !(kind in CHECKERS)) {
+    invalid([{ field: "kind", message: `must be one of ${QUERY_KINDS.join(", ")}` }]);
+  }
+  const checker = CHECKERS[kind as QueryKind];
+  if (!checker.Check(body)) {
+    const problems: Problem[] = [];
+    const seen = new Set<string>();
+    for (const error of checker.Errors(body)) {
+      const field = error.path.replace(/^\//, "").replaceAll("/", ".") || "(body)";
+      if (seen.has(field)) continue;
+      seen.add(field);
+      problems.push({ field, message: error.message });
+      if (problems.length >= 20) break;
+    }
+    invalid(problems);
+  }
+  const spec = body as Static<(typeof SCHEMAS)[QueryKind]>;
+  switch (spec.kind) {
+    case "trends": {
+      const interval = spec.interval ?? "day";
+      const { fromMs, toMs } = range(spec.from, spec.to);
+      if ((toMs - fromMs) / INTERVAL_MS[interval] > MAX_POINTS) {
+        invalid([{ field: "interval", message: `gives more than ${MAX_POINTS} points for this range; use a wider interval` }]);
+      }
+      return {
+        kind: "trends",
+        event: spec.event,
+        math: spec.math ?? "total",
+        interval,
+        fromMs,
+        toMs,
+        filters: checkFilters(spec.filters),
+        breakdown: spec.breakdown,
+        limit: spec.limit ?? 10,
+      };
+    }
+    case "funnel":
+      return {
+        kind: "funnel",
+        steps: spec.steps,
+        windowSeconds: spec.window_seconds ?? 86400,
+        ...range(spec.from, spec.to),
+        filters: checkFilters(spec.filters),
+      };
+    case "retention": {
+      const { fromMs, toMs } = range(spec.from, spec.to);
+      const interval = spec.interval ?? "day";
+      if ((toMs - fromMs) / INTERVAL_MS[interval] > 1000) {
+        invalid([{ field: "interval", message: "gives more than 1000 cohorts for this range" }]);
+      }
+      return {
+        kind: "retention",
+        startEvent: spec.start_event,
+        returnEvent: spec.return_event,
+        interval,
+        periods: spec.periods ?? (interval === "day" ? 8 : 5),
+        fromMs,
+        toMs,
+        filters: checkFilters(spec.filters),
+      };
+    }
+    case "events": {
+      const fromMs = spec.from === undefined ? undefined : time(spec.from, "from");
+      const toMs = spec.to === undefined ? undefined : time(spec.to, "to");
+      return {
+        kind: "events",
+        event: spec.event,
+        distinctId: spec.distinct_id,
+        fromMs,
+        toMs,
+        filters: checkFilters(spec.filters),
+        limit: spec.limit ?? 100,
+        cursor: spec.cursor === undefined ? undefined : decodeCursor(spec.cursor),
+      };
+    }
+    case "top_events":
+      return {
+        kind: "top_events",
+        ...range(spec.from, spec.to),
+        filters: checkFilters(spec.filters),
+        limit: spec.limit ?? 10,
+      };
+    case "top_values":
+      return {
+        kind: "top_values",
+        property: spec.property,
+        event: spec.event,
+        ...range(spec.from, spec.to),
+        filters: checkFilters(spec.filters),
+        limit: spec.limit ?? 10,
+      };
+  }
+}

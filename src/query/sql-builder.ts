@@ -1,0 +1,176 @@
+import type { Filter, FunnelQuery, RetentionQuery, TopEventsQuery, TopValuesQuery, TrendsQuery, EventsQuery } from "./spec.js";
+import type { SqlDialect } from "./sql-dialect.js";
+
+export interface SqlStatement {
+  sql: string;
+  params: unknown[];
+}
+
+/** Collects bound parameters and hands back their placeholders. */
+class Params {
+  readonly values: unknown[] = [];
+  add(value: unknown): string {
+    this.values.push(value);
+    return `$${this.values.length}`;
+  }
+}
+
+/**
+ * Builds the SQL of every query kind for engines with Postgres-like SQL. User input only ever
+ * reaches the statement as a bound parameter; the only text spliced in comes from this file and
+ * from validated enums (interval names).
+ */
+export class SqlQueryBuilder {
+  constructor(private readonly dialect: SqlDialect) {}
+
+  private where(
+    params: Params,
+    projectId: string,
+    opts: { fromMs?: number; toMs?: number; event?: string; filters: readonly Filter[]; distinctId?: string },
+    alias = "",
+  ): string {
+    const d = this.dialect;
+    const col = (name: string) => `${alias}${name}`;
+    const clauses = [`${col("project_id")} = ${d.uuid(params.add(projectId))}`];
+    if (opts.fromMs !== undefined) clauses.push(`${col("timestamp")} >= ${d.timestampFromMs(params.add(opts.fromMs))}`);
+    if (opts.toMs !== undefined) clauses.push(`${col("timestamp")} < ${d.timestampFromMs(params.add(opts.toMs))}`);
+    if (opts.event !== undefined) clauses.push(`${col("event")} = ${params.add(opts.event)}`);
+    if (opts.distinctId !== undefined) clauses.push(`${col("distinct_id")} = ${params.add(opts.distinctId)}`);
+    for (const filter of opts.filters) clauses.push(this.filter(params, filter, alias));
+    return clauses.join(" AND ");
+  }
+
+  private filter(params: Params, filter: Filter, alias: string): string {
+    const d = this.dialect;
+    const path = params.add(d.propertyPathValue(filter.property));
+    const column = `${alias}properties`;
+    const text = d.propertyText(column, path);
+    switch (filter.op) {
+      case "eq":
+        return `${text} = ${params.add(String(filter.value))}`;
+      case "neq":
+        return `${text} IS DISTINCT FROM ${params.add(String(filter.value))}`;
+      case "contains":
+        return `strpos(${text}, ${params.add(String(filter.value))}) > 0`;
+      case "gt":
+        return `${d.propertyNumber(column, path)} > ${params.add(Number(filter.value))}`;
+      case "lt":
+        return `${d.propertyNumber(column, path)} < ${params.add(Number(filter.value))}`;
+      case "is_set":
+        return `${text} IS NOT NULL`;
+    }
+    throw new Error(`unknown filter op ${String(filter.op)}`);
+  }
+
+  /** Rows: t (epoch ms), bv (text or null), value, total. */
+  trends(projectId: string, q: TrendsQuery): SqlStatement {
+    const d = this.dialect;
+    const params = new Params();
+    const where = this.where(params, projectId, q);
+    const bv = q.breakdown === undefined ? "CAST(NULL AS VARCHAR)" : d.propertyText("properties", params.add(d.propertyPathValue(q.breakdown)));
+    const agg = (alias: string) => (q.math === "unique_users" ? `count(DISTINCT ${alias}distinct_id)` : "count(*)");
+    const limit = params.add(q.limit);
+    const sql = `
+      WITH base AS (
+        SELECT ${d.truncate(q.interval, "timestamp")} AS bucket, ${bv} AS bv, distinct_id
+        FROM events WHERE ${where}
+      ),
+      top AS (
+        SELECT bv, ${agg("")} AS total FROM base GROUP BY bv
+        ORDER BY total DESC, ${d.binaryOrder("bv")} ASC NULLS LAST LIMIT ${limit}
+      )
+      SELECT ${d.epochMs("base.bucket")} AS t, base.bv AS bv, ${agg("base.")} AS value, top.total AS total
+      FROM base JOIN top ON base.bv IS NOT DISTINCT FROM top.bv
+      GROUP BY base.bucket, base.bv, top.total`;
+    return { sql, params: params.values };
+  }
+
+  /** One row: c1..cN, the number of users reaching each step. */
+  funnel(projectId: string, q: FunnelQuery): SqlStatement {
+    const d = this.dialect;
+    const params = new Params();
+    const window = params.add(q.windowSeconds);
+    const ctes: string[] = [];
+    q.steps.forEach((step, i) => {
+      const where = this.where(params, projectId, { ...q, event: step }, "e.");
+      if (i === 0) {
+        ctes.push(`s0 AS (SELECT e.distinct_id, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM events e WHERE ${where} GROUP BY e.distinct_id)`);
+        return;
+      }
+      // Same name as the previous step: the next occurrence must be strictly later.
+      const after = step === q.steps[i - 1] ? ">" : ">=";
+      ctes.push(
+        `s${i} AS (SELECT p.distinct_id, p.t0, min(e.timestamp) AS t FROM s${i - 1} p JOIN events e
+          ON e.distinct_id = p.distinct_id AND e.timestamp ${after} p.t AND e.timestamp <= ${d.addSeconds("p.t0", window)}
+          WHERE ${where} GROUP BY p.distinct_id, p.t0)`,
+      );
+    });
+    const counts = q.steps.map((_, i) => `(SELECT count(*) FROM s${i}) AS c${i}`).join(", ");
+    return { sql: `WITH ${ctes.join(",\n")} SELECT ${counts}`, params: params.values };
+  }
+
+  /** Rows: cohort (epoch ms), size. */
+  retentionCohorts(projectId: string, q: RetentionQuery): SqlStatement {
+    const params = new Params();
+    const sql = `WITH ${this.retentionFirsts(params, projectId, q)}
+      SELECT ${this.dialect.epochMs("cohort")} AS cohort, count(*) AS size FROM cohorts GROUP BY cohort`;
+    return { sql, params: params.values };
+  }
+
+  /** Rows: cohort (epoch ms), period (epoch ms), users. */
+  retentionReturns(projectId: string, q: RetentionQuery, returnsFromMs: number, returnsToMs: number): SqlStatement {
+    const d = this.dialect;
+    const params = new Params();
+    const firsts = this.retentionFirsts(params, projectId, q);
+    const where = this.where(params, projectId, { fromMs: returnsFromMs, toMs: returnsToMs, event: q.returnEvent, filters: q.filters });
+    const sql = `WITH ${firsts},
+      returns AS (SELECT DISTINCT distinct_id, ${d.truncate(q.interval, "timestamp")} AS period FROM events WHERE ${where})
+      SELECT ${d.epochMs("c.cohort")} AS cohort, ${d.epochMs("r.period")} AS period, count(*) AS users
+      FROM cohorts c JOIN returns r ON r.distinct_id = c.distinct_id AND r.period >= c.cohort
+      GROUP BY c.cohort, r.period`;
+    return { sql, params: params.values };
+  }
+
+  private retentionFirsts(params: Params, projectId: string, q: RetentionQuery): string {
+    const d = this.dialect;
+    const where = this.where(params, projectId, { ...q, event: q.startEvent });
+    return `firsts AS (SELECT distinct_id, min(timestamp) AS first_ts FROM events WHERE ${where} GROUP BY distinct_id),
+      cohorts AS (SELECT distinct_id, ${d.truncate(q.interval, "first_ts")} AS cohort FROM firsts)`;
+  }
+
+  /** Rows: uuid, event, distinct_id, ts (epoch ms), properties (JSON text), received (epoch ms). */
+  events(projectId: string, q: EventsQuery): SqlStatement {
+    const d = this.dialect;
+    const params = new Params();
+    let where = this.where(params, projectId, q);
+    if (q.cursor) {
+      const t = d.timestampFromMs(params.add(q.cursor.timestamp));
+      const u = d.uuid(params.add(q.cursor.uuid));
+      where += ` AND (timestamp < ${t} OR (timestamp = ${t} AND uuid < ${u}))`;
+    }
+    const sql = `SELECT CAST(uuid AS VARCHAR) AS uuid, event, distinct_id, ${d.epochMs("timestamp")} AS ts,
+        CAST(properties AS VARCHAR) AS properties, ${d.epochMs("received_at")} AS received
+      FROM events WHERE ${where} ORDER BY timestamp DESC, uuid DESC LIMIT ${params.add(q.limit + 1)}`;
+    return { sql, params: params.values };
+  }
+
+  /** Rows: event, count. */
+  topEvents(projectId: string, q: TopEventsQuery): SqlStatement {
+    const params = new Params();
+    const where = this.where(params, projectId, q);
+    const sql = `SELECT event, count(*) AS count FROM events WHERE ${where}
+      GROUP BY event ORDER BY count DESC, ${this.dialect.binaryOrder("event")} ASC LIMIT ${params.add(q.limit)}`;
+    return { sql, params: params.values };
+  }
+
+  /** Rows: value, count. */
+  topValues(projectId: string, q: TopValuesQuery): SqlStatement {
+    const d = this.dialect;
+    const params = new Params();
+    const where = this.where(params, projectId, q);
+    const text = d.propertyText("properties", params.add(d.propertyPathValue(q.property)));
+    const sql = `SELECT ${text} AS value, count(*) AS count FROM events WHERE ${where} AND ${text} IS NOT NULL
+      GROUP BY 1 ORDER BY count DESC, ${d.binaryOrder("value")} ASC LIMIT ${params.add(q.limit)}`;
+    return { sql, params: params.values };
+  }
+}

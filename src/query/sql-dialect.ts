@@ -1,0 +1,28 @@
+/**
+ * What differs between the SQL engines that share src/query/sql-builder.ts (DuckDB, Postgres).
+ * Every method returns SQL text around a placeholder reference such as `$3`; values are always
+ * bound as parameters, never spliced.
+ *
+ * The events table both dialects read has these columns: project_id (uuid), uuid (uuid),
+ * event (text), distinct_id (text), timestamp (UTC timestamp), properties (JSON), received_at.
+ */
+export interface SqlDialect {
+  /** The value to bind for a property name (a JSON pointer for DuckDB, the key for Postgres). */
+  propertyPathValue(name: string): string;
+  /** The property of the JSON column as text, NULL when absent or JSON null. */
+  propertyText(column: string, pathRef: string): string;
+  /** The property as a double when it is a JSON number, else NULL. */
+  propertyNumber(column: string, pathRef: string): string;
+  /** A timestamp from a bound epoch-millisecond number. */
+  timestampFromMs(ref: string): string;
+  /** Epoch milliseconds (bigint) of a timestamp expression. */
+  epochMs(expr: string): string;
+  /** The start of the UTC hour, day or ISO week (Monday) holding the timestamp. */
+  truncate(unit: "hour" | "day" | "week", expr: string): string;
+  /** A timestamp expression plus a bound number of seconds. */
+  addSeconds(expr: string, secondsRef: string): string;
+  /** A bound uuid string as the engine's uuid type. */
+  uuid(ref: string): string;
+  /** A text expression in byte order, for deterministic ties across engines. */
+  binaryOrder(expr: string): string;
+}
