@@ -1,0 +1,3 @@
+import { pipelineConformance } from "../conformance/pipeline.conformance.js";
+
+pipelineConformance("embedded", async () => ({ TIDEMARK_PIPELINE: "embedded" }));
