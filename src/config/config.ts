@@ -23,22 +23,54 @@ export const ENV_SPEC = {
   TIDEMARK_ROLE: { default: "all", oneOf: ROLES, doc: "all | api | worker | cdc | sink" },
   TIDEMARK_DATA_DIR: { default: "./data", doc: "Where the embedded store and the generated token live" },
   TIDEMARK_KEY_ENV: { default: "dev", pattern: /^[a-z0-9]{1,16}$/, doc: "The <env> in wk_<env>_..." },
-  TIDEMARK_LOG_LEVEL: { default: "info", oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"] },
-  TIDEMARK_MAX_BODY_BYTES: { default: "1048576", int: IntString(1024, 100 * 1024 * 1024), doc: "after gunzip" },
-  TIDEMARK_MAX_BATCH_EVENTS: { default: "1000", int: IntString(1, 100000) },
-  TIDEMARK_FLUSH_MAX_EVENTS: { default: "5000", int: IntString(1, 1000000), doc: "group commit size" },
-  TIDEMARK_FLUSH_INTERVAL_MS: { default: "5", int: IntString(0, 10000), doc: "group commit wait" },
+  TIDEMARK_LOG_LEVEL: {
+    default: "info",
+    oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"],
+    doc: "JSON log level: fatal | error | warn | info | debug | trace | silent",
+  },
+  TIDEMARK_MAX_BODY_BYTES: {
+    default: "1048576",
+    int: IntString(1024, 100 * 1024 * 1024),
+    doc: "Largest request body, after gunzip (413 above)",
+  },
+  TIDEMARK_MAX_BATCH_EVENTS: { default: "1000", int: IntString(1, 100000), doc: "Most events in one batch (413 above)" },
+  TIDEMARK_FLUSH_MAX_EVENTS: { default: "5000", int: IntString(1, 1000000), doc: "Group commit: most events per commit" },
+  TIDEMARK_FLUSH_INTERVAL_MS: {
+    default: "2",
+    int: IntString(0, 10000),
+    doc: "Group commit: how long the first waiting event waits for others to join",
+  },
   TIDEMARK_MAX_PENDING_EVENTS: {
     default: "200000",
     int: IntString(1, 100000000),
     doc: "events waiting for a commit before ingest answers 503",
   },
-  TIDEMARK_FUTURE_TOLERANCE_MS: { default: "86400000", int: IntString(0, 10 * 365 * 86400000) },
-  TIDEMARK_RATE_LIMIT_FAIL: { default: "open", oneOf: ["open", "closed"], doc: "when Redis is unreachable" },
-  TIDEMARK_AUTH_CACHE_MS: { default: "5000", int: IntString(0, 3600000) },
-  TIDEMARK_REDIS_STREAM_MAXLEN: { default: "1000000", int: IntString(1, 1000000000) },
-  TIDEMARK_WORKER_BATCH: { default: "2000", int: IntString(1, 100000) },
-  TIDEMARK_WORKER_CLAIM_IDLE_MS: { default: "30000", int: IntString(100, 86400000) },
+  TIDEMARK_FUTURE_TOLERANCE_MS: {
+    default: "86400000",
+    int: IntString(0, 10 * 365 * 86400000),
+    doc: "Event times further ahead of receipt are clamped to receipt time",
+  },
+  TIDEMARK_RATE_LIMIT_FAIL: {
+    default: "open",
+    oneOf: ["open", "closed"],
+    doc: "When the Redis rate limiter is unreachable: open (allow) or closed (503)",
+  },
+  TIDEMARK_AUTH_CACHE_MS: {
+    default: "5000",
+    int: IntString(0, 3600000),
+    doc: "How long an API process caches a key lookup (rotations reach other processes within it)",
+  },
+  TIDEMARK_REDIS_STREAM_MAXLEN: {
+    default: "1000000",
+    int: IntString(1, 1000000000),
+    doc: "async: stream length at which ingest answers 503 (never trimmed)",
+  },
+  TIDEMARK_WORKER_BATCH: { default: "2000", int: IntString(1, 100000), doc: "async: stream entries a worker reads at once" },
+  TIDEMARK_WORKER_CLAIM_IDLE_MS: {
+    default: "30000",
+    int: IntString(100, 86400000),
+    doc: "async: pending entries idle this long are claimed from a dead worker",
+  },
   DATABASE_URL: { default: "", doc: "Postgres (sync, async, cdc)" },
   REDIS_URL: { default: "", doc: "Redis (async, cdc; shared rate limit whenever set)" },
   KAFKA_BROKERS: { default: "", doc: "Kafka (cdc)" },
@@ -47,7 +79,7 @@ export const ENV_SPEC = {
 
 interface EnvSpec {
   readonly default: string;
-  readonly doc?: string;
+  readonly doc: string;
   readonly int?: { readonly min: number; readonly max: number };
   readonly oneOf?: readonly string[];
   readonly pattern?: RegExp;

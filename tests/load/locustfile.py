@@ -588,6 +588,54 @@ def _on_test_start(environment, **_kw) -> None:
         return
     if isinstance(runner, MasterRunner):
         runner.send_message(MSG_KEYS, _keys_message(runner))
+    _start_names_history(environment)
+
+
+# Per-request-name totals once a second, written beside Locust's CSVs as
+# <prefix>_names_history.csv (Timestamp, Name, Total Request Count, Total Failure Count), so
+# analyze.py can take exact per-name rates for the stable period without --csv-full-history
+# (which would mix per-name rows into _stats_history.csv, where the guide's snippet expects
+# only the Aggregated row).
+_names_history: dict[str, Any] = {"greenlet": None, "file": None}
+
+
+def _write_names_row(environment) -> None:
+    f = _names_history["file"]
+    if f is None:
+        return
+    now = int(time.time())
+    for (name, _method), entry in sorted(environment.stats.entries.items()):
+        f.write(f"{now},{json.dumps(name)},{entry.num_requests},{entry.num_failures}\n")
+    f.flush()
+
+
+def _names_history_loop(environment) -> None:
+    while True:
+        gevent.sleep(1.0)
+        _write_names_row(environment)
+
+
+def _start_names_history(environment) -> None:
+    prefix = getattr(environment.parsed_options, "csv_prefix", None) if environment.parsed_options else None
+    if not prefix:
+        return
+    _stop_names_history(environment, final=False)
+    f = open(f"{prefix}_names_history.csv", "w", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+    f.write("Timestamp,Name,Total Request Count,Total Failure Count\n")
+    _names_history["file"] = f
+    _names_history["greenlet"] = gevent.spawn(_names_history_loop, environment)
+
+
+def _stop_names_history(environment, final: bool = True) -> None:
+    g = _names_history["greenlet"]
+    if g is not None:
+        g.kill(block=False)
+        _names_history["greenlet"] = None
+    if _names_history["file"] is not None:
+        if final:
+            _write_names_row(environment)
+        _names_history["file"].close()
+        _names_history["file"] = None
 
 
 @events.test_stopping.add_listener
@@ -598,6 +646,8 @@ def _on_test_stopping(environment, **_kw) -> None:
 @events.test_stop.add_listener
 def _on_test_stop(environment, **_kw) -> None:
     JUDGE.flush(force=True)
+    if not isinstance(environment.runner, WorkerRunner):
+        _stop_names_history(environment)
 
 
 # ---------------------------------------------------------------------------

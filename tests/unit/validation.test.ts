@@ -1,0 +1,114 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { AppError } from "../../src/core/errors.js";
+import { validateBatch, validateEvent } from "../../src/core/validation.js";
+
+const limits = { maxBatchEvents: 5, futureToleranceMs: 86_400_000 };
+const project = "11111111-1111-4111-8111-111111111111";
+const now = Date.UTC(2026, 10, 28, 12);
+
+function problems(run: () => unknown): AppError {
+  try {
+    run();
+  } catch (error) {
+    assert.ok(error instanceof AppError);
+    return error;
+  }
+  assert.fail("expected a validation error");
+}
+
+test("a valid event is normalised", () => {
+  const { events, warnings } = validateEvent(
+    { event: "Page View", distinct_id: 42, properties: { a: 1 }, uuid: "AAAAAAAA-AAAA-4AAA-8AAA-AAAAAAAAAAAA", timestamp: "2026-11-28T11:00:00Z" },
+    project,
+    now,
+    limits,
+  );
+  assert.deepEqual(events, [
+    {
+      projectId: project,
+      uuid: "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa",
+      event: "Page View",
+      distinctId: "42",
+      timestamp: Date.UTC(2026, 10, 28, 11),
+      properties: '{"a":1}',
+      receivedAt: now,
+    },
+  ]);
+  assert.deepEqual(warnings, []);
+});
+
+test("a missing uuid is generated, a missing time is receipt time", () => {
+  const { events } = validateEvent({ event: "x", distinct_id: "u" }, project, now, limits);
+  assert.match(events[0]!.uuid, /^[0-9a-f-]{36}$/);
+  assert.equal(events[0]!.timestamp, now);
+  assert.equal(events[0]!.properties, "{}");
+});
+
+test("every problem of a batch is listed with its index and field", () => {
+  const error = problems(() =>
+    validateBatch(
+      {
+        events: [
+          { event: "ok", distinct_id: "u" },
+          { distinct_id: "u" },
+          { event: "x", distinct_id: "u", timestamp: "nope" },
+          { event: "x", distinct_id: "u", properties: [1, 2] },
+          { event: "x", distinct_id: "u", colour: "red" },
+        ],
+      },
+      project,
+      now,
+      limits,
+    ),
+  );
+  assert.equal(error.status, 400);
+  const found = (error.details ?? []).map((p) => `${p.index}:${p.field}`);
+  assert.ok(found.includes("1:event"), found.join());
+  assert.ok(found.includes("2:timestamp"), found.join());
+  assert.ok(found.includes("3:properties"), found.join());
+  assert.ok(found.includes("4:colour"), found.join());
+  assert.ok(!found.some((f) => f.startsWith("0:")), "the valid event has no problem");
+});
+
+test("batch shape and size", () => {
+  assert.equal(problems(() => validateBatch([], project, now, limits)).status, 400);
+  assert.equal(problems(() => validateBatch({ events: [] }, project, now, limits)).status, 400);
+  const tooMany = { events: Array.from({ length: 6 }, () => ({ event: "x", distinct_id: "u" })) };
+  const error = problems(() => validateBatch(tooMany, project, now, limits));
+  assert.equal(error.status, 413);
+  assert.equal(error.code, "batch_too_large");
+});
+
+test("far-future times are clamped with a warning, batch sent_at corrects skew", () => {
+  const { events, warnings } = validateBatch(
+    {
+      sent_at: now + 3_600_000,
+      events: [
+        { event: "x", distinct_id: "u", timestamp: now + 3_600_000 - 1000 },
+        { event: "y", distinct_id: "u", timestamp: now + 10 * 86_400_000, sent_at: now },
+      ],
+    },
+    project,
+    now,
+    limits,
+  );
+  assert.equal(events[0]!.timestamp, now - 1000);
+  assert.equal(events[1]!.timestamp, now);
+  assert.deepEqual(warnings.map((w) => w.index), [1]);
+});
+
+test("types are checked, not coerced", () => {
+  for (const bad of [
+    { event: "", distinct_id: "u" },
+    { event: 5, distinct_id: "u" },
+    { event: "x", distinct_id: null },
+    { event: "x", distinct_id: 1.5 },
+    { event: "x", distinct_id: "u", uuid: "not-a-uuid" },
+    { event: "x".repeat(201), distinct_id: "u" },
+    "string",
+    null,
+  ]) {
+    assert.equal(problems(() => validateEvent(bad, project, now, limits)).status, 400, JSON.stringify(bad));
+  }
+});
