@@ -131,14 +131,22 @@ def analyze(prefix: str, warmup: float, batch_size: float) -> dict:
 
     # Per-request-name rates in the stable period.
     per_name = df[df["Name"] != "Aggregated"]
-    per_name_source = "per-name history rows (--csv-full-history)"
+    per_name_source = "stable-period shares from the per-name history rows (--csv-full-history)"
     names_path = Path(f"{prefix}_names_history.csv")
     if per_name.empty and names_path.exists():
         per_name = pd.read_csv(names_path)
-        per_name_source = f"{names_path.name} (written by the locustfile)"
+        per_name_source = f"stable-period shares from {names_path.name} (written by the locustfile)"
     names: dict[str, dict[str, float]] = {}
-    if not per_name.empty:  # exact per-name counts per second
-        t0, t1 = first["Timestamp"], last["Timestamp"]
+    if not per_name.empty:
+        # Per-name totals per second. Workers report every few seconds, so each name's share of
+        # the requests made in the stable period is taken from these rows and applied to the
+        # stable-period rate of the Aggregated row (the two files are sampled independently).
+        t0 = first["Timestamp"]
+        rows_in = per_name[per_name["Timestamp"] >= t0]
+        if rows_in.empty:
+            rows_in = per_name
+        ta, tb = rows_in["Timestamp"].min(), per_name["Timestamp"].max()
+        deltas: dict[str, tuple[float, float]] = {}
         for name, rows in per_name.groupby("Name"):
             rows = rows.sort_values("Timestamp")
 
@@ -146,10 +154,12 @@ def analyze(prefix: str, warmup: float, batch_size: float) -> dict:
                 before = rows[rows["Timestamp"] <= t]
                 return float(before[col].iloc[-1]) if not before.empty else 0.0
 
-            names[str(name)] = {
-                "rps": (at(t1, "Total Request Count") - at(t0, "Total Request Count")) / seconds,
-                "fps": (at(t1, "Total Failure Count") - at(t0, "Total Failure Count")) / seconds,
-            }
+            deltas[str(name)] = (
+                at(tb, "Total Request Count") - at(ta, "Total Request Count"),
+                at(tb, "Total Failure Count") - at(ta, "Total Failure Count"),
+            )
+        total = sum(d[0] for d in deltas.values()) or 1.0
+        names = {n: {"rps": rps * d[0] / total, "fps": rps * d[1] / total} for n, d in deltas.items()}
     elif stats_path.exists():  # share of each name in the whole run, applied to the stable rate
         st = pd.read_csv(stats_path)
         st = st[st["Name"] != "Aggregated"]
