@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
-import { ConfigError, loadConfig, ROLES, type Role } from "./config/config.js";
-import { PLANS, type Plan } from "./core/plans.js";
-import { createBackends } from "./backends/create.js";
 import { ProjectService } from "./api/admin/project.service.js";
 import { KeyResolver } from "./api/auth.js";
+import { createBackends } from "./backends/create.js";
+import { ConfigError, loadConfig, ROLES, type Role } from "./config/config.js";
+import { PLANS, type Plan } from "./core/plans.js";
 import { LedgerRecorder } from "./pipeline/ledger-recorder.js";
 import { startTidemark } from "./roles/server.js";
 
@@ -27,7 +27,9 @@ async function withProjects<T>(work: (service: ProjectService) => Promise<T>): P
   }
 }
 
-const program = new Command("tidemark").description("Tidemark: self-hosted event analytics").showHelpAfterError();
+const program = new Command("tidemark")
+  .description("Tidemark: self-hosted event analytics")
+  .showHelpAfterError();
 
 program
   .command("serve")
@@ -85,4 +87,3 @@ program.parseAsync().catch((error: unknown) => {
   process.stderr.write(`tidemark: ${error instanceof Error ? error.message : String(error)}\n`);
   process.exit(1);
 });
-

@@ -5,16 +5,16 @@ import type { Logger } from "pino";
 import type { Backends } from "../backends/create.js";
 import type { Config } from "../config/config.js";
 import { LedgerRecorder } from "../pipeline/ledger-recorder.js";
-import { ProjectService } from "./admin/project.service.js";
 import { registerProjectRoutes } from "./admin/project.routes.js";
+import { ProjectService } from "./admin/project.service.js";
 import { KeyResolver } from "./auth.js";
 import { registerBodyParsing } from "./body-parsing.js";
+import { registerDocs } from "./docs.js";
 import { registerErrorHandler } from "./error-handler.js";
 import { registerIngestRoutes } from "./ingest/ingest.routes.js";
 import type { Metrics } from "./ops/metrics.js";
 import { registerOpsRoutes } from "./ops/ops.routes.js";
 import { registerQueryRoutes } from "./query/query.routes.js";
-import { registerDocs } from "./docs.js";
 
 export interface AppDeps {
   config: Config;
@@ -43,7 +43,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false } },
   });
   let shuttingDown = false;
-  const ledger = new LedgerRecorder(backends.events, 1000, (error) => logger.error({ err: error }, "ledger write failed"));
+  const ledger = new LedgerRecorder(backends.events, 1000, (error) =>
+    logger.error({ err: error }, "ledger write failed"),
+  );
   const keys = new KeyResolver(backends.projects, config.secretToken, config.authCacheMs);
   const service = new ProjectService(backends.projects, backends.events, keys, ledger, config.keyEnv);
 
@@ -58,7 +60,11 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   });
   await fastify.register(swagger, {
     openapi: {
-      info: { title: "Tidemark", version: "0.1.0", description: "Event ingest, analytics queries and administration." },
+      info: {
+        title: "Tidemark",
+        version: "0.1.0",
+        description: "Event ingest, analytics queries and administration.",
+      },
       components: {
         securitySchemes: {
           adminToken: { type: "http", scheme: "bearer", description: "SECRET_TOKEN" },

@@ -38,7 +38,8 @@ export class KeyResolver {
   }
 
   requireAdmin(request: FastifyRequest): void {
-    if (!requestKey(request)) throw new AppError("unauthorized", "Missing admin token: Authorization: Bearer <SECRET_TOKEN>");
+    if (!requestKey(request))
+      throw new AppError("unauthorized", "Missing admin token: Authorization: Bearer <SECRET_TOKEN>");
     if (!this.isAdmin(request)) throw new AppError("unauthorized", "Unknown admin token");
   }
 
@@ -53,7 +54,9 @@ export class KeyResolver {
     if (match.kind !== kind) {
       throw new AppError(
         "forbidden",
-        kind === "write" ? "A read key cannot send events; use the write key (wk_...)" : "A write key cannot query; use the read key (rk_...)",
+        kind === "write"
+          ? "A read key cannot send events; use the write key (wk_...)"
+          : "A write key cannot query; use the read key (rk_...)",
       );
     }
     return match.project;
@@ -75,6 +78,7 @@ export class KeyResolver {
 
   /** Drops cached keys of a project (after a rotation, a plan change or a delete). */
   forgetProject(projectId: string): void {
-    for (const [hash, entry] of this.cache) if (entry.match?.project.id === projectId) this.cache.delete(hash);
+    for (const [hash, entry] of this.cache)
+      if (entry.match?.project.id === projectId) this.cache.delete(hash);
   }
 }

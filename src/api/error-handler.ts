@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { AppError, type ErrorCode, ERRORS, type Problem } from "../core/errors.js";
+import { AppError, ERRORS, type ErrorCode, type Problem } from "../core/errors.js";
 
 /** Fastify's own errors, mapped to the registry. Anything else unknown is a 500. */
 const FASTIFY_CODES: Record<string, ErrorCode> = {
@@ -15,12 +15,16 @@ function fromFastify(error: FastifyError): AppError | undefined {
   if (error.validation) {
     const problems: Problem[] = error.validation.map((v) => ({
       field:
-        (v.instancePath.replace(/^\//, "").replaceAll("/", ".") ||
-          (typeof v.params?.missingProperty === "string" ? v.params.missingProperty : "")) ||
+        v.instancePath.replace(/^\//, "").replaceAll("/", ".") ||
+        (typeof v.params?.missingProperty === "string" ? v.params.missingProperty : "") ||
         "(body)",
       message: v.message ?? "is not valid",
     }));
-    return new AppError("validation_failed", `The ${error.validationContext ?? "body"} is not valid`, problems);
+    return new AppError(
+      "validation_failed",
+      `The ${error.validationContext ?? "body"} is not valid`,
+      problems,
+    );
   }
   const code = error.code ? FASTIFY_CODES[error.code] : undefined;
   if (code) return new AppError(code, code === "validation_failed" ? error.message : undefined);
@@ -30,14 +34,19 @@ function fromFastify(error: FastifyError): AppError | undefined {
   if (error.statusCode === 413) return new AppError("payload_too_large");
   if (error.statusCode === 415) return new AppError("unsupported_media_type");
   // Gunzip of a corrupt body.
-  if ((error as { code?: string }).code === "Z_DATA_ERROR" || (error as { code?: string }).code === "Z_BUF_ERROR") {
+  if (
+    (error as { code?: string }).code === "Z_DATA_ERROR" ||
+    (error as { code?: string }).code === "Z_BUF_ERROR"
+  ) {
     return new AppError("unsupported_media_type", "The body is not valid gzip");
   }
   return undefined;
 }
 
 /** Turns any error into the one JSON error shape; never leaks a stack or internal message. */
-export function errorBody(error: AppError): { error: { code: ErrorCode; message: string; details?: readonly Problem[] } } {
+export function errorBody(error: AppError): {
+  error: { code: ErrorCode; message: string; details?: readonly Problem[] };
+} {
   return {
     error: {
       code: error.code,
@@ -62,7 +71,9 @@ export function registerErrorHandler(app: FastifyInstance): void {
     void reply.status(error.status).send(errorBody(error));
   });
   app.setNotFoundHandler((request, reply) => {
-    void reply.status(404).send(errorBody(new AppError("not_found", `No route ${request.method} ${request.url}`)));
+    void reply
+      .status(404)
+      .send(errorBody(new AppError("not_found", `No route ${request.method} ${request.url}`)));
   });
 }
 

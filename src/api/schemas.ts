@@ -6,7 +6,9 @@ export const ErrorSchema = Type.Object({
     code: Type.String(),
     message: Type.String(),
     details: Type.Optional(
-      Type.Array(Type.Object({ index: Type.Optional(Type.Integer()), field: Type.String(), message: Type.String() })),
+      Type.Array(
+        Type.Object({ index: Type.Optional(Type.Integer()), field: Type.String(), message: Type.String() }),
+      ),
     ),
   }),
 });

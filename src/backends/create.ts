@@ -23,7 +23,11 @@ export interface Backends {
 
 export interface BackendHooks {
   onFlush?: (events: number, durationMs: number, error?: unknown) => void;
-  log?: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
+  log?: {
+    info(obj: object, msg?: string): void;
+    warn(obj: object, msg?: string): void;
+    error(obj: object, msg?: string): void;
+  };
 }
 
 /**
@@ -31,7 +35,11 @@ export interface BackendHooks {
  * Drivers are imported lazily, so the embedded default never loads Postgres, Redis, Kafka or
  * ClickHouse libraries.
  */
-export async function createBackends(config: Config, role: Role, hooks: BackendHooks = {}): Promise<Backends> {
+export async function createBackends(
+  config: Config,
+  role: Role,
+  hooks: BackendHooks = {},
+): Promise<Backends> {
   switch (config.pipeline) {
     case "embedded":
       return createEmbedded(config, role, hooks);

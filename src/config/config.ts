@@ -33,8 +33,16 @@ export const ENV_SPEC = {
     int: IntString(1024, 100 * 1024 * 1024),
     doc: "Largest request body, after gunzip (413 above)",
   },
-  TIDEMARK_MAX_BATCH_EVENTS: { default: "1000", int: IntString(1, 100000), doc: "Most events in one batch (413 above)" },
-  TIDEMARK_FLUSH_MAX_EVENTS: { default: "5000", int: IntString(1, 1000000), doc: "Group commit: most events per commit" },
+  TIDEMARK_MAX_BATCH_EVENTS: {
+    default: "1000",
+    int: IntString(1, 100000),
+    doc: "Most events in one batch (413 above)",
+  },
+  TIDEMARK_FLUSH_MAX_EVENTS: {
+    default: "5000",
+    int: IntString(1, 1000000),
+    doc: "Group commit: most events per commit",
+  },
   TIDEMARK_FLUSH_INTERVAL_MS: {
     default: "2",
     int: IntString(0, 10000),
@@ -65,7 +73,11 @@ export const ENV_SPEC = {
     int: IntString(1, 1000000000),
     doc: "async: stream length at which ingest answers 503 (never trimmed)",
   },
-  TIDEMARK_WORKER_BATCH: { default: "2000", int: IntString(1, 100000), doc: "async: stream entries a worker reads at once" },
+  TIDEMARK_WORKER_BATCH: {
+    default: "2000",
+    int: IntString(1, 100000),
+    doc: "async: stream entries a worker reads at once",
+  },
   TIDEMARK_WORKER_CLAIM_IDLE_MS: {
     default: "30000",
     int: IntString(100, 86400000),

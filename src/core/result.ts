@@ -9,6 +9,10 @@ export type StepResult<T> =
   | { kind: "dead_letter"; reason: string };
 
 export const ok = <T>(value: T): StepResult<T> => ({ kind: "ok", value });
-export const retry = (reason: string, error?: unknown): StepResult<never> => ({ kind: "retry", reason, error });
+export const retry = (reason: string, error?: unknown): StepResult<never> => ({
+  kind: "retry",
+  reason,
+  error,
+});
 export const drop = (reason: string): StepResult<never> => ({ kind: "drop", reason });
 export const deadLetter = (reason: string): StepResult<never> => ({ kind: "dead_letter", reason });

@@ -20,7 +20,8 @@ export type TimestampParse = { ok: true; ms: number } | { ok: false; message: st
 /** Parses an ISO 8601 string or epoch milliseconds (number or digit string). */
 export function parseTimestamp(input: unknown): TimestampParse {
   if (typeof input === "number") return fromEpochMs(input);
-  if (typeof input !== "string") return { ok: false, message: "must be an ISO 8601 string or epoch milliseconds" };
+  if (typeof input !== "string")
+    return { ok: false, message: "must be an ISO 8601 string or epoch milliseconds" };
   if (DIGITS.test(input)) return fromEpochMs(Number(input));
   const match = ISO_8601.exec(input);
   if (!match) return { ok: false, message: "must be an ISO 8601 string or epoch milliseconds" };

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { AppError, type Problem } from "./errors.js";
 import type { StoredEvent } from "./event.js";
-import { type IncomingEvent, IncomingBatchSchema, IncomingEventSchema } from "./event-schema.js";
+import { IncomingBatchSchema, type IncomingEvent, IncomingEventSchema } from "./event-schema.js";
 import { parseTimestamp, resolveEventTime } from "./timestamps.js";
 
 const eventChecker = TypeCompiler.Compile(IncomingEventSchema);
@@ -68,7 +68,10 @@ function normalise(
   if (sentAt !== undefined) {
     const parsed = parseTimestamp(sentAt);
     if (parsed.ok) sentAtMs = parsed.ms;
-    else problems.push(toProblem(raw.sent_at === undefined ? "/sent_at (batch)" : "/sent_at", parsed.message, index));
+    else
+      problems.push(
+        toProblem(raw.sent_at === undefined ? "/sent_at (batch)" : "/sent_at", parsed.message, index),
+      );
   }
   if (problems.length > 0) return undefined;
   const time = resolveEventTime(clientMs, sentAtMs, receivedAt, limits.futureToleranceMs);
@@ -145,7 +148,11 @@ export function validateBatch(
     if (event) events.push(event);
   }
   if (problems.length > 0) {
-    throw new AppError("validation_failed", `${problems.length} problem(s) in the batch`, problems.slice(0, 1000));
+    throw new AppError(
+      "validation_failed",
+      `${problems.length} problem(s) in the batch`,
+      problems.slice(0, 1000),
+    );
   }
   return { events, warnings };
 }

@@ -53,7 +53,8 @@ export class GroupCommitQueue implements EventQueue {
   }
 
   enqueue(events: readonly StoredEvent[]): Promise<EnqueueResult> {
-    if (this.closed) return Promise.reject(new AppError("unavailable", "Tidemark is shutting down", undefined, 1));
+    if (this.closed)
+      return Promise.reject(new AppError("unavailable", "Tidemark is shutting down", undefined, 1));
     if (this.waitingEvents + this.inFlightEvents + events.length > this.options.maxPending) {
       return Promise.reject(new AppError("overloaded", undefined, undefined, 1));
     }
@@ -117,7 +118,8 @@ export class GroupCommitQueue implements EventQueue {
       this.options.onFlush?.(events.length, performance.now() - started);
       const duplicates = new Set(outcome.duplicateUuids);
       for (const waiter of batch) {
-        const mine = duplicates.size === 0 ? [] : waiter.events.filter((e) => duplicates.has(e.uuid)).map((e) => e.uuid);
+        const mine =
+          duplicates.size === 0 ? [] : waiter.events.filter((e) => duplicates.has(e.uuid)).map((e) => e.uuid);
         waiter.resolve({ duplicateUuids: mine });
       }
     } catch (error) {

@@ -19,12 +19,20 @@ export function ledgerRows(deltas: ReadonlyMap<string, LedgerDelta>): [string, s
   return rows;
 }
 
-export function readLedgerRows(rows: Iterable<readonly [string, bigint | number | string]>, stored: number): Ledger {
+export function readLedgerRows(
+  rows: Iterable<readonly [string, bigint | number | string]>,
+  stored: number,
+): Ledger {
   const ledger: Ledger = { received: 0, accepted: 0, duplicate: 0, rate_limited: 0, rejected: {}, stored };
   for (const [outcome, raw] of rows) {
     const n = Number(raw);
     if (outcome.startsWith("rejected:")) ledger.rejected[outcome.slice("rejected:".length)] = n;
-    else if (outcome === "received" || outcome === "accepted" || outcome === "duplicate" || outcome === "rate_limited") {
+    else if (
+      outcome === "received" ||
+      outcome === "accepted" ||
+      outcome === "duplicate" ||
+      outcome === "rate_limited"
+    ) {
       ledger[outcome] = n;
     }
   }

@@ -167,7 +167,13 @@ export interface TopValuesQuery {
   filters: Filter[];
   limit: number;
 }
-export type QuerySpec = TrendsQuery | FunnelQuery | RetentionQuery | EventsQuery | TopEventsQuery | TopValuesQuery;
+export type QuerySpec =
+  | TrendsQuery
+  | FunnelQuery
+  | RetentionQuery
+  | EventsQuery
+  | TopEventsQuery
+  | TopValuesQuery;
 
 export interface TrendsResult {
   series: { breakdown_value: string | null; total: number; points: { t: string; value: number }[] }[];
@@ -210,7 +216,11 @@ export const INTERVAL_MS = { hour: 3_600_000, day: 86_400_000, week: 604_800_000
 export const MAX_POINTS = 5000;
 
 function invalid(problems: Problem[]): never {
-  throw new AppError("invalid_query", `The query spec is not valid: ${problems[0]?.field} ${problems[0]?.message}`, problems);
+  throw new AppError(
+    "invalid_query",
+    `The query spec is not valid: ${problems[0]?.field} ${problems[0]?.message}`,
+    problems,
+  );
 }
 
 function time(value: string, field: string): number {
@@ -246,7 +256,10 @@ export function encodeCursor(cursor: EventsCursor): string {
 function decodeCursor(text: string): EventsCursor {
   const decoded = Buffer.from(text, "base64url").toString();
   const match = /^(\d{1,16}):([0-9a-f-]{36})$/.exec(decoded);
-  if (!match) throw new AppError("invalid_cursor", "The cursor is not valid", [{ field: "cursor", message: "is not a cursor this API returned" }]);
+  if (!match)
+    throw new AppError("invalid_cursor", "The cursor is not valid", [
+      { field: "cursor", message: "is not a cursor this API returned" },
+    ]);
   return { timestamp: Number(match[1]), uuid: match[2]! };
 }
 
@@ -278,7 +291,12 @@ export function parseQuerySpec(body: unknown): QuerySpec {
       const interval = spec.interval ?? "day";
       const { fromMs, toMs } = range(spec.from, spec.to);
       if ((toMs - fromMs) / INTERVAL_MS[interval] > MAX_POINTS) {
-        invalid([{ field: "interval", message: `gives more than ${MAX_POINTS} points for this range; use a wider interval` }]);
+        invalid([
+          {
+            field: "interval",
+            message: `gives more than ${MAX_POINTS} points for this range; use a wider interval`,
+          },
+        ]);
       }
       return {
         kind: "trends",

@@ -1,4 +1,12 @@
-import type { Filter, FunnelQuery, RetentionQuery, TopEventsQuery, TopValuesQuery, TrendsQuery, EventsQuery } from "./spec.js";
+import type {
+  EventsQuery,
+  Filter,
+  FunnelQuery,
+  RetentionQuery,
+  TopEventsQuery,
+  TopValuesQuery,
+  TrendsQuery,
+} from "./spec.js";
 import type { SqlDialect } from "./sql-dialect.js";
 
 export interface SqlStatement {
@@ -32,8 +40,10 @@ export class SqlQueryBuilder {
     const d = this.dialect;
     const col = (name: string) => `${alias}${name}`;
     const clauses = [`${col("project_id")} = ${d.uuid(params.add(projectId))}`];
-    if (opts.fromMs !== undefined) clauses.push(`${col("timestamp")} >= ${d.timestampFromMs(params.add(opts.fromMs))}`);
-    if (opts.toMs !== undefined) clauses.push(`${col("timestamp")} < ${d.timestampFromMs(params.add(opts.toMs))}`);
+    if (opts.fromMs !== undefined)
+      clauses.push(`${col("timestamp")} >= ${d.timestampFromMs(params.add(opts.fromMs))}`);
+    if (opts.toMs !== undefined)
+      clauses.push(`${col("timestamp")} < ${d.timestampFromMs(params.add(opts.toMs))}`);
     if (opts.event !== undefined) clauses.push(`${col("event")} = ${params.add(opts.event)}`);
     if (opts.distinctId !== undefined) clauses.push(`${col("distinct_id")} = ${params.add(opts.distinctId)}`);
     for (const filter of opts.filters) clauses.push(this.filter(params, filter, alias));
@@ -67,8 +77,12 @@ export class SqlQueryBuilder {
     const d = this.dialect;
     const params = new Params();
     const where = this.where(params, projectId, q);
-    const bv = q.breakdown === undefined ? "CAST(NULL AS VARCHAR)" : d.propertyText("properties", params.add(d.propertyPathValue(q.breakdown)));
-    const agg = (alias: string) => (q.math === "unique_users" ? `count(DISTINCT ${alias}distinct_id)` : "count(*)");
+    const bv =
+      q.breakdown === undefined
+        ? "CAST(NULL AS VARCHAR)"
+        : d.propertyText("properties", params.add(d.propertyPathValue(q.breakdown)));
+    const agg = (alias: string) =>
+      q.math === "unique_users" ? `count(DISTINCT ${alias}distinct_id)` : "count(*)";
     const limit = params.add(q.limit);
     const sql = `
       WITH base AS (
@@ -94,7 +108,9 @@ export class SqlQueryBuilder {
     q.steps.forEach((step, i) => {
       const where = this.where(params, projectId, { ...q, event: step }, "e.");
       if (i === 0) {
-        ctes.push(`s0 AS (SELECT e.distinct_id, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM events e WHERE ${where} GROUP BY e.distinct_id)`);
+        ctes.push(
+          `s0 AS (SELECT e.distinct_id, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM events e WHERE ${where} GROUP BY e.distinct_id)`,
+        );
         return;
       }
       // Same name as the previous step: the next occurrence must be strictly later.
@@ -118,11 +134,21 @@ export class SqlQueryBuilder {
   }
 
   /** Rows: cohort (epoch ms), period (epoch ms), users. */
-  retentionReturns(projectId: string, q: RetentionQuery, returnsFromMs: number, returnsToMs: number): SqlStatement {
+  retentionReturns(
+    projectId: string,
+    q: RetentionQuery,
+    returnsFromMs: number,
+    returnsToMs: number,
+  ): SqlStatement {
     const d = this.dialect;
     const params = new Params();
     const firsts = this.retentionFirsts(params, projectId, q);
-    const where = this.where(params, projectId, { fromMs: returnsFromMs, toMs: returnsToMs, event: q.returnEvent, filters: q.filters });
+    const where = this.where(params, projectId, {
+      fromMs: returnsFromMs,
+      toMs: returnsToMs,
+      event: q.returnEvent,
+      filters: q.filters,
+    });
     const sql = `WITH ${firsts},
       returns AS (SELECT DISTINCT distinct_id, ${d.truncate(q.interval, "timestamp")} AS period FROM events WHERE ${where})
       SELECT ${d.epochMs("c.cohort")} AS cohort, ${d.epochMs("r.period")} AS period, count(*) AS users

@@ -1,8 +1,6 @@
-import { SqlQueryBuilder, type SqlStatement } from "./sql-builder.js";
-import type { SqlDialect } from "./sql-dialect.js";
 import {
-  encodeCursor,
   type EventsResult,
+  encodeCursor,
   type FunnelResult,
   INTERVAL_MS,
   type QueryResult,
@@ -12,6 +10,8 @@ import {
   type TopValuesResult,
   type TrendsResult,
 } from "./spec.js";
+import { SqlQueryBuilder, type SqlStatement } from "./sql-builder.js";
+import type { SqlDialect } from "./sql-dialect.js";
 
 export type Row = Record<string, unknown>;
 /** Runs one statement and returns its rows; column names as written in the SQL. */
@@ -19,7 +19,8 @@ export type RunSql = (statement: SqlStatement) => Promise<Row[]>;
 
 const num = (value: unknown): number => (typeof value === "bigint" ? Number(value) : Number(value ?? 0));
 const iso = (ms: number): string => new Date(ms).toISOString();
-const textOrNull = (value: unknown): string | null => (value === null || value === undefined ? null : String(value));
+const textOrNull = (value: unknown): string | null =>
+  value === null || value === undefined ? null : String(value);
 
 // 1970-01-05 was a Monday: weeks start on Mondays, as in ISO 8601 and date_trunc('week').
 const MONDAY_OFFSET_MS = 4 * 86_400_000;
@@ -90,7 +91,11 @@ export class SqlQueryRunner {
     series.sort(
       (a, b) =>
         b.total - a.total ||
-        (a.breakdown_value === null ? 1 : b.breakdown_value === null ? -1 : compareBytes(a.breakdown_value, b.breakdown_value)),
+        (a.breakdown_value === null
+          ? 1
+          : b.breakdown_value === null
+            ? -1
+            : compareBytes(a.breakdown_value, b.breakdown_value)),
     );
     return { series };
   }
@@ -113,7 +118,10 @@ export class SqlQueryRunner {
     };
   }
 
-  private async retention(projectId: string, q: Extract<QuerySpec, { kind: "retention" }>): Promise<RetentionResult> {
+  private async retention(
+    projectId: string,
+    q: Extract<QuerySpec, { kind: "retention" }>,
+  ): Promise<RetentionResult> {
     const size = INTERVAL_MS[q.interval];
     const cohortStarts = bucketsBetween(q.interval, q.fromMs, q.toMs);
     const firstCohort = cohortStarts[0] ?? bucketStart(q.interval, q.fromMs);
@@ -157,16 +165,24 @@ export class SqlQueryRunner {
     }));
     const last = page.at(-1);
     const nextCursor =
-      rows.length > q.limit && last ? encodeCursor({ timestamp: num(last.ts), uuid: String(last.uuid) }) : null;
+      rows.length > q.limit && last
+        ? encodeCursor({ timestamp: num(last.ts), uuid: String(last.uuid) })
+        : null;
     return { events, next_cursor: nextCursor };
   }
 
-  private async topEvents(projectId: string, q: Extract<QuerySpec, { kind: "top_events" }>): Promise<TopEventsResult> {
+  private async topEvents(
+    projectId: string,
+    q: Extract<QuerySpec, { kind: "top_events" }>,
+  ): Promise<TopEventsResult> {
     const rows = await this.run(this.builder.topEvents(projectId, q));
     return { events: rows.map((row) => ({ event: String(row.event), count: num(row.count) })) };
   }
 
-  private async topValues(projectId: string, q: Extract<QuerySpec, { kind: "top_values" }>): Promise<TopValuesResult> {
+  private async topValues(
+    projectId: string,
+    q: Extract<QuerySpec, { kind: "top_values" }>,
+  ): Promise<TopValuesResult> {
     const rows = await this.run(this.builder.topValues(projectId, q));
     return { values: rows.map((row) => ({ value: String(row.value), count: num(row.count) })) };
   }

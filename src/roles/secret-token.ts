@@ -6,7 +6,10 @@ import { join } from "node:path";
  * The admin token when SECRET_TOKEN is not set: generated once, kept in the data dir with mode
  * 0600, and reused on later starts. `generated` says whether it is new (then it is printed).
  */
-export function resolveSecretToken(dataDir: string, configured: string): { token: string; generated: boolean; path?: string } {
+export function resolveSecretToken(
+  dataDir: string,
+  configured: string,
+): { token: string; generated: boolean; path?: string } {
   if (configured !== "") return { token: configured, generated: false };
   const path = join(dataDir, "secret_token");
   if (existsSync(path)) {

@@ -1,5 +1,5 @@
 import pino, { type Logger } from "pino";
-import { buildApp, type App } from "../api/app.js";
+import { type App, buildApp } from "../api/app.js";
 import { Metrics } from "../api/ops/metrics.js";
 import { type Backends, createBackends } from "../backends/create.js";
 import type { Config } from "../config/config.js";
@@ -21,7 +21,10 @@ export function createLogger(config: Config): Logger {
 }
 
 /** Starts every part the configured role needs; the API listens when the role includes it. */
-export async function startTidemark(baseConfig: Config, logger = createLogger(baseConfig)): Promise<RunningTidemark> {
+export async function startTidemark(
+  baseConfig: Config,
+  logger = createLogger(baseConfig),
+): Promise<RunningTidemark> {
   const secret = resolveSecretToken(baseConfig.dataDir, baseConfig.secretToken);
   const config: Config = Object.freeze({ ...baseConfig, secretToken: secret.token });
   if (secret.generated) {

@@ -43,20 +43,37 @@ export function makeDataset(seed = 42): DataEvent[] {
       const steps = 1 + Math.floor(random() * 8);
       for (let i = 0; i < steps; i++) {
         // Mostly funnel-ordered, sometimes out of order, sometimes far apart.
-        const name = random() < 0.7 ? NAMES[Math.min(i, NAMES.length - 1)]! : NAMES[Math.floor(random() * NAMES.length)]!;
+        const name =
+          random() < 0.7
+            ? NAMES[Math.min(i, NAMES.length - 1)]!
+            : NAMES[Math.floor(random() * NAMES.length)]!;
         t += Math.floor(random() * (random() < 0.1 ? 3 * 86_400_000 : 600_000));
-        const properties: DataEvent["properties"] = { plan, path: PATHS[Math.floor(random() * PATHS.length)]! };
-        if (name === "Purchase" || name === "Add To Cart") properties.price = Math.round(random() * 20000) / 100;
+        const properties: DataEvent["properties"] = {
+          plan,
+          path: PATHS[Math.floor(random() * PATHS.length)]!,
+        };
+        if (name === "Purchase" || name === "Add To Cart")
+          properties.price = Math.round(random() * 20000) / 100;
         if (random() < 0.3) properties.beta = random() < 0.5;
         if (random() < 0.2) properties["odd/name ~ $.x"] = "weird";
-        events.push({ uuid: uuidFrom(random), event: name, distinct_id: distinctId, timestamp: t, properties });
+        events.push({
+          uuid: uuidFrom(random),
+          event: name,
+          distinct_id: distinctId,
+          timestamp: t,
+          properties,
+        });
       }
     }
   }
   return events;
 }
 
-export type Filter = { property: string; op: "eq" | "neq" | "contains" | "gt" | "lt" | "is_set"; value?: string | number | boolean };
+export type Filter = {
+  property: string;
+  op: "eq" | "neq" | "contains" | "gt" | "lt" | "is_set";
+  value?: string | number | boolean;
+};
 
 function text(value: unknown): string | null {
   if (value === undefined || value === null) return null;
@@ -73,7 +90,7 @@ export function matches(e: DataEvent, filters: readonly Filter[] = []): boolean 
       case "neq":
         return t !== String(f.value);
       case "contains":
-        return t !== null && t.includes(String(f.value));
+        return t?.includes(String(f.value)) ?? false;
       case "gt":
         return typeof raw === "number" && raw > Number(f.value);
       case "lt":
@@ -94,29 +111,66 @@ const compareBytes = (a: string, b: string) => Buffer.compare(Buffer.from(a), Bu
 
 export function refTrends(
   data: readonly DataEvent[],
-  q: { event?: string; math: "total" | "unique_users"; interval: "hour" | "day" | "week"; from: number; to: number; filters?: Filter[]; breakdown?: string; limit: number },
+  q: {
+    event?: string;
+    math: "total" | "unique_users";
+    interval: "hour" | "day" | "week";
+    from: number;
+    to: number;
+    filters?: Filter[];
+    breakdown?: string;
+    limit: number;
+  },
 ) {
-  const rows = data.filter((e) => e.timestamp >= q.from && e.timestamp < q.to && (!q.event || e.event === q.event) && matches(e, q.filters));
+  const rows = data.filter(
+    (e) =>
+      e.timestamp >= q.from &&
+      e.timestamp < q.to &&
+      (!q.event || e.event === q.event) &&
+      matches(e, q.filters),
+  );
   const groups = new Map<string | null, DataEvent[]>();
   for (const e of rows) {
     const key = q.breakdown ? text(e.properties[q.breakdown]) : null;
     groups.set(key, [...(groups.get(key) ?? []), e]);
   }
-  const measure = (list: DataEvent[]) => (q.math === "total" ? list.length : new Set(list.map((e) => e.distinct_id)).size);
+  const measure = (list: DataEvent[]) =>
+    q.math === "total" ? list.length : new Set(list.map((e) => e.distinct_id)).size;
   const buckets: number[] = [];
   for (let t = bucket(q.interval, q.from); t < q.to; t += UNIT_MS[q.interval]) buckets.push(t);
   let series = [...groups.entries()].map(([key, list]) => ({
     breakdown_value: key,
     total: measure(list),
-    points: buckets.map((t) => ({ t: new Date(t).toISOString(), value: measure(list.filter((e) => bucket(q.interval, e.timestamp) === t)) })),
+    points: buckets.map((t) => ({
+      t: new Date(t).toISOString(),
+      value: measure(list.filter((e) => bucket(q.interval, e.timestamp) === t)),
+    })),
   }));
-  series.sort((a, b) => b.total - a.total || (a.breakdown_value === null ? 1 : b.breakdown_value === null ? -1 : compareBytes(a.breakdown_value, b.breakdown_value)));
+  series.sort(
+    (a, b) =>
+      b.total - a.total ||
+      (a.breakdown_value === null
+        ? 1
+        : b.breakdown_value === null
+          ? -1
+          : compareBytes(a.breakdown_value, b.breakdown_value)),
+  );
   series = series.slice(0, q.limit);
-  if (!q.breakdown && series.length === 0) series = [{ breakdown_value: null, total: 0, points: buckets.map((t) => ({ t: new Date(t).toISOString(), value: 0 })) }];
+  if (!q.breakdown && series.length === 0)
+    series = [
+      {
+        breakdown_value: null,
+        total: 0,
+        points: buckets.map((t) => ({ t: new Date(t).toISOString(), value: 0 })),
+      },
+    ];
   return { series };
 }
 
-export function refFunnel(data: readonly DataEvent[], q: { steps: string[]; window_seconds: number; from: number; to: number; filters?: Filter[] }) {
+export function refFunnel(
+  data: readonly DataEvent[],
+  q: { steps: string[]; window_seconds: number; from: number; to: number; filters?: Filter[] },
+) {
   const inRange = data.filter((e) => e.timestamp >= q.from && e.timestamp < q.to && matches(e, q.filters));
   const byUser = new Map<string, DataEvent[]>();
   for (const e of inRange) byUser.set(e.distinct_id, [...(byUser.get(e.distinct_id) ?? []), e]);
@@ -130,7 +184,12 @@ export function refFunnel(data: readonly DataEvent[], q: { steps: string[]; wind
     for (let i = 1; i < q.steps.length; i++) {
       const strict = q.steps[i] === q.steps[i - 1];
       const candidates = events
-        .filter((e) => e.event === q.steps[i] && (strict ? e.timestamp > previous : e.timestamp >= previous) && e.timestamp <= t0 + q.window_seconds * 1000)
+        .filter(
+          (e) =>
+            e.event === q.steps[i] &&
+            (strict ? e.timestamp > previous : e.timestamp >= previous) &&
+            e.timestamp <= t0 + q.window_seconds * 1000,
+        )
         .map((e) => e.timestamp);
       if (candidates.length === 0) break;
       previous = Math.min(...candidates);
@@ -150,12 +209,24 @@ export function refFunnel(data: readonly DataEvent[], q: { steps: string[]; wind
 
 export function refRetention(
   data: readonly DataEvent[],
-  q: { start_event: string; return_event: string; interval: "day" | "week"; periods: number; from: number; to: number; filters?: Filter[] },
+  q: {
+    start_event: string;
+    return_event: string;
+    interval: "day" | "week";
+    periods: number;
+    from: number;
+    to: number;
+    filters?: Filter[];
+  },
 ) {
   const firstSeen = new Map<string, number>();
   for (const e of data) {
-    if (e.event !== q.start_event || e.timestamp < q.from || e.timestamp >= q.to || !matches(e, q.filters)) continue;
-    firstSeen.set(e.distinct_id, Math.min(firstSeen.get(e.distinct_id) ?? Number.POSITIVE_INFINITY, e.timestamp));
+    if (e.event !== q.start_event || e.timestamp < q.from || e.timestamp >= q.to || !matches(e, q.filters))
+      continue;
+    firstSeen.set(
+      e.distinct_id,
+      Math.min(firstSeen.get(e.distinct_id) ?? Number.POSITIVE_INFINITY, e.timestamp),
+    );
   }
   const cohorts: { cohort: string; size: number; values: number[] }[] = [];
   for (let c = bucket(q.interval, q.from); c < q.to; c += UNIT_MS[q.interval]) {
@@ -163,7 +234,13 @@ export function refRetention(
     const values = Array.from({ length: q.periods }, (_, k) => {
       const period = c + k * UNIT_MS[q.interval];
       return users.filter((u) =>
-        data.some((e) => e.distinct_id === u && e.event === q.return_event && matches(e, q.filters) && bucket(q.interval, e.timestamp) === period),
+        data.some(
+          (e) =>
+            e.distinct_id === u &&
+            e.event === q.return_event &&
+            matches(e, q.filters) &&
+            bucket(q.interval, e.timestamp) === period,
+        ),
       ).length;
     });
     cohorts.push({ cohort: new Date(c).toISOString(), size: users.length, values });
@@ -171,9 +248,14 @@ export function refRetention(
   return { cohorts };
 }
 
-export function refTopEvents(data: readonly DataEvent[], q: { from: number; to: number; limit: number; filters?: Filter[] }) {
+export function refTopEvents(
+  data: readonly DataEvent[],
+  q: { from: number; to: number; limit: number; filters?: Filter[] },
+) {
   const counts = new Map<string, number>();
-  for (const e of data) if (e.timestamp >= q.from && e.timestamp < q.to && matches(e, q.filters)) counts.set(e.event, (counts.get(e.event) ?? 0) + 1);
+  for (const e of data)
+    if (e.timestamp >= q.from && e.timestamp < q.to && matches(e, q.filters))
+      counts.set(e.event, (counts.get(e.event) ?? 0) + 1);
   return {
     events: [...counts.entries()]
       .sort((a, b) => b[1] - a[1] || compareBytes(a[0], b[0]))
@@ -182,10 +264,19 @@ export function refTopEvents(data: readonly DataEvent[], q: { from: number; to: 
   };
 }
 
-export function refTopValues(data: readonly DataEvent[], q: { property: string; event?: string; from: number; to: number; limit: number; filters?: Filter[] }) {
+export function refTopValues(
+  data: readonly DataEvent[],
+  q: { property: string; event?: string; from: number; to: number; limit: number; filters?: Filter[] },
+) {
   const counts = new Map<string, number>();
   for (const e of data) {
-    if (e.timestamp < q.from || e.timestamp >= q.to || (q.event && e.event !== q.event) || !matches(e, q.filters)) continue;
+    if (
+      e.timestamp < q.from ||
+      e.timestamp >= q.to ||
+      (q.event && e.event !== q.event) ||
+      !matches(e, q.filters)
+    )
+      continue;
     const value = text(e.properties[q.property]);
     if (value !== null) counts.set(value, (counts.get(value) ?? 0) + 1);
   }
@@ -198,8 +289,16 @@ export function refTopValues(data: readonly DataEvent[], q: { property: string; 
 }
 
 /** Newest first, ties by uuid descending: the order of the events query. */
-export function refEvents(data: readonly DataEvent[], q: { event?: string; distinct_id?: string; filters?: Filter[] }) {
+export function refEvents(
+  data: readonly DataEvent[],
+  q: { event?: string; distinct_id?: string; filters?: Filter[] },
+) {
   return data
-    .filter((e) => (!q.event || e.event === q.event) && (!q.distinct_id || e.distinct_id === q.distinct_id) && matches(e, q.filters))
+    .filter(
+      (e) =>
+        (!q.event || e.event === q.event) &&
+        (!q.distinct_id || e.distinct_id === q.distinct_id) &&
+        matches(e, q.filters),
+    )
     .sort((a, b) => b.timestamp - a.timestamp || (a.uuid < b.uuid ? 1 : a.uuid > b.uuid ? -1 : 0));
 }

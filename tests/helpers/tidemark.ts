@@ -1,9 +1,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pino from "pino";
 import { loadConfig } from "../../src/config/config.js";
 import { type RunningTidemark, startTidemark } from "../../src/roles/server.js";
-import pino from "pino";
 
 export interface TestTidemark {
   running: RunningTidemark;
@@ -11,8 +11,15 @@ export interface TestTidemark {
   token: string;
   dataDir: string;
   /** fetch against the running server with JSON in and out. */
-  request(method: string, path: string, options?: { key?: string; body?: unknown; headers?: Record<string, string> }): Promise<TestResponse>;
-  createProject(plan?: "FREE" | "PRO" | "ENTERPRISE", name?: string): Promise<{ id: string; api_key: string; read_key: string }>;
+  request(
+    method: string,
+    path: string,
+    options?: { key?: string; body?: unknown; headers?: Record<string, string> },
+  ): Promise<TestResponse>;
+  createProject(
+    plan?: "FREE" | "PRO" | "ENTERPRISE",
+    name?: string,
+  ): Promise<{ id: string; api_key: string; read_key: string }>;
   close(): Promise<void>;
 }
 
@@ -63,7 +70,8 @@ export async function startTestTidemark(env: Record<string, string> = {}): Promi
     request,
     async createProject(plan = "ENTERPRISE", name = "test project") {
       const response = await request("POST", "/api/v1/project", { key: token, body: { name, plan } });
-      if (response.status !== 201) throw new Error(`create project: ${response.status} ${JSON.stringify(response.body)}`);
+      if (response.status !== 201)
+        throw new Error(`create project: ${response.status} ${JSON.stringify(response.body)}`);
       return response.body;
     },
     async close() {

@@ -14,11 +14,21 @@ before(async () => {
 after(() => tidemark.close());
 
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
-const event = (extra: Record<string, unknown> = {}) => ({ event: "Page View", distinct_id: "user_1", uuid: randomUUID(), ...extra });
+const event = (extra: Record<string, unknown> = {}) => ({
+  event: "Page View",
+  distinct_id: "user_1",
+  uuid: randomUUID(),
+  ...extra,
+});
 
 describe("admin API", () => {
   test("needs the admin token, compared exactly", async () => {
-    for (const headers of [{}, bearer("nope"), bearer(`${tidemark.token}x`), { authorization: tidemark.token }]) {
+    for (const headers of [
+      {},
+      bearer("nope"),
+      bearer(`${tidemark.token}x`),
+      { authorization: tidemark.token },
+    ]) {
       const response = await app.inject({ method: "GET", url: "/api/v1/project", headers });
       assert.equal(response.statusCode, 401);
       assert.equal(response.json().error.code, "unauthorized");
@@ -42,12 +52,18 @@ describe("admin API", () => {
     assert.match(project.read_key, /^rk_dev_[0-9A-Za-z]{32}$/);
     assert.ok(!Number.isNaN(Date.parse(project.created_at)));
 
-    const list = (await app.inject({ method: "GET", url: "/api/v1/project", headers: bearer(tidemark.token) })).json();
+    const list = (
+      await app.inject({ method: "GET", url: "/api/v1/project", headers: bearer(tidemark.token) })
+    ).json();
     const listed = list.projects.find((p: { id: string }) => p.id === project.id);
     assert.equal(listed.name, "shop");
     assert.equal(listed.api_key, undefined, "keys are shown only when created or rotated");
 
-    const got = await app.inject({ method: "GET", url: `/api/v1/project/${project.id}`, headers: bearer(tidemark.token) });
+    const got = await app.inject({
+      method: "GET",
+      url: `/api/v1/project/${project.id}`,
+      headers: bearer(tidemark.token),
+    });
     assert.equal(got.json().plan, "PRO");
     assert.equal(got.json().read_key, undefined);
 
@@ -60,20 +76,76 @@ describe("admin API", () => {
     assert.equal(changed.statusCode, 200);
     assert.equal(changed.json().rate_limit_rpm, 10000);
 
-    assert.equal((await app.inject({ method: "POST", url: "/api/v1/event", headers: bearer(project.api_key), payload: event() })).statusCode, 202);
-    const rotated = await app.inject({ method: "POST", url: `/api/v1/project/${project.id}/rotate-keys`, headers: bearer(tidemark.token) });
+    assert.equal(
+      (
+        await app.inject({
+          method: "POST",
+          url: "/api/v1/event",
+          headers: bearer(project.api_key),
+          payload: event(),
+        })
+      ).statusCode,
+      202,
+    );
+    const rotated = await app.inject({
+      method: "POST",
+      url: `/api/v1/project/${project.id}/rotate-keys`,
+      headers: bearer(tidemark.token),
+    });
     assert.equal(rotated.statusCode, 200);
     const fresh = rotated.json();
     assert.notEqual(fresh.api_key, project.api_key);
-    const old = await app.inject({ method: "POST", url: "/api/v1/event", headers: bearer(project.api_key), payload: event() });
+    const old = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: bearer(project.api_key),
+      payload: event(),
+    });
     assert.equal(old.statusCode, 401, "the old write key stops working");
-    assert.equal((await app.inject({ method: "POST", url: "/api/v1/event", headers: bearer(fresh.api_key), payload: event() })).statusCode, 202);
+    assert.equal(
+      (
+        await app.inject({
+          method: "POST",
+          url: "/api/v1/event",
+          headers: bearer(fresh.api_key),
+          payload: event(),
+        })
+      ).statusCode,
+      202,
+    );
 
-    const deleted = await app.inject({ method: "DELETE", url: `/api/v1/project/${project.id}`, headers: bearer(tidemark.token) });
+    const deleted = await app.inject({
+      method: "DELETE",
+      url: `/api/v1/project/${project.id}`,
+      headers: bearer(tidemark.token),
+    });
     assert.equal(deleted.statusCode, 204);
-    assert.equal((await app.inject({ method: "GET", url: `/api/v1/project/${project.id}`, headers: bearer(tidemark.token) })).statusCode, 404);
-    assert.equal((await app.inject({ method: "POST", url: "/api/v1/event", headers: bearer(fresh.api_key), payload: event() })).statusCode, 401);
-    const again = await app.inject({ method: "DELETE", url: `/api/v1/project/${project.id}`, headers: bearer(tidemark.token) });
+    assert.equal(
+      (
+        await app.inject({
+          method: "GET",
+          url: `/api/v1/project/${project.id}`,
+          headers: bearer(tidemark.token),
+        })
+      ).statusCode,
+      404,
+    );
+    assert.equal(
+      (
+        await app.inject({
+          method: "POST",
+          url: "/api/v1/event",
+          headers: bearer(fresh.api_key),
+          payload: event(),
+        })
+      ).statusCode,
+      401,
+    );
+    const again = await app.inject({
+      method: "DELETE",
+      url: `/api/v1/project/${project.id}`,
+      headers: bearer(tidemark.token),
+    });
     assert.equal(again.statusCode, 404);
   });
 
@@ -81,13 +153,26 @@ describe("admin API", () => {
     const project = await tidemark.createProject("ENTERPRISE");
     const other = await tidemark.createProject("ENTERPRISE");
     for (const p of [project, other]) {
-      const r = await app.inject({ method: "POST", url: "/api/v1/event/batch", headers: bearer(p.api_key), payload: { events: [event(), event()] } });
+      const r = await app.inject({
+        method: "POST",
+        url: "/api/v1/event/batch",
+        headers: bearer(p.api_key),
+        payload: { events: [event(), event()] },
+      });
       assert.equal(r.statusCode, 202);
     }
-    await app.inject({ method: "DELETE", url: `/api/v1/project/${project.id}`, headers: bearer(tidemark.token) });
+    await app.inject({
+      method: "DELETE",
+      url: `/api/v1/project/${project.id}`,
+      headers: bearer(tidemark.token),
+    });
     const remaining = await tidemark.running.backends.events.readLedger(project.id);
     assert.equal(remaining.stored, 0);
-    assert.equal((await tidemark.running.backends.events.readLedger(other.id)).stored, 2, "other projects keep theirs");
+    assert.equal(
+      (await tidemark.running.backends.events.readLedger(other.id)).stored,
+      2,
+      "other projects keep theirs",
+    );
   });
 
   test("bad bodies and ids are 4xx with the field named", async () => {
@@ -98,13 +183,26 @@ describe("admin API", () => {
       { payload: { name: "x", plan: "FREE", extra: 1 }, field: "" },
     ];
     for (const c of cases) {
-      const response = await app.inject({ method: "POST", url: "/api/v1/project", headers: bearer(tidemark.token), payload: c.payload });
+      const response = await app.inject({
+        method: "POST",
+        url: "/api/v1/project",
+        headers: bearer(tidemark.token),
+        payload: c.payload,
+      });
       assert.equal(response.statusCode, 400, JSON.stringify(c));
       assert.equal(response.json().error.code, "validation_failed");
-      if (c.field) assert.ok(response.json().error.details.some((d: { field: string }) => d.field.includes(c.field)), response.body);
+      if (c.field)
+        assert.ok(
+          response.json().error.details.some((d: { field: string }) => d.field.includes(c.field)),
+          response.body,
+        );
     }
     for (const id of ["nope", randomUUID()]) {
-      const response = await app.inject({ method: "GET", url: `/api/v1/project/${id}`, headers: bearer(tidemark.token) });
+      const response = await app.inject({
+        method: "GET",
+        url: `/api/v1/project/${id}`,
+        headers: bearer(tidemark.token),
+      });
       assert.equal(response.statusCode, 404);
     }
     const missing = await app.inject({ method: "GET", url: "/api/v1/nothing-here" });
@@ -122,24 +220,49 @@ describe("ingest API", () => {
   test("keys: 401 missing or unknown, 403 read key, X-API-Key accepted", async () => {
     const missing = await app.inject({ method: "POST", url: "/api/v1/event", payload: event() });
     assert.equal(missing.statusCode, 401);
-    const unknown = await app.inject({ method: "POST", url: "/api/v1/event", headers: bearer("wk_dev_unknownunknownunknownunknown12"), payload: event() });
+    const unknown = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: bearer("wk_dev_unknownunknownunknownunknown12"),
+      payload: event(),
+    });
     assert.equal(unknown.statusCode, 401);
-    const read = await app.inject({ method: "POST", url: "/api/v1/event", headers: bearer(project.read_key), payload: event() });
+    const read = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: bearer(project.read_key),
+      payload: event(),
+    });
     assert.equal(read.statusCode, 403);
     assert.equal(read.json().error.code, "forbidden");
-    const header = await app.inject({ method: "POST", url: "/api/v1/event", headers: { "x-api-key": project.api_key }, payload: event() });
+    const header = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: { "x-api-key": project.api_key },
+      payload: event(),
+    });
     assert.equal(header.statusCode, 202);
   });
 
   test("202 with the uuid, rate-limit headers on every answer", async () => {
     const uuid = randomUUID();
-    const response = await app.inject({ method: "POST", url: "/api/v1/event", headers: bearer(project.api_key), payload: event({ uuid }) });
+    const response = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: bearer(project.api_key),
+      payload: event({ uuid }),
+    });
     assert.equal(response.statusCode, 202);
     assert.deepEqual(response.json(), { status: "accepted", uuid, duplicate: false });
     assert.equal(response.headers["x-ratelimit-limit"], "10000");
     assert.ok(Number(response.headers["x-ratelimit-remaining"]) < 10000);
     assert.ok(Number(response.headers["x-ratelimit-reset"]) > Date.now() / 1000);
-    const bad = await app.inject({ method: "POST", url: "/api/v1/event", headers: bearer(project.api_key), payload: { event: "x" } });
+    const bad = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: bearer(project.api_key),
+      payload: { event: "x" },
+    });
     assert.equal(bad.statusCode, 400);
     assert.equal(bad.headers["x-ratelimit-limit"], "10000");
   });
@@ -167,14 +290,34 @@ describe("ingest API", () => {
 
   test("malformed JSON, wrong content type and encoding", async () => {
     const headers = { ...bearer(project.api_key), "content-type": "application/json" };
-    const malformed = await app.inject({ method: "POST", url: "/api/v1/event", headers, payload: '{"event": ' });
+    const malformed = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers,
+      payload: '{"event": ',
+    });
     assert.equal(malformed.statusCode, 400);
     assert.equal(malformed.json().error.code, "invalid_json");
-    const xml = await app.inject({ method: "POST", url: "/api/v1/event", headers: { ...headers, "content-type": "application/xml" }, payload: "<e/>" });
+    const xml = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: { ...headers, "content-type": "application/xml" },
+      payload: "<e/>",
+    });
     assert.equal(xml.statusCode, 415);
-    const brotli = await app.inject({ method: "POST", url: "/api/v1/event", headers: { ...headers, "content-encoding": "br" }, payload: "{}" });
+    const brotli = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: { ...headers, "content-encoding": "br" },
+      payload: "{}",
+    });
     assert.equal(brotli.statusCode, 415);
-    const notGzip = await app.inject({ method: "POST", url: "/api/v1/event", headers: { ...headers, "content-encoding": "gzip" }, payload: "plain" });
+    const notGzip = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: { ...headers, "content-encoding": "gzip" },
+      payload: "plain",
+    });
     assert.ok(notGzip.statusCode >= 400 && notGzip.statusCode < 500, String(notGzip.statusCode));
     const beacon = await app.inject({
       method: "POST",
@@ -186,7 +329,11 @@ describe("ingest API", () => {
   });
 
   test("gzip bodies; limits apply after decompression (413)", async () => {
-    const headers = { ...bearer(project.api_key), "content-type": "application/json", "content-encoding": "gzip" };
+    const headers = {
+      ...bearer(project.api_key),
+      "content-type": "application/json",
+      "content-encoding": "gzip",
+    };
     const zipped = await app.inject({
       method: "POST",
       url: "/api/v1/event/batch",
@@ -222,8 +369,18 @@ describe("ingest API", () => {
 
   test("the same uuid is stored once and reported as a duplicate", async () => {
     const uuid = randomUUID();
-    const first = await app.inject({ method: "POST", url: "/api/v1/event", headers: bearer(project.api_key), payload: event({ uuid }) });
-    const second = await app.inject({ method: "POST", url: "/api/v1/event", headers: bearer(project.api_key), payload: event({ uuid }) });
+    const first = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: bearer(project.api_key),
+      payload: event({ uuid }),
+    });
+    const second = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: bearer(project.api_key),
+      payload: event({ uuid }),
+    });
     assert.equal(first.json().duplicate, false);
     assert.equal(second.json().duplicate, true);
     const batch = await app.inject({
@@ -259,9 +416,17 @@ describe("ingest API", () => {
       },
     });
     assert.equal(response.statusCode, 202);
-    assert.deepEqual(response.json().warnings.map((w: { index: number }) => w.index), [2]);
+    assert.deepEqual(
+      response.json().warnings.map((w: { index: number }) => w.index),
+      [2],
+    );
     const stored = (
-      await app.inject({ method: "POST", url: "/api/v1/query", headers: bearer(project.read_key), payload: { kind: "events", distinct_id: "time" } })
+      await app.inject({
+        method: "POST",
+        url: "/api/v1/query",
+        headers: bearer(project.read_key),
+        payload: { kind: "events", distinct_id: "time" },
+      })
     ).json().events;
     const byUuid = new Map(stored.map((e: { uuid: string }) => [e.uuid, e]));
     const at = (i: number) => byUuid.get(uuids[i]!) as { timestamp: string; received_at: string };
@@ -276,7 +441,12 @@ describe("ingest API", () => {
     const statuses: number[] = [];
     let limited: { headers: Record<string, unknown>; json(): { error: { code: string } } } | undefined;
     for (let i = 0; i < 105; i++) {
-      const response = await app.inject({ method: "POST", url: "/api/v1/event", headers: bearer(free.api_key), payload: event() });
+      const response = await app.inject({
+        method: "POST",
+        url: "/api/v1/event",
+        headers: bearer(free.api_key),
+        payload: event(),
+      });
       statuses.push(response.statusCode);
       if (response.statusCode === 429) limited = response;
     }
@@ -286,17 +456,39 @@ describe("ingest API", () => {
     assert.equal(limited.json().error.code, "rate_limited");
     assert.ok(Number(limited.headers["retry-after"]) >= 1);
     assert.equal(limited.headers["x-ratelimit-remaining"], "0");
-    const batch = await app.inject({ method: "POST", url: "/api/v1/event/batch", headers: bearer(free.api_key), payload: { events: [event(), event(), event()] } });
+    const batch = await app.inject({
+      method: "POST",
+      url: "/api/v1/event/batch",
+      headers: bearer(free.api_key),
+      payload: { events: [event(), event(), event()] },
+    });
     assert.equal(batch.statusCode, 429);
-    const stats = (await app.inject({ method: "GET", url: `/api/v1/project/${free.id}/stats`, headers: bearer(tidemark.token) })).json();
-    assert.deepEqual(stats, { received: 108, accepted: 100, duplicate: 0, rate_limited: 8, rejected: {}, stored: 100 });
+    const stats = (
+      await app.inject({
+        method: "GET",
+        url: `/api/v1/project/${free.id}/stats`,
+        headers: bearer(tidemark.token),
+      })
+    ).json();
+    assert.deepEqual(stats, {
+      received: 108,
+      accepted: 100,
+      duplicate: 0,
+      rate_limited: 8,
+      rejected: {},
+      stored: 100,
+    });
   });
 
   test("CORS for browser SDKs", async () => {
     const preflight = await app.inject({
       method: "OPTIONS",
       url: "/api/v1/event",
-      headers: { origin: "https://shop.example", "access-control-request-method": "POST", "access-control-request-headers": "content-type,x-api-key" },
+      headers: {
+        origin: "https://shop.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type,x-api-key",
+      },
     });
     assert.equal(preflight.statusCode, 204);
     assert.equal(preflight.headers["access-control-allow-origin"], "https://shop.example");
@@ -308,20 +500,45 @@ describe("query API", () => {
   let project: { id: string; api_key: string; read_key: string };
   before(async () => {
     project = await tidemark.createProject("ENTERPRISE");
-    await app.inject({ method: "POST", url: "/api/v1/event/batch", headers: bearer(project.api_key), payload: { events: [event(), event({ event: "Click" })] } });
+    await app.inject({
+      method: "POST",
+      url: "/api/v1/event/batch",
+      headers: bearer(project.api_key),
+      payload: { events: [event(), event({ event: "Click" })] },
+    });
   });
 
   test("read key or admin token with project_id; 401 and 403 otherwise", async () => {
     const spec = { kind: "top_events", from: "2000-01-01", to: "2100-01-01" };
-    const read = await app.inject({ method: "POST", url: "/api/v1/query", headers: bearer(project.read_key), payload: spec });
+    const read = await app.inject({
+      method: "POST",
+      url: "/api/v1/query",
+      headers: bearer(project.read_key),
+      payload: spec,
+    });
     assert.equal(read.statusCode, 200);
     assert.equal(read.json().events.length, 2);
     assert.equal(typeof read.json().took_ms, "number");
-    const admin = await app.inject({ method: "POST", url: `/api/v1/query?project_id=${project.id}`, headers: bearer(tidemark.token), payload: spec });
+    const admin = await app.inject({
+      method: "POST",
+      url: `/api/v1/query?project_id=${project.id}`,
+      headers: bearer(tidemark.token),
+      payload: spec,
+    });
     assert.deepEqual(admin.json().events, read.json().events);
-    const adminNoProject = await app.inject({ method: "POST", url: "/api/v1/query", headers: bearer(tidemark.token), payload: spec });
+    const adminNoProject = await app.inject({
+      method: "POST",
+      url: "/api/v1/query",
+      headers: bearer(tidemark.token),
+      payload: spec,
+    });
     assert.equal(adminNoProject.statusCode, 400);
-    const write = await app.inject({ method: "POST", url: "/api/v1/query", headers: bearer(project.api_key), payload: spec });
+    const write = await app.inject({
+      method: "POST",
+      url: "/api/v1/query",
+      headers: bearer(project.api_key),
+      payload: spec,
+    });
     assert.equal(write.statusCode, 403);
     assert.equal((await app.inject({ method: "POST", url: "/api/v1/query", payload: spec })).statusCode, 401);
   });
@@ -334,8 +551,19 @@ describe("query API", () => {
       [{ kind: "trends", from: "x", to: "2026-01-01" }, "from"],
       [{ kind: "trends", from: "2000-01-01", to: "2026-01-01", interval: "hour" }, "interval"],
       [{ kind: "trends", from: "2026-01-01", to: "2026-02-01", interval: "minute" }, "interval"],
-      [{ kind: "trends", from: "2026-01-01", to: "2026-02-01", filters: [{ property: "a", op: "gt", value: "x" }] }, "filters.0.value"],
-      [{ kind: "trends", from: "2026-01-01", to: "2026-02-01", filters: [{ property: "a", op: "eq" }] }, "filters.0.value"],
+      [
+        {
+          kind: "trends",
+          from: "2026-01-01",
+          to: "2026-02-01",
+          filters: [{ property: "a", op: "gt", value: "x" }],
+        },
+        "filters.0.value",
+      ],
+      [
+        { kind: "trends", from: "2026-01-01", to: "2026-02-01", filters: [{ property: "a", op: "eq" }] },
+        "filters.0.value",
+      ],
       [{ kind: "funnel", steps: ["a"], from: "2026-01-01", to: "2026-02-01" }, "steps"],
       [{ kind: "events", cursor: "bogus" }, "cursor"],
       [{ kind: "events", limit: 0 }, "limit"],
@@ -343,7 +571,12 @@ describe("query API", () => {
       [[1, 2], "(body)"],
     ];
     for (const [payload, field] of cases) {
-      const response = await app.inject({ method: "POST", url: "/api/v1/query", headers: bearer(project.read_key), payload: payload as object });
+      const response = await app.inject({
+        method: "POST",
+        url: "/api/v1/query",
+        headers: bearer(project.read_key),
+        payload: payload as object,
+      });
       assert.equal(response.statusCode, 400, `${JSON.stringify(payload)} -> ${response.body}`);
       assert.ok(
         response.json().error.details.some((d: { field: string }) => d.field === field),
@@ -359,12 +592,23 @@ describe("query API", () => {
         method: "POST",
         url: "/api/v1/query",
         headers: bearer(project.read_key),
-        payload: { kind: "top_values", property, from: "2000-01-01", to: "2100-01-01", filters: [{ property, op: "is_set" }] },
+        payload: {
+          kind: "top_values",
+          property,
+          from: "2000-01-01",
+          to: "2100-01-01",
+          filters: [{ property, op: "is_set" }],
+        },
       });
       assert.equal(response.statusCode, 200, response.body);
       assert.deepEqual(response.json().values, []);
     }
-    const still = await app.inject({ method: "POST", url: "/api/v1/query", headers: bearer(project.read_key), payload: { kind: "events" } });
+    const still = await app.inject({
+      method: "POST",
+      url: "/api/v1/query",
+      headers: bearer(project.read_key),
+      payload: { kind: "events" },
+    });
     assert.equal(still.json().events.length, 2);
   });
 });
@@ -377,14 +621,25 @@ describe("operations", () => {
     assert.equal(ready.json().status, "ready");
     const metrics = await app.inject({ url: "/metrics" });
     assert.equal(metrics.statusCode, 200);
-    for (const name of ["tidemark_ingest_events_total", "tidemark_http_request_duration_seconds_bucket", "tidemark_flush_events_bucket", "tidemark_queue_depth_events"]) {
+    for (const name of [
+      "tidemark_ingest_events_total",
+      "tidemark_http_request_duration_seconds_bucket",
+      "tidemark_flush_events_bucket",
+      "tidemark_queue_depth_events",
+    ]) {
       assert.ok(metrics.body.includes(name), name);
     }
     const docs = await app.inject({ url: "/docs" });
     assert.equal(docs.statusCode, 200);
     const spec = docs.json();
     assert.match(spec.openapi, /^3\./);
-    for (const path of ["/api/v1/event", "/api/v1/event/batch", "/api/v1/query", "/api/v1/project", "/api/v1/project/{id}/stats"]) {
+    for (const path of [
+      "/api/v1/event",
+      "/api/v1/event/batch",
+      "/api/v1/query",
+      "/api/v1/project",
+      "/api/v1/project/{id}/stats",
+    ]) {
       assert.ok(spec.paths[path], path);
     }
   });
@@ -398,7 +653,11 @@ describe("operations", () => {
     const before = await flushes();
     const responses = await Promise.all(
       Array.from({ length: 200 }, () =>
-        fetch(`${tidemark.url}/api/v1/event`, { method: "POST", headers: { ...bearer(project.api_key), "content-type": "application/json" }, body: JSON.stringify(event()) }),
+        fetch(`${tidemark.url}/api/v1/event`, {
+          method: "POST",
+          headers: { ...bearer(project.api_key), "content-type": "application/json" },
+          body: JSON.stringify(event()),
+        }),
       ),
     );
     assert.ok(responses.every((r) => r.status === 202));

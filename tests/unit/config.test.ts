@@ -27,7 +27,8 @@ test("a bad value stops start-up naming the variable", () => {
   for (const [env, variable] of cases) {
     assert.throws(
       () => loadConfig(env),
-      (error: unknown) => error instanceof ConfigError && error.variable === variable && error.message.startsWith(variable),
+      (error: unknown) =>
+        error instanceof ConfigError && error.variable === variable && error.message.startsWith(variable),
       JSON.stringify(env),
     );
   }
@@ -37,7 +38,9 @@ test(".env.example lists every variable with its default", () => {
   const lines = readFileSync(new URL("../../.env.example", import.meta.url), "utf8")
     .split("\n")
     .filter((line) => /^[A-Z_]+=/.test(line));
-  const example = Object.fromEntries(lines.map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]));
+  const example = Object.fromEntries(
+    lines.map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+  );
   assert.deepEqual(Object.keys(example).sort(), Object.keys(ENV_SPEC).sort());
   for (const [name, spec] of Object.entries(ENV_SPEC)) assert.equal(example[name], spec.default, name);
 });

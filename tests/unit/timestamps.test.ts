@@ -25,7 +25,17 @@ test("epoch milliseconds as a number or digits", () => {
 });
 
 test("refuses what is not a time, with a reason", () => {
-  for (const bad of ["yesterday", "2026-13-01", "2026-02-30T00:00:00Z", "2026-11-28T25:00:00Z", "", true, null, {}, Number.NaN]) {
+  for (const bad of [
+    "yesterday",
+    "2026-13-01",
+    "2026-02-30T00:00:00Z",
+    "2026-11-28T25:00:00Z",
+    "",
+    true,
+    null,
+    {},
+    Number.NaN,
+  ]) {
     const parsed = parseTimestamp(bad);
     assert.equal(parsed.ok, false, String(bad));
   }
@@ -36,12 +46,21 @@ test("refuses what is not a time, with a reason", () => {
 test("clock skew is corrected by sent_at, far future is clamped, absent time is receipt time", () => {
   const received = Date.UTC(2026, 10, 28, 12);
   const hour = 3_600_000;
-  assert.deepEqual(resolveEventTime(undefined, undefined, received, 86_400_000), { ms: received, clamped: false });
+  assert.deepEqual(resolveEventTime(undefined, undefined, received, 86_400_000), {
+    ms: received,
+    clamped: false,
+  });
   // The device clock is one hour ahead: it says it sent at 13:00 an event from 12:50.
   assert.deepEqual(resolveEventTime(received + hour - 600_000, received + hour, received, 86_400_000), {
     ms: received - 600_000,
     clamped: false,
   });
-  assert.deepEqual(resolveEventTime(received + 2 * 86_400_000, undefined, received, 86_400_000), { ms: received, clamped: true });
-  assert.deepEqual(resolveEventTime(received + hour, undefined, received, 86_400_000), { ms: received + hour, clamped: false });
+  assert.deepEqual(resolveEventTime(received + 2 * 86_400_000, undefined, received, 86_400_000), {
+    ms: received,
+    clamped: true,
+  });
+  assert.deepEqual(resolveEventTime(received + hour, undefined, received, 86_400_000), {
+    ms: received + hour,
+    clamped: false,
+  });
 });

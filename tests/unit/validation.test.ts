@@ -19,7 +19,13 @@ function problems(run: () => unknown): AppError {
 
 test("a valid event is normalised", () => {
   const { events, warnings } = validateEvent(
-    { event: "Page View", distinct_id: 42, properties: { a: 1 }, uuid: "AAAAAAAA-AAAA-4AAA-8AAA-AAAAAAAAAAAA", timestamp: "2026-11-28T11:00:00Z" },
+    {
+      event: "Page View",
+      distinct_id: 42,
+      properties: { a: 1 },
+      uuid: "AAAAAAAA-AAAA-4AAA-8AAA-AAAAAAAAAAAA",
+      timestamp: "2026-11-28T11:00:00Z",
+    },
     project,
     now,
     limits,
@@ -95,7 +101,10 @@ test("far-future times are clamped with a warning, batch sent_at corrects skew",
   );
   assert.equal(events[0]!.timestamp, now - 1000);
   assert.equal(events[1]!.timestamp, now);
-  assert.deepEqual(warnings.map((w) => w.index), [1]);
+  assert.deepEqual(
+    warnings.map((w) => w.index),
+    [1],
+  );
 });
 
 test("types are checked, not coerced", () => {

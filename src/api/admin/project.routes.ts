@@ -90,7 +90,13 @@ export function registerProjectRoutes(
     "/api/v1/project/:id",
     {
       onRequest: admin,
-      schema: { tags: ["admin"], summary: "Get a project", security, params: IdParams, response: { 200: ProjectSchema } },
+      schema: {
+        tags: ["admin"],
+        summary: "Get a project",
+        security,
+        params: IdParams,
+        response: { 200: ProjectSchema },
+      },
     },
     async (request) => projectView(await service.get(projectId(request))),
   );
@@ -130,7 +136,12 @@ export function registerProjectRoutes(
     "/api/v1/project/:id",
     {
       onRequest: admin,
-      schema: { tags: ["admin"], summary: "Delete a project, its keys and its events", security, params: IdParams },
+      schema: {
+        tags: ["admin"],
+        summary: "Delete a project, its keys and its events",
+        security,
+        params: IdParams,
+      },
     },
     async (request, reply) => {
       await service.delete(projectId(request));
@@ -143,7 +154,8 @@ export function registerProjectRoutes(
     {
       schema: {
         tags: ["admin"],
-        summary: "The loss ledger: what happened to every event received (admin token or the project's read key)",
+        summary:
+          "The loss ledger: what happened to every event received (admin token or the project's read key)",
         security: [{ adminToken: [] }, { readKey: [] }],
         params: IdParams,
         response: { 200: LedgerSchema },

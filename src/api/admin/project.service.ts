@@ -3,9 +3,9 @@ import { AppError } from "../../core/errors.js";
 import { generateKey, hashKey } from "../../core/keys.js";
 import { PLAN_RATE_LIMIT_RPM, type Plan } from "../../core/plans.js";
 import type { EventStore } from "../../pipeline/event-store.js";
+import type { LedgerRecorder } from "../../pipeline/ledger-recorder.js";
 import type { Project, ProjectStore } from "../../pipeline/project-store.js";
 import type { KeyResolver } from "../auth.js";
-import type { LedgerRecorder } from "../../pipeline/ledger-recorder.js";
 
 export interface ProjectView {
   id: string;

@@ -34,7 +34,9 @@ const Warnings = Type.Optional(
 const SingleAccepted = Type.Object({
   status: Type.Literal("accepted"),
   uuid: Type.String(),
-  duplicate: Type.Optional(Type.Boolean({ description: "Already stored (a retry); absent when the pipeline cannot tell yet" })),
+  duplicate: Type.Optional(
+    Type.Boolean({ description: "Already stored (a retry); absent when the pipeline cannot tell yet" }),
+  ),
   warnings: Warnings,
 });
 const BatchAccepted = Type.Object({
@@ -97,7 +99,10 @@ export function registerIngestRoutes(
     count(context.project.id, { received: 1, rejected: { [appError.code]: 1 } }, "rejected", 1);
   }
 
-  async function handle(request: FastifyRequest, batch: boolean): Promise<ValidatedEvents & { project: Project }> {
+  async function handle(
+    request: FastifyRequest,
+    batch: boolean,
+  ): Promise<ValidatedEvents & { project: Project }> {
     const context = request.ingest;
     if (!context) throw new AppError("internal");
     const { project, decision } = context;
@@ -116,7 +121,9 @@ export function registerIngestRoutes(
     const receivedAt = Date.now();
     let validated: ValidatedEvents;
     try {
-      validated = batch ? validateBatch(body, project.id, receivedAt, limits) : validateEvent(body, project.id, receivedAt, limits);
+      validated = batch
+        ? validateBatch(body, project.id, receivedAt, limits)
+        : validateEvent(body, project.id, receivedAt, limits);
     } catch (error) {
       const code = error instanceof AppError ? error.code : "validation_failed";
       count(project.id, { received: size, rejected: { [code]: size } }, "rejected", size);
@@ -128,7 +135,11 @@ export function registerIngestRoutes(
       ledger.add(project.id, { received: size });
       metrics.ingestEvents.inc({ outcome: "accepted" }, size - duplicates);
       if (duplicates > 0) metrics.ingestEvents.inc({ outcome: "duplicate" }, duplicates);
-      return { ...validated, project, ...(result.duplicateUuids ? { duplicateUuids: result.duplicateUuids } : {}) };
+      return {
+        ...validated,
+        project,
+        ...(result.duplicateUuids ? { duplicateUuids: result.duplicateUuids } : {}),
+      };
     } catch (error) {
       const code = error instanceof AppError ? error.code : "unavailable";
       count(project.id, { received: size, rejected: { [code]: size } }, "unavailable", size);

@@ -21,7 +21,9 @@ export function registerQueryRoutes(
   const { keys, projects, analytics, metrics } = deps;
 
   /** A read key names its project; the admin token must name one with ?project_id=. */
-  async function projectOf(request: FastifyRequest<{ Querystring: { project_id?: string } }>): Promise<string> {
+  async function projectOf(
+    request: FastifyRequest<{ Querystring: { project_id?: string } }>,
+  ): Promise<string> {
     if (keys.isAdmin(request)) {
       const id = request.query.project_id;
       if (!id) {
@@ -29,7 +31,8 @@ export function registerQueryRoutes(
           { field: "project_id", message: "is required with the admin token" },
         ]);
       }
-      if (!uuidPattern.test(id) || !(await projects.get(id.toLowerCase()))) throw new AppError("not_found", `No project ${id}`);
+      if (!uuidPattern.test(id) || !(await projects.get(id.toLowerCase())))
+        throw new AppError("not_found", `No project ${id}`);
       return id.toLowerCase();
     }
     return (await keys.require(request, "read")).id;

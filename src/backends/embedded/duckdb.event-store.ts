@@ -1,11 +1,11 @@
 import type { DuckDBAppender, DuckDBConnection, DuckDBValue } from "@duckdb/node-api";
 import type { CommitOutcome, Ledger, LedgerDelta, StoredEvent } from "../../core/event.js";
 import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
-import { SqlQueryRunner } from "../../query/sql-runner.js";
+import { ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
 import type { QueryResult, QuerySpec } from "../../query/spec.js";
+import { SqlQueryRunner } from "../../query/sql-runner.js";
 import type { DuckDbDatabase } from "./duckdb.database.js";
 import { duckDbDialect } from "./duckdb.dialect.js";
-import { ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
 
 const STAGING = `CREATE TEMP TABLE IF NOT EXISTS staging_events (
   project_id VARCHAR, uuid VARCHAR, event VARCHAR, distinct_id VARCHAR,
@@ -88,7 +88,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         const insertedKeys = new Set<string>();
         for (const [p, u] of inserted.getRowsJS() as [string, string][]) insertedKeys.add(`${p}/${u}`);
         if (insertedKeys.size < unique.size) {
-          for (const key of unique) if (!insertedKeys.has(key)) duplicateUuids.push(key.slice(key.indexOf("/") + 1));
+          for (const key of unique)
+            if (!insertedKeys.has(key)) duplicateUuids.push(key.slice(key.indexOf("/") + 1));
         }
         await upsertLedger(connection, commitLedger(events, insertedKeys));
         await connection.run("COMMIT");
@@ -134,7 +135,10 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
 }
 
 /** Per project: events stored by this commit are accepted, every other copy is a duplicate. */
-function commitLedger(events: readonly StoredEvent[], insertedKeys: ReadonlySet<string>): Map<string, LedgerDelta> {
+function commitLedger(
+  events: readonly StoredEvent[],
+  insertedKeys: ReadonlySet<string>,
+): Map<string, LedgerDelta> {
   const deltas = new Map<string, LedgerDelta>();
   const counted = new Set<string>();
   for (const e of events) {
@@ -151,7 +155,10 @@ function commitLedger(events: readonly StoredEvent[], insertedKeys: ReadonlySet<
   return deltas;
 }
 
-async function upsertLedger(connection: DuckDBConnection, deltas: ReadonlyMap<string, LedgerDelta>): Promise<void> {
+async function upsertLedger(
+  connection: DuckDBConnection,
+  deltas: ReadonlyMap<string, LedgerDelta>,
+): Promise<void> {
   const rows = ledgerRows(deltas);
   if (rows.length === 0) return;
   const values: DuckDBValue[] = [];

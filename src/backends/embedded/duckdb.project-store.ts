@@ -3,7 +3,8 @@ import { PLANS, type Plan } from "../../core/plans.js";
 import type { KeyMatch, Project, ProjectKeyHashes, ProjectStore } from "../../pipeline/project-store.js";
 import type { DuckDbDatabase } from "./duckdb.database.js";
 
-const SELECT_PROJECT = "SELECT CAST(id AS VARCHAR) AS id, name, plan, epoch_ms(created_at) AS created FROM projects";
+const SELECT_PROJECT =
+  "SELECT CAST(id AS VARCHAR) AS id, name, plan, epoch_ms(created_at) AS created FROM projects";
 
 function toProject(row: Record<string, DuckDBValue>): Project {
   const plan = String(row.plan) as Plan;
@@ -36,17 +37,14 @@ export class DuckDbProjectStore implements ProjectStore {
 
   create(project: Project, keys: ProjectKeyHashes): Promise<void> {
     return this.db.transaction(async (connection) => {
-      await connection.run("INSERT INTO projects VALUES (CAST($1 AS UUID), $2, $3, epoch_ms(CAST($4 AS BIGINT)))", [
-        project.id,
-        project.name,
-        project.plan,
-        project.createdAt,
-      ]);
-      await connection.run("INSERT INTO project_keys VALUES ($1, CAST($3 AS UUID), 'write'), ($2, CAST($3 AS UUID), 'read')", [
-        keys.writeKeyHash,
-        keys.readKeyHash,
-        project.id,
-      ]);
+      await connection.run(
+        "INSERT INTO projects VALUES (CAST($1 AS UUID), $2, $3, epoch_ms(CAST($4 AS BIGINT)))",
+        [project.id, project.name, project.plan, project.createdAt],
+      );
+      await connection.run(
+        "INSERT INTO project_keys VALUES ($1, CAST($3 AS UUID), 'write'), ($2, CAST($3 AS UUID), 'read')",
+        [keys.writeKeyHash, keys.readKeyHash, project.id],
+      );
     });
   }
 
@@ -70,11 +68,10 @@ export class DuckDbProjectStore implements ProjectStore {
     if (!(await this.get(id))) return undefined;
     await this.db.transaction(async (connection) => {
       await connection.run("DELETE FROM project_keys WHERE project_id = CAST($1 AS UUID)", [id]);
-      await connection.run("INSERT INTO project_keys VALUES ($1, CAST($3 AS UUID), 'write'), ($2, CAST($3 AS UUID), 'read')", [
-        keys.writeKeyHash,
-        keys.readKeyHash,
-        id,
-      ]);
+      await connection.run(
+        "INSERT INTO project_keys VALUES ($1, CAST($3 AS UUID), 'write'), ($2, CAST($3 AS UUID), 'read')",
+        [keys.writeKeyHash, keys.readKeyHash, id],
+      );
     });
     return this.get(id);
   }
