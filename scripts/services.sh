@@ -51,7 +51,8 @@ apt_install() {
   fi
 }
 
-# Runs a command as the postgres OS user (Postgres refuses to run as root).
+# Runs a command as the postgres OS user (Postgres refuses to run as root). The daemons must not
+# inherit the lock's descriptor (fd 9), or they would hold the lock for as long as they run.
 as_postgres() {
   if [ "$(id -u)" = 0 ]; then
     su postgres -s /bin/sh -c "$(printf '%q ' "$@")"
@@ -96,7 +97,7 @@ start_postgres() {
     chown postgres: "$PG_LOG" 2>/dev/null || true
     as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 -o "-p $PG_PORT -c listen_addresses=127.0.0.1 \
 -c unix_socket_directories=$PG_DATA -c wal_level=logical -c max_connections=300 -c shared_buffers=256MB \
--c max_wal_size=2GB -c max_replication_slots=10 -c max_wal_senders=10" start >/dev/null ||
+-c max_wal_size=2GB -c max_replication_slots=10 -c max_wal_senders=10" start >/dev/null 9>&- ||
       die "Postgres did not start; see $PG_LOG"
     log "Postgres listening on 127.0.0.1:$PG_PORT"
   fi
@@ -128,7 +129,7 @@ start_redis() {
   if ! redis_running; then
     redis-server --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" \
       --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes --dir "$REDIS_DIR" \
-      --appendonly yes --appendfsync always --save '' --maxmemory-policy noeviction
+      --appendonly yes --appendfsync always --save '' --maxmemory-policy noeviction 9>&-
     for _ in $(seq 1 100); do
       # Replaying a long AOF answers LOADING until done: wait for a real PONG.
       [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break

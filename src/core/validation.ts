@@ -39,7 +39,7 @@ function schemaProblems(value: unknown, index: number | undefined): Problem[] {
   }
   if (value !== null && typeof value === "object" && !Array.isArray(value)) {
     for (const key of Object.keys(value)) {
-      if (!(key in IncomingEventSchema.properties) && !seenPaths.has(`/${key}`)) {
+      if (!Object.hasOwn(IncomingEventSchema.properties, key) && !seenPaths.has(`/${key}`)) {
         problems.push(toProblem(`/${key}`, "unknown field", index));
       }
     }

@@ -269,7 +269,7 @@ export function parseQuerySpec(body: unknown): QuerySpec {
     invalid([{ field: "(body)", message: "must be a JSON object" }]);
   }
   const kind = (body as { kind?: unknown }).kind;
-  if (typeof kind !== "string" || !(kind in CHECKERS)) {
+  if (typeof kind !== "string" || !Object.hasOwn(CHECKERS, kind)) {
     invalid([{ field: "kind", message: `must be one of ${QUERY_KINDS.join(", ")}` }]);
   }
   const checker = CHECKERS[kind as QueryKind];

@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pandas as pd
@@ -70,7 +71,7 @@ def mixed_percentiles(rows: pd.DataFrame, quantiles: list[float]) -> list[float 
     def cdf(pts: list[tuple[float, float]], x: float) -> float:
         if x < pts[0][1]:
             return 0.0
-        for (p0, v0), (p1, v1) in zip(pts, pts[1:]):
+        for (p0, v0), (p1, v1) in pairwise(pts):
             if x < v1:
                 return p0 if v1 == v0 else p0 + (p1 - p0) * (x - v0) / (v1 - v0)
         return 1.0
@@ -104,9 +105,7 @@ def analyze(prefix: str, warmup: float, batch_size: float) -> dict:
     start = agg["Timestamp"].min()
     stable = agg[agg["Timestamp"] > start + warmup]
     if len(stable) < 2:
-        notes.append(
-            f"run shorter than the {warmup:g} s warm-up plus 2 samples: figures cover the whole run instead"
-        )
+        notes.append(f"run shorter than the {warmup:g} s warm-up plus 2 samples: figures cover the whole run instead")
         stable = agg
         warmup_used = 0.0
     else:

@@ -46,6 +46,7 @@ Rate-limit verification
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -151,20 +152,21 @@ class KeyRing:
         self.headers: dict[str, dict[str, str]] = {}
         self.ready = Event()
 
-    def install(self, run_id: str, entries: list[dict[str, Any]], started: float) -> None:
+    def install(
+        self, run_id: str, entries: list[dict[str, Any]], started: float, pool: list[str] | None = None
+    ) -> None:
         self.run_id = run_id
         self.keys = [e["key"] for e in entries]
         self.limits = {e["key"]: e.get("limit") for e in entries}
         self.fresh = {e["key"] for e in entries if e.get("fresh")}
         self.started = started
-        self.headers = {
-            k: {"Authorization": f"Bearer {k}", "Content-Type": "application/json"} for k in self.keys
-        }
-        wanted = {p.strip().upper() for p in os.environ.get("LOAD_TEST_PLAN", "").split(",") if p.strip()}
-        pool = [e["key"] for e in entries if not wanted or e.get("plan") in wanted]
-        if wanted and not pool:
-            log.warning("LOAD_TEST_PLAN=%s matches no key of this run; using every key", ",".join(sorted(wanted)))
-        self.pool = pool or list(self.keys)
+        self.headers = {k: {"Authorization": f"Bearer {k}", "Content-Type": "application/json"} for k in self.keys}
+        if pool is None:  # master or local run: LOAD_TEST_PLAN narrows the choice
+            wanted = {p.strip().upper() for p in os.environ.get("LOAD_TEST_PLAN", "").split(",") if p.strip()}
+            pool = [e["key"] for e in entries if not wanted or e.get("plan") in wanted]
+            if wanted and not pool:
+                log.warning("LOAD_TEST_PLAN=%s matches no key of this run; using every key", ",".join(sorted(wanted)))
+        self.pool = [k for k in pool if k in self.limits] or list(self.keys)
         self.ready.set()
 
     def to_message(self) -> dict[str, Any]:
@@ -175,6 +177,7 @@ class KeyRing:
                 {"key": k, "limit": self.limits.get(k), "plan": plan_name(self.limits.get(k)), "fresh": k in self.fresh}
                 for k in self.keys
             ],
+            "pool": list(self.pool),
         }
 
     def pick(self) -> str:
@@ -182,10 +185,8 @@ class KeyRing:
 
     def learn_limit(self, key: str, header: str | None) -> None:
         if header and self.limits.get(key) is None:
-            try:
+            with contextlib.suppress(ValueError):
                 self.limits[key] = int(header)
-            except ValueError:
-                pass
 
 
 RING = KeyRing()
@@ -366,7 +367,9 @@ class RateLedger:
             if node not in self.remote:
                 return False
         return all(
-            n.taken >= t for node, n in self.remote.items() if node in self.peers or now - n.received < PENDING_DEADLINE_S
+            n.taken >= t
+            for node, n in self.remote.items()
+            if node in self.peers or now - n.received < PENDING_DEADLINE_S
         )
 
     def reset(self) -> None:
@@ -486,7 +489,7 @@ def _on_keys(environment, msg, **_kw) -> None:
     if data["run"] != RING.run_id:
         LEDGER.reset()
         LEDGER.peers = set(data.get("workers", [])) - {environment.runner.client_id}
-        RING.install(data["run"], data["keys"], data["started"])
+        RING.install(data["run"], data["keys"], data["started"], data.get("pool"))
         log.info("Received %d write keys from the master (run %s)", len(data["keys"]), data["run"])
 
 
@@ -748,7 +751,9 @@ class TidemarkUser(FastHttpUser):
                 RING.learn_limit(key, headers.get("X-RateLimit-Limit"))
                 limit = RING.limits.get(key)
             if limit is not None and LEDGER.accepted_lower_bound(key, time.time()) > limit * OVER_LIMIT_FACTOR:
-                meta["exception"] = RateLimitNotEnforced(f"rate limit not enforced: 2xx far above the {plan_name(limit)} limit ({limit}/min)")
+                meta["exception"] = RateLimitNotEnforced(
+                    f"rate limit not enforced: 2xx far above the {plan_name(limit)} limit ({limit}/min)"
+                )
         JUDGE.fire(meta)
         return status
 
@@ -805,7 +810,13 @@ class MixedLoadUser(TidemarkUser):
         gevent.sleep(random.uniform(0.2, 1.0))
         self.send_event(
             "Purchase",
-            {"product_id": sku, "quantity": qty, "revenue": round(price * qty, 2), "currency": "USD", "order_id": fast_uuid()},
+            {
+                "product_id": sku,
+                "quantity": qty,
+                "revenue": round(price * qty, 2),
+                "currency": "USD",
+                "order_id": fast_uuid(),
+            },
         )
 
     @tag("batch")
