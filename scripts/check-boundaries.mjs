@@ -4,7 +4,14 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 
-const DRIVERS = ["@duckdb/node-api", "pg", "pg-logical-replication", "ioredis", "kafkajs", "@clickhouse/client"];
+const DRIVERS = [
+  "@duckdb/node-api",
+  "pg",
+  "pg-logical-replication",
+  "ioredis",
+  "kafkajs",
+  "@clickhouse/client",
+];
 const root = new URL("..", import.meta.url).pathname;
 
 function files(dir) {
@@ -20,9 +27,11 @@ for (const file of files(join(root, "src"))) {
   const source = readFileSync(file, "utf8");
   const imports = [...source.matchAll(/(?:from|import)\s*\(?\s*["']([^"']+)["']/g)].map((m) => m[1]);
   for (const spec of imports) {
-    if (DRIVERS.includes(spec) && !rel.startsWith("src/backends/")) problems.push(`${rel} imports the driver ${spec}`);
+    if (DRIVERS.includes(spec) && !rel.startsWith("src/backends/"))
+      problems.push(`${rel} imports the driver ${spec}`);
     const reachesBackend = /(^|\/)backends\/(embedded|memory|postgres|redis|kafka|clickhouse)\//.test(spec);
-    if (reachesBackend && !rel.startsWith("src/backends/")) problems.push(`${rel} imports a backend (${spec}); use src/backends/create.ts`);
+    if (reachesBackend && !rel.startsWith("src/backends/"))
+      problems.push(`${rel} imports a backend (${spec}); use src/backends/create.ts`);
   }
 }
 if (problems.length > 0) {
