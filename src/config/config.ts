@@ -78,6 +78,11 @@ export const ENV_SPEC = {
     int: IntString(1, 100000),
     doc: "async: stream entries a worker reads at once",
   },
+  TIDEMARK_REDIS_PREFIX: {
+    default: "tidemark:",
+    pattern: /^[A-Za-z0-9:_.-]{0,64}$/,
+    doc: "Prefix of every Redis key, so several installations can share one Redis",
+  },
   TIDEMARK_WORKER_CLAIM_IDLE_MS: {
     default: "30000",
     int: IntString(100, 86400000),
@@ -115,6 +120,7 @@ export const ConfigSchema = Type.Object({
   rateLimitFailMode: Type.Union([Type.Literal("open"), Type.Literal("closed")]),
   authCacheMs: Type.Integer(),
   redisStreamMaxLen: Type.Integer(),
+  redisPrefix: Type.String(),
   workerBatch: Type.Integer(),
   workerClaimIdleMs: Type.Integer(),
   databaseUrl: Type.String(),
@@ -198,6 +204,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     rateLimitFailMode: read(env, "TIDEMARK_RATE_LIMIT_FAIL") as "open" | "closed",
     authCacheMs: readInt(env, "TIDEMARK_AUTH_CACHE_MS"),
     redisStreamMaxLen: readInt(env, "TIDEMARK_REDIS_STREAM_MAXLEN"),
+    redisPrefix: read(env, "TIDEMARK_REDIS_PREFIX"),
     workerBatch: readInt(env, "TIDEMARK_WORKER_BATCH"),
     workerClaimIdleMs: readInt(env, "TIDEMARK_WORKER_CLAIM_IDLE_MS"),
     databaseUrl: readUrl(env, "DATABASE_URL", ["postgres:", "postgresql:"]),

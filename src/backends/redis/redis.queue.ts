@@ -1,0 +1,96 @@
+import { AppError } from "../../core/errors.js";
+import type { StoredEvent } from "../../core/event.js";
+import type { EnqueueResult, EventQueue } from "../../pipeline/event-queue.js";
+import { redisReady, redisUnavailable } from "./redis.client.js";
+import { type RedisConnection, streamKeys } from "./redis.connection.js";
+import { RedisScript } from "./redis.script.js";
+import { CODEC_VERSION, encodeEvents } from "./redis.stream-codec.js";
+
+/**
+ * Appends one request's events to the stream, unless the stream already holds `maxlen` entries:
+ * then nothing is written and the API answers 503 (back-pressure; the stream is never trimmed, a
+ * trim would drop accepted events). The consumer group is created with the stream, from its
+ * first entry, so no entry added before the workers start is skipped. The backlog counter holds
+ * the number of events not yet stored, for the queue-depth metric.
+ */
+const ENQUEUE = new RedisScript(
+  `
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[2], '0', 'MKSTREAM')
+  end
+  if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+    return false
+  end
+  local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[3], 'n', ARGV[5], 'e', ARGV[4])
+  redis.call('INCRBY', KEYS[2], ARGV[5])
+  return id
+  `,
+  2,
+);
+
+export interface RedisQueueOptions {
+  prefix: string;
+  /** Entries (requests) the stream may hold before ingest answers 503. */
+  maxLength: number;
+}
+
+/**
+ * The async pipeline's EventQueue: one XADD per request on a Redis Stream. `enqueue` resolves
+ * once Redis has answered, and Redis answers a write only after it is in its append-only file
+ * (appendfsync always), so a 202 survives a crash of Redis. Concurrent requests are pipelined on
+ * one connection, and Redis fsyncs once for all the writes of one event-loop turn, so they share
+ * the cost of the fsync as a group commit would.
+ *
+ * Duplicates are not known here: the worker's insert counts them in the ledger.
+ */
+export class RedisStreamQueue implements EventQueue {
+  readonly name = "redis-stream";
+  private readonly keys: ReturnType<typeof streamKeys>;
+  private closed = false;
+
+  constructor(
+    private readonly redis: RedisConnection,
+    private readonly options: RedisQueueOptions,
+  ) {
+    this.keys = streamKeys(options.prefix);
+  }
+
+  start(): Promise<void> {
+    return this.redis.open();
+  }
+
+  ready(): Promise<string | undefined> {
+    return redisReady(this.redis.client, "ingest stream");
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.redis.close();
+  }
+
+  async enqueue(events: readonly StoredEvent[]): Promise<EnqueueResult> {
+    if (this.closed) throw new AppError("unavailable", "Tidemark is shutting down", undefined, 1);
+    if (events.length === 0) return {};
+    let id: unknown;
+    try {
+      id = await ENQUEUE.run(
+        this.redis.client,
+        [this.keys.stream, this.keys.backlog],
+        [this.options.maxLength, this.keys.group, CODEC_VERSION, encodeEvents(events), events.length],
+      );
+    } catch (error) {
+      throw redisUnavailable(error);
+    }
+    if (id === null) throw new AppError("overloaded", undefined, undefined, 1);
+    return {};
+  }
+
+  /** Events accepted and not yet stored by a worker (waiting or being stored). */
+  async depth(): Promise<number> {
+    try {
+      return Math.max(0, Number((await this.redis.client.get(this.keys.backlog)) ?? 0));
+    } catch {
+      return Number.NaN; // unknown while Redis is unreachable; Prometheus shows NaN
+    }
+  }
+}

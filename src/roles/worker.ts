@@ -1,0 +1,231 @@
+import type { LedgerDelta, StoredEvent } from "../core/event.js";
+import { deadLetter, ok, retry, type StepResult } from "../core/result.js";
+import type { EventStore } from "../pipeline/event-store.js";
+import type { Lifecycle } from "../pipeline/lifecycle.js";
+import { type QueueConsumer, type QueueMessage, UnstorableEventsError } from "../pipeline/queue-consumer.js";
+
+type Log = {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+};
+
+export interface WorkerOptions {
+  /** Most events per insert; a message (one request) is never split. */
+  batchEvents: number;
+  /** Most messages per read. */
+  readMessages: number;
+  /** How long a read waits for new messages. */
+  blockMs: number;
+  /** A message handed out more often than this without being stored is dead-lettered. */
+  maxDeliveries: number;
+  /** Backoff between retries while the store or the queue is unreachable. */
+  retryMinMs: number;
+  retryMaxMs: number;
+  /** While retrying, tell the queue this often that the messages are still held. */
+  touchEveryMs: number;
+  log?: Log;
+  /** After every insert attempt, for metrics and tests. */
+  onBatch?: (events: number, durationMs: number, error?: unknown) => void;
+}
+
+export const DEFAULT_WORKER_OPTIONS = {
+  readMessages: 200,
+  blockMs: 1000,
+  maxDeliveries: 10,
+  retryMinMs: 100,
+  retryMaxMs: 5000,
+} as const;
+
+/**
+ * The async pipeline's worker: reads messages from the ingest queue in batches, stores their
+ * events, then acks them. At-least-once: a worker that dies before the ack leaves the messages
+ * pending and another takes them over; the store's (project, uuid) key keeps retries from being
+ * stored twice, and its ledger counts them as duplicates.
+ *
+ * - Store unreachable: the batch stays pending and is retried with backoff, never dropped.
+ * - Store refuses the events (UnstorableEventsError): the batch is split to find the message at
+ *   fault, which goes to the dead-letter queue with the reason, counted in the ledger.
+ * - Undecodable message, or one delivered `maxDeliveries` times: dead-lettered.
+ */
+export class QueueWorker implements Lifecycle {
+  readonly name = "worker";
+  private stopping = false;
+  private loop?: Promise<void>;
+  private wake?: () => void;
+
+  constructor(
+    private readonly consumer: QueueConsumer,
+    private readonly store: EventStore,
+    private readonly options: WorkerOptions,
+  ) {}
+
+  async start(): Promise<void> {
+    this.loop = this.run();
+  }
+
+  async ready(): Promise<string | undefined> {
+    return this.stopping ? "worker: stopping" : undefined;
+  }
+
+  /** Finishes the batch in hand (unless the store is down: then it stays pending) and stops. */
+  async close(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    let backoff = this.options.retryMinMs;
+    while (!this.stopping) {
+      let messages: QueueMessage[];
+      try {
+        messages = await this.consumer.read(this.options.readMessages, this.options.blockMs);
+        backoff = this.options.retryMinMs;
+      } catch (error) {
+        this.options.log?.warn({ err: error }, "worker cannot read the queue; retrying");
+        await this.sleep(backoff);
+        backoff = Math.min(backoff * 2, this.options.retryMaxMs);
+        continue;
+      }
+      if (messages.length > 0) await this.process(messages);
+    }
+  }
+
+  private async process(messages: QueueMessage[]): Promise<void> {
+    const storable: QueueMessage[] = [];
+    for (const message of messages) {
+      if (!message.events) await this.deadLetter(message, `undecodable: ${message.problem ?? "unknown"}`);
+      else if ((message.deliveries ?? 1) > this.options.maxDeliveries) {
+        await this.deadLetter(message, `delivered ${message.deliveries} times without being stored`);
+      } else storable.push(message);
+    }
+    let chunk: QueueMessage[] = [];
+    let events = 0;
+    for (const message of storable) {
+      const size = message.events?.length ?? 0;
+      if (chunk.length > 0 && events + size > this.options.batchEvents) {
+        await this.storeUntilDone(chunk);
+        chunk = [];
+        events = 0;
+      }
+      chunk.push(message);
+      events += size;
+    }
+    if (chunk.length > 0) await this.storeUntilDone(chunk);
+  }
+
+  /** Stores one chunk, retrying while the store is unreachable, unless the worker stops. */
+  private async storeUntilDone(chunk: QueueMessage[]): Promise<void> {
+    let backoff = this.options.retryMinMs;
+    let lastTouch = Date.now();
+    for (;;) {
+      const result = await this.insert(chunk);
+      if (result.kind === "ok") {
+        await this.ackUntilDone(chunk);
+        return;
+      }
+      if (result.kind === "dead_letter") {
+        await this.isolate(chunk, result.reason);
+        return;
+      }
+      if (this.stopping) return; // still pending: another worker, or this one restarted, takes it over
+      this.options.log?.warn(
+        { err: result.kind === "retry" ? result.error : undefined, events: countEvents(chunk) },
+        "worker cannot store; retrying",
+      );
+      await this.sleep(backoff);
+      backoff = Math.min(backoff * 2, this.options.retryMaxMs);
+      if (Date.now() - lastTouch >= this.options.touchEveryMs) {
+        lastTouch = Date.now();
+        await this.consumer.touch(chunk).catch(() => undefined);
+      }
+    }
+  }
+
+  private async insert(chunk: readonly QueueMessage[]): Promise<StepResult<number>> {
+    const events: StoredEvent[] = chunk.flatMap((m) => m.events ?? []);
+    const started = performance.now();
+    try {
+      const outcome = await this.store.insert(events);
+      this.options.onBatch?.(events.length, performance.now() - started);
+      return ok(outcome.inserted);
+    } catch (error) {
+      this.options.onBatch?.(events.length, performance.now() - started, error);
+      if (error instanceof UnstorableEventsError) return deadLetter(error.message);
+      return retry("store unavailable", error);
+    }
+  }
+
+  /** The store refused a chunk: store what it takes, dead-letter the messages at fault. */
+  private async isolate(chunk: QueueMessage[], reason: string): Promise<void> {
+    if (chunk.length === 1) {
+      await this.deadLetter(chunk[0]!, reason);
+      return;
+    }
+    const half = Math.ceil(chunk.length / 2);
+    await this.storeUntilDone(chunk.slice(0, half));
+    await this.storeUntilDone(chunk.slice(half));
+  }
+
+  /**
+   * Unacked messages would be redelivered later and skipped by the store as duplicates; retrying
+   * the ack here avoids that extra work while the queue comes back.
+   */
+  private async ackUntilDone(chunk: readonly QueueMessage[]): Promise<void> {
+    await this.retrying("ack", () => this.consumer.ack(chunk));
+  }
+
+  private async deadLetter(message: QueueMessage, reason: string): Promise<void> {
+    const perProject = new Map<string, LedgerDelta>();
+    for (const e of message.events ?? []) {
+      const delta = perProject.get(e.projectId) ?? { rejected: { dead_letter: 0 } };
+      delta.rejected!.dead_letter! += 1;
+      perProject.set(e.projectId, delta);
+    }
+    this.options.log?.error(
+      { id: message.id, reason, events: message.events?.length ?? 0 },
+      "message moved to the dead-letter queue",
+    );
+    // Ledger first: if the worker dies before the move, the message is redelivered and counted
+    // again (over-counting a dead letter is safer than losing track of one).
+    if (
+      perProject.size > 0 &&
+      !(await this.retrying("record a dead letter", () => this.store.recordLedger(perProject)))
+    )
+      return;
+    await this.retrying("dead-letter", () => this.consumer.deadLetter(message, reason));
+  }
+
+  /** Runs `work` until it succeeds (true) or the worker stops (false), backing off between tries. */
+  private async retrying(what: string, work: () => Promise<void>): Promise<boolean> {
+    let backoff = this.options.retryMinMs;
+    for (;;) {
+      try {
+        await work();
+        return true;
+      } catch (error) {
+        if (this.stopping) return false;
+        this.options.log?.warn({ err: error }, `worker cannot ${what}; retrying`);
+        await this.sleep(backoff);
+        backoff = Math.min(backoff * 2, this.options.retryMaxMs);
+      }
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.stopping) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}
+
+function countEvents(chunk: readonly QueueMessage[]): number {
+  return chunk.reduce((n, m) => n + (m.events?.length ?? 0), 0);
+}

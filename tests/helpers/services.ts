@@ -1,0 +1,118 @@
+import { randomBytes } from "node:crypto";
+import { Socket } from "node:net";
+import type { TestContext } from "node:test";
+import { Redis } from "ioredis";
+import pg from "pg";
+
+/**
+ * The real services of the integration tests (scripts/services.sh starts them). URLs come from
+ * DATABASE_URL / REDIS_URL, else what services.sh uses. When a service is not reachable a test
+ * skips with a loud banner, or fails when TIDEMARK_REQUIRE_SERVICES=1 (CI). Tests only ever
+ * touch databases whose name contains `test`, and each makes its own database and Redis prefix.
+ */
+export const DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:55432/tidemark_test";
+export const DEFAULT_REDIS_URL = "redis://127.0.0.1:56379";
+
+const required = () => process.env.TIDEMARK_REQUIRE_SERVICES === "1";
+
+/** Refuses (throws) any database whose name lacks `test`: tests create and drop databases. */
+export function assertTestDatabase(url: string): string {
+  const name = decodeURIComponent(new URL(url).pathname.replace(/^\//, ""));
+  if (!name.includes("test")) {
+    throw new Error(`refusing to run tests against database "${name}": its name must contain "test"`);
+  }
+  return url;
+}
+
+function reachable(url: string, defaultPort: number): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = new Socket();
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1500, () => done(false));
+    socket.once("error", () => done(false));
+    socket.connect(Number(port || defaultPort), hostname, () => done(true));
+  });
+}
+
+/**
+ * Skips `t` (or throws when services are required) when the service is missing. Returns the
+ * reason as a string for callers that skip themselves (the conformance suite), else undefined.
+ */
+function missing(what: string, url: string, t?: TestContext): string {
+  const reason = `SKIPPED: ${what} not reachable at ${url}; run \`make services\``;
+  if (required()) throw new Error(`${what} not reachable at ${url} and TIDEMARK_REQUIRE_SERVICES=1`);
+  console.warn(`\n${"=".repeat(reason.length)}\n${reason}\n${"=".repeat(reason.length)}\n`);
+  t?.skip(reason);
+  return reason;
+}
+
+export type Requirement = { ok: true; url: string } | { ok: false; reason: string };
+
+export async function requirePostgres(t?: TestContext): Promise<Requirement> {
+  const url = assertTestDatabase(process.env.DATABASE_URL || DEFAULT_DATABASE_URL);
+  if (await reachable(url, 5432)) return { ok: true, url };
+  return { ok: false, reason: missing("Postgres", url, t) };
+}
+
+export async function requireRedis(t?: TestContext): Promise<Requirement> {
+  const url = process.env.REDIS_URL || DEFAULT_REDIS_URL;
+  if (await reachable(url, 6379)) return { ok: true, url };
+  return { ok: false, reason: missing("Redis", url, t) };
+}
+
+/** A fresh database beside the base one (name `<base>_<label>_<random>`), and how to drop it. */
+export async function createTestDatabase(
+  baseUrl: string,
+  label: string,
+): Promise<{ url: string; drop(): Promise<void> }> {
+  assertTestDatabase(baseUrl);
+  const base = new URL(baseUrl);
+  const name = `${base.pathname.slice(1)}_${label}_${randomBytes(4).toString("hex")}`.replace(
+    /[^a-z0-9_]/gi,
+    "_",
+  );
+  const admin = new URL(baseUrl);
+  admin.pathname = "/postgres";
+  const run = async (sql: string) => {
+    const client = new pg.Client({ connectionString: admin.toString() });
+    await client.connect();
+    try {
+      await client.query(sql);
+    } finally {
+      await client.end();
+    }
+  };
+  await run(`CREATE DATABASE "${name}"`);
+  const url = new URL(baseUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: assertTestDatabase(url.toString()),
+    drop: () => run(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`),
+  };
+}
+
+/** A Redis key prefix no other test (or earlier run) uses. */
+export function uniqueRedisPrefix(label: string): string {
+  return `test-${label}-${randomBytes(4).toString("hex")}:`;
+}
+
+/** Deletes every key under a test's prefix. */
+export async function dropRedisPrefix(url: string, prefix: string): Promise<void> {
+  if (!prefix.startsWith("test-")) throw new Error(`refusing to delete keys under "${prefix}"`);
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.del(...keys);
+    } while (cursor !== "0");
+  } finally {
+    redis.disconnect();
+  }
+}
