@@ -63,8 +63,11 @@ async function createEmbedded(config: Config, role: Role, hooks: BackendHooks): 
   const { MemoryRateLimiter } = await import("./memory/memory.rate-limiter.js");
   const db = new DuckDbDatabase(config.dataDir);
   const projects = new DuckDbProjectStore(db);
-  const events = new DuckDbEventStore(db);
+  // Two commits at once keep DuckDB busy while the previous one waits for its fsync.
+  const writers = 2;
+  const events = new DuckDbEventStore(db, writers);
   const queue = new GroupCommitQueue(events, {
+    concurrency: writers,
     maxEvents: config.flushMaxEvents,
     intervalMs: config.flushIntervalMs,
     maxPending: config.maxPendingEvents,

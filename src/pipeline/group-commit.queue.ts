@@ -10,6 +10,8 @@ export interface GroupCommitOptions {
   intervalMs: number;
   /** Refuse new events (503) while this many are waiting or being committed. */
   maxPending: number;
+  /** Commits that may run at once (the store must accept concurrent `insert` calls). */
+  concurrency?: number;
   /** Called after every commit, for metrics. */
   onFlush?: (events: number, durationMs: number, error?: unknown) => void;
 }
@@ -22,24 +24,29 @@ interface Waiter {
 
 /**
  * Group commit: concurrent requests share one store commit. A request's promise resolves only
- * after the commit holding its events returned, so a 202 always means committed. One commit runs
- * at a time; what arrives meanwhile forms the next one, so batches grow with load by themselves.
+ * after the commit holding its events returned, so a 202 always means committed. What arrives
+ * while the commits run forms the next one, so commits grow with load by themselves.
+ *
+ * When a commit of several requests fails, each request is retried alone, so one request the
+ * store cannot take does not fail the others that happened to share its commit.
  */
 export class GroupCommitQueue implements EventQueue {
   readonly name = "group-commit";
   private waiting: Waiter[] = [];
   private waitingEvents = 0;
   private inFlightEvents = 0;
-  private flushing = false;
+  private inFlightCommits = 0;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  private idle: Promise<void> = Promise.resolve();
-  private markIdle: () => void = () => {};
+  private drained: (() => void) | undefined;
+  private readonly concurrency: number;
 
   constructor(
     private readonly store: EventStore,
     private readonly options: GroupCommitOptions,
-  ) {}
+  ) {
+    this.concurrency = Math.max(1, options.concurrency ?? 1);
+  }
 
   /** The store's own lifecycle is the composition root's; the queue only uses it. */
   async start(): Promise<void> {}
@@ -59,11 +66,6 @@ export class GroupCommitQueue implements EventQueue {
       return Promise.reject(new AppError("overloaded", undefined, undefined, 1));
     }
     return new Promise<EnqueueResult>((resolve, reject) => {
-      if (this.waiting.length === 0 && !this.flushing) {
-        this.idle = new Promise((done) => {
-          this.markIdle = done;
-        });
-      }
       this.waiting.push({ events, resolve, reject });
       this.waitingEvents += events.length;
       this.schedule();
@@ -71,8 +73,8 @@ export class GroupCommitQueue implements EventQueue {
   }
 
   private schedule(): void {
-    if (this.flushing) return;
-    if (this.waitingEvents >= this.options.maxEvents || this.options.intervalMs === 0) {
+    if (this.inFlightCommits >= this.concurrency || this.waiting.length === 0) return;
+    if (this.waitingEvents >= this.options.maxEvents || this.options.intervalMs === 0 || this.closed) {
       this.flushNow();
       return;
     }
@@ -84,14 +86,15 @@ export class GroupCommitQueue implements EventQueue {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    if (this.flushing || this.waiting.length === 0) return;
-    const batch = this.takeBatch();
-    this.flushing = true;
-    void this.commit(batch).finally(() => {
-      this.flushing = false;
-      if (this.waiting.length > 0) this.flushNow();
-      else this.markIdle();
-    });
+    while (this.inFlightCommits < this.concurrency && this.waiting.length > 0) {
+      const batch = this.takeBatch();
+      this.inFlightCommits++;
+      void this.commit(batch).finally(() => {
+        this.inFlightCommits--;
+        if (this.waiting.length > 0) this.schedule();
+        else if (this.inFlightCommits === 0) this.drained?.();
+      });
+    }
   }
 
   /** Takes whole requests up to maxEvents (at least one request, however large). */
@@ -106,11 +109,23 @@ export class GroupCommitQueue implements EventQueue {
     }
     const batch = this.waiting.splice(0, taken);
     this.waitingEvents -= count;
-    this.inFlightEvents = count;
+    this.inFlightEvents += count;
     return batch;
   }
 
   private async commit(batch: Waiter[]): Promise<void> {
+    const size = batch.reduce((n, w) => n + w.events.length, 0);
+    try {
+      if (!(await this.tryCommit(batch)) && batch.length > 1) {
+        for (const waiter of batch) await this.tryCommit([waiter]);
+      }
+    } finally {
+      this.inFlightEvents -= size;
+    }
+  }
+
+  /** Commits and settles the waiters; false when it failed and the waiters are still pending. */
+  private async tryCommit(batch: Waiter[]): Promise<boolean> {
     const events = batch.length === 1 ? batch[0]!.events : batch.flatMap((w) => w.events);
     const started = performance.now();
     try {
@@ -122,13 +137,14 @@ export class GroupCommitQueue implements EventQueue {
           duplicates.size === 0 ? [] : waiter.events.filter((e) => duplicates.has(e.uuid)).map((e) => e.uuid);
         waiter.resolve({ duplicateUuids: mine });
       }
+      return true;
     } catch (error) {
       this.options.onFlush?.(events.length, performance.now() - started, error);
+      if (batch.length > 1) return false;
       const failure = new AppError("unavailable", "The event store could not commit; retry", undefined, 1);
       (failure as { cause?: unknown }).cause = error;
-      for (const waiter of batch) waiter.reject(failure);
-    } finally {
-      this.inFlightEvents = 0;
+      batch[0]!.reject(failure);
+      return true;
     }
   }
 
@@ -136,6 +152,9 @@ export class GroupCommitQueue implements EventQueue {
   async close(): Promise<void> {
     this.closed = true;
     this.flushNow();
-    await this.idle;
+    if (this.inFlightCommits === 0 && this.waiting.length === 0) return;
+    await new Promise<void>((resolve) => {
+      this.drained = resolve;
+    });
   }
 }

@@ -1,6 +1,11 @@
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { Socket } from "node:net";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { createServer, Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { TestContext } from "node:test";
+import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
 import pg from "pg";
 
@@ -115,4 +120,101 @@ export async function dropRedisPrefix(url: string, prefix: string): Promise<void
   } finally {
     redis.disconnect();
   }
+}
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const SERVICES_SCRIPT = join(ROOT, "scripts/services.sh");
+
+/**
+ * Builds dist/ when it is missing or older than any source file, so tests that run the real CLI
+ * in child processes never test stale code.
+ */
+export function ensureFreshBuild(): string {
+  const cli = join(ROOT, "dist/cli.js");
+  const newest = (dir: string): number =>
+    readdirSync(dir, { withFileTypes: true }).reduce((latest, entry) => {
+      const path = join(dir, entry.name);
+      return Math.max(latest, entry.isDirectory() ? newest(path) : statSync(path).mtimeMs);
+    }, 0);
+  if (!existsSync(cli) || statSync(cli).mtimeMs < newest(join(ROOT, "src"))) {
+    const result = spawnSync("npm", ["run", "build"], { cwd: ROOT, stdio: "inherit" });
+    if (result.status !== 0) throw new Error("npm run build failed");
+  }
+  return cli;
+}
+
+export interface PrivateServices {
+  databaseUrl: string;
+  redisUrl: string;
+  /** Runs a services.sh subcommand (stop-postgres, restart-redis --hard...) on this pair. */
+  run(...args: string[]): void;
+  /** Stops both and removes their data. */
+  destroy(): void;
+}
+
+/**
+ * A Postgres and a Redis of this test alone (own folder and ports, through scripts/services.sh),
+ * for tests that stop and restart them: the shared pair stays up for the tests running beside.
+ */
+export async function startPrivateServices(
+  label: string,
+  t?: TestContext,
+): Promise<PrivateServices | string> {
+  const dir = mkdtempSync(join(tmpdir(), `tidemark-${label}-`));
+  chmodSync(dir, 0o755);
+  const env = {
+    ...process.env,
+    TIDEMARK_SERVICES_DIR: dir,
+    TIDEMARK_PG_PORT: String(await freeLoopbackPort()),
+    TIDEMARK_REDIS_PORT: String(await freeLoopbackPort()),
+    TIDEMARK_PG_DB: "tidemark_test",
+  };
+  const run = (...args: string[]) => {
+    const result = spawnSync("bash", [SERVICES_SCRIPT, ...args], { env, encoding: "utf8" });
+    if (result.status !== 0) throw new Error(`services.sh ${args.join(" ")} failed:\n${result.stderr}`);
+    return result.stdout;
+  };
+  try {
+    run("start");
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true });
+    return missing("Postgres and Redis (private instances)", (error as Error).message, t);
+  }
+  const exports = Object.fromEntries(
+    run("env")
+      .trim()
+      .split("\n")
+      .map(
+        (line) =>
+          line
+            .replace(/^export /, "")
+            .split(/=(.*)/s)
+            .slice(0, 2) as [string, string],
+      ),
+  );
+  return {
+    databaseUrl: assertTestDatabase(exports.DATABASE_URL!),
+    redisUrl: exports.REDIS_URL!,
+    run: (...args) => void run(...args),
+    destroy() {
+      try {
+        run("stop");
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port")),
+      );
+    });
+  });
 }

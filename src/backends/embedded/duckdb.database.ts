@@ -25,11 +25,12 @@ const SCHEMA = `
     received_at TIMESTAMP NOT NULL,
     PRIMARY KEY (project_id, uuid)
   );
-  CREATE TABLE IF NOT EXISTS ledger (
+  -- Append-only: an upsert costs several times a plain insert on every commit; readers sum,
+  -- and compaction folds the rows now and then.
+  CREATE TABLE IF NOT EXISTS ledger_entries (
     project_id UUID NOT NULL,
     outcome VARCHAR NOT NULL,
-    n BIGINT NOT NULL,
-    PRIMARY KEY (project_id, outcome)
+    n BIGINT NOT NULL
   );
   INSERT OR IGNORE INTO schema_migrations VALUES (1, now());
 `;
@@ -46,6 +47,7 @@ export class DuckDbDatabase {
   private reader?: DuckDBConnection;
   private writeChain: Promise<unknown> = Promise.resolve();
   private openCount = 0;
+  private extra: DuckDBConnection[] = [];
   readonly path: string;
 
   constructor(dataDir: string) {
@@ -61,6 +63,14 @@ export class DuckDbDatabase {
     this.writer = await this.instance.connect();
     this.reader = await this.instance.connect();
     await this.writer.run(SCHEMA);
+  }
+
+  /** A further connection, for work that may run beside the serialized writes (event inserts). */
+  async connect(): Promise<DuckDBConnection> {
+    if (!this.instance) throw new Error("DuckDB is not open");
+    const connection = await this.instance.connect();
+    this.extra.push(connection);
+    return connection;
   }
 
   writeConnection(): DuckDBConnection {
@@ -103,6 +113,8 @@ export class DuckDbDatabase {
     await this.write(async (connection) => {
       await connection.run("CHECKPOINT");
     }).catch(() => undefined);
+    for (const connection of this.extra) connection.closeSync();
+    this.extra = [];
     this.reader?.closeSync();
     this.writer?.closeSync();
     this.instance.closeSync();

@@ -1,6 +1,6 @@
 import { PLANS, type Plan } from "../../core/plans.js";
 import type { KeyMatch, Project, ProjectKeyHashes, ProjectStore } from "../../pipeline/project-store.js";
-import type { PostgresDatabase } from "./postgres.database.js";
+import { isTransientPostgresError, type PostgresDatabase } from "./postgres.database.js";
 import { storableText } from "./postgres.text.js";
 
 interface ProjectRow {
@@ -19,9 +19,16 @@ function toProject(row: ProjectRow): Project {
   return { id: row.id, name: row.name, plan, createdAt: Number(row.created) };
 }
 
-/** Projects and hashed keys in Postgres, shared by every API process. */
+/**
+ * Projects and hashed keys in Postgres, shared by every API process.
+ *
+ * Key lookups remember their last answer, and serve it while Postgres is unreachable, so the
+ * async pipeline keeps accepting events through a Postgres outage (its events wait in Redis).
+ * The price: a key revoked just before an outage keeps working until Postgres is back.
+ */
 export class PostgresProjectStore implements ProjectStore {
   readonly name = "postgres-projects";
+  private readonly lastKnown = new Map<string, KeyMatch | undefined>();
 
   constructor(private readonly db: PostgresDatabase) {}
 
@@ -88,6 +95,19 @@ export class PostgresProjectStore implements ProjectStore {
   }
 
   async findByKeyHash(hash: string): Promise<KeyMatch | undefined> {
+    let match: KeyMatch | undefined;
+    try {
+      match = await this.lookup(hash);
+    } catch (error) {
+      if (isTransientPostgresError(error) && this.lastKnown.has(hash)) return this.lastKnown.get(hash);
+      throw error;
+    }
+    if (this.lastKnown.size >= 100_000) this.lastKnown.clear();
+    this.lastKnown.set(hash, match);
+    return match;
+  }
+
+  private async lookup(hash: string): Promise<KeyMatch | undefined> {
     const { rows } = await this.db.query<ProjectRow & { kind: string }>(
       `SELECT p.id::text AS id, p.name, p.plan, floor(extract(epoch from p.created_at) * 1000)::bigint AS created, k.kind
        FROM project_keys k JOIN projects p ON p.id = k.project_id WHERE k.key_hash = $1`,
