@@ -5,6 +5,7 @@
 #   scripts/services.sh start | stop | status | env
 #   scripts/services.sh start-postgres | stop-postgres | start-redis | stop-redis
 #   scripts/services.sh restart-redis [--hard]      (--hard: SIGKILL, then start again)
+#   scripts/services.sh kill-redis                  (SIGKILL, as a crash would; start-redis brings it back)
 #
 # `start` is idempotent: it installs what is missing (apt-get), creates the Postgres cluster and
 # the test database once, and starts whatever is not running. `env` prints the export lines:
@@ -185,13 +186,14 @@ case "${1:-}" in
   stop-postgres) take_lock; stop_postgres ;;
   start-redis) take_lock; ensure_installed; start_redis ;;
   stop-redis) take_lock; stop_redis ;;
+  kill-redis) take_lock; kill_redis ;;
   restart-redis)
     take_lock
     if [ "${2:-}" = --hard ]; then kill_redis; else stop_redis; fi
     start_redis
     ;;
   *)
-    echo "usage: $0 start|stop|status|env|start-postgres|stop-postgres|start-redis|stop-redis|restart-redis [--hard]" >&2
+    echo "usage: $0 start|stop|status|env|start-postgres|stop-postgres|start-redis|stop-redis|kill-redis|restart-redis [--hard]" >&2
     exit 2
     ;;
 esac

@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { createServer, Socket } from "node:net";
@@ -146,8 +146,11 @@ export function ensureFreshBuild(): string {
 export interface PrivateServices {
   databaseUrl: string;
   redisUrl: string;
-  /** Runs a services.sh subcommand (stop-postgres, restart-redis --hard...) on this pair. */
-  run(...args: string[]): void;
+  /**
+   * Runs a services.sh subcommand (stop-postgres, kill-redis...) on this pair, without blocking
+   * this process's event loop (load keeps flowing meanwhile).
+   */
+  run(...args: string[]): Promise<void>;
   /** Stops both and removes their data. */
   destroy(): void;
 }
@@ -195,7 +198,17 @@ export async function startPrivateServices(
   return {
     databaseUrl: assertTestDatabase(exports.DATABASE_URL!),
     redisUrl: exports.REDIS_URL!,
-    run: (...args) => void run(...args),
+    run: (...args) =>
+      new Promise<void>((resolve, reject) => {
+        const child = spawn("bash", [SERVICES_SCRIPT, ...args], { env, stdio: ["ignore", "ignore", "pipe"] });
+        let stderr = "";
+        child.stderr.on("data", (chunk: Buffer) => {
+          stderr += chunk.toString();
+        });
+        child.on("exit", (code) =>
+          code === 0 ? resolve() : reject(new Error(`services.sh ${args.join(" ")} failed:\n${stderr}`)),
+        );
+      }),
     destroy() {
       try {
         run("stop");

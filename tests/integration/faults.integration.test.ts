@@ -45,15 +45,14 @@ after(() => {
   for (const child of children) child.kill("SIGKILL");
 });
 
-let nextPort = 0;
 async function freePort(): Promise<number> {
   const { createServer } = await import("node:net");
   return new Promise((resolve) => {
     const server = createServer();
     server.listen(0, "127.0.0.1", () => {
       const address = server.address();
-      nextPort = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(nextPort));
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
     });
   });
 }
@@ -356,7 +355,12 @@ test("async: Redis killed and restarted under load (AOF, appendfsync always)", {
   const load = startLoad({ ...LOAD, urls: () => [tidemark.url!], key: project.api_key, batches: 400 });
   load.finished.catch(() => undefined);
   await waitFor("a third of the load", () => load.done > 130, 60_000);
-  services!.run("restart-redis", "--hard");
+  // A crash: SIGKILL, down for a second and a half, then started again from its append-only file.
+  await services!.run("kill-redis");
+  const refusedBefore = load.statuses.get("503") ?? 0;
+  await sleep(1500);
+  await services!.run("start-redis");
+  assert.ok((load.statuses.get("503") ?? 0) > refusedBefore, "ingest answered 503 while Redis was down");
   await load.finished;
   await assertExactlyOnce(s.databaseUrl, project.id, load.acked);
   t.diagnostic(`${load.acked.size} events acknowledged; ${JSON.stringify([...load.statuses])}`);
@@ -375,12 +379,12 @@ test("async: Postgres stopped for 4 s under load: ingest keeps accepting, then t
   load.finished.catch(() => undefined);
   await waitFor("a fifth of the load", () => load.done > 100, 60_000);
   try {
-    services!.run("stop-postgres");
+    await services!.run("stop-postgres");
     load.window = true;
     await sleep(4000);
     load.window = false;
   } finally {
-    services!.run("start-postgres");
+    await services!.run("start-postgres");
   }
   assert.ok(load.ackedInWindow > 20, `only ${load.ackedInWindow} batches accepted while Postgres was down`);
   await load.finished;

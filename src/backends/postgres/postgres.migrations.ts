@@ -76,6 +76,7 @@ export const MIGRATIONS: readonly Migration[] = [
 ];
 
 const LOCK_ID = 7_235_001; // pg_advisory_lock key: "tidemark migrations"
+const PARTITION_LOCK_ID = 7_235_002; // "tidemark partitions"
 
 /** Applies every migration not yet applied; returns the versions it applied. */
 export async function migrate(client: PoolClient): Promise<number[]> {
@@ -135,17 +136,21 @@ export async function ensureMonthlyPartitions(
     const from = monthStart(nowMs, offset);
     const to = monthStart(nowMs, offset + 1);
     const name = `events_${from.label}`;
-    const { rows } = await client.query<{ exists: boolean }>("SELECT to_regclass($1) IS NOT NULL AS exists", [
-      name,
-    ]);
-    if (rows[0]?.exists) continue;
+    const exists = async () =>
+      (await client.query<{ exists: boolean }>("SELECT to_regclass($1) IS NOT NULL AS exists", [name]))
+        .rows[0]?.exists;
+    if (await exists()) continue;
     await client.query("BEGIN");
     try {
-      // Identifiers come from dates computed here, never from input.
-      await client.query(
-        `CREATE TABLE IF NOT EXISTS ${name} PARTITION OF events
-         FOR VALUES FROM ('${from.date} 00:00:00+00') TO ('${to.date} 00:00:00+00')`,
-      );
+      // One process at a time creates partitions; the others then find them made.
+      await client.query("SELECT pg_advisory_xact_lock($1)", [PARTITION_LOCK_ID]);
+      if (!(await exists())) {
+        // Identifiers come from dates computed here, never from input.
+        await client.query(
+          `CREATE TABLE ${name} PARTITION OF events
+           FOR VALUES FROM ('${from.date} 00:00:00+00') TO ('${to.date} 00:00:00+00')`,
+        );
+      }
       await client.query("COMMIT");
     } catch (error) {
       await client.query("ROLLBACK").catch(() => undefined);

@@ -10,14 +10,15 @@ export class RedisConnection {
   private openCount = 0;
   private opening?: Promise<void>;
 
-  constructor(private readonly options: RedisClientOptions) {
+  constructor(private readonly options: RedisClientOptions & { connectWaitMs?: number }) {
     this.client = createRedisClient(options);
   }
 
   async open(): Promise<void> {
     this.openCount++;
     this.opening ??= (async () => {
-      if (await connectRedis(this.client, 3000)) await checkDurability(this.client, this.options.log);
+      if (await connectRedis(this.client, this.options.connectWaitMs ?? 3000))
+        await checkDurability(this.client, this.options.log);
       else
         this.options.log?.warn(
           { client: this.options.name },
