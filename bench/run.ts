@@ -201,15 +201,17 @@ async function generateDataset(dataDir: string, projectId: string, count: number
        SELECT CAST($1 AS UUID), uuid(),
               (['Page View', 'Page View', 'Page View', 'Click', 'Click', 'Sign Up', 'Add To Cart', 'Purchase', 'Search', 'Logout'])[1 + CAST(floor(random() * 10) AS INTEGER)],
               'user_' || CAST(floor(pow(random(), 1.5) * 100000) AS INTEGER),
-              TIMESTAMP '2026-08-01' + to_milliseconds(CAST(floor(random() * 90 * 86400000) AS BIGINT)),
+              TIMESTAMP '2026-08-01' + to_milliseconds(CAST(floor((($3 + range + random()) / $4) * 90 * 86400000) AS BIGINT)),
               CAST(json_object(
                 'path', (['/', '/pricing', '/docs', '/blog', '/checkout', '/signup'])[1 + CAST(floor(random() * 6) AS INTEGER)],
                 'plan', (['free', 'pro', 'team'])[1 + CAST(floor(random() * 3) AS INTEGER)],
                 'browser', (['Chrome', 'Firefox', 'Safari', 'Edge'])[1 + CAST(floor(random() * 4) AS INTEGER)],
                 'price', round(random() * 200, 2)) AS JSON),
               now()
-       FROM range($2)`,
-      [projectId, n],
+       FROM range($2)
+       -- Events arrive roughly in time order: store them so, as ingest would.
+       ORDER BY 5`,
+      [projectId, n, offset, count],
     );
     process.stdout.write(`  dataset: ${offset + n} events\r`);
   }
