@@ -188,24 +188,31 @@ export class QueueWorker implements Lifecycle {
       "message moved to the dead-letter queue",
     );
     // Ledger first: if the worker dies before the move, the message is redelivered and counted
-    // again (over-counting a dead letter is safer than losing track of one).
-    if (
-      perProject.size > 0 &&
-      !(await this.retrying("record a dead letter", () => this.store.recordLedger(perProject)))
-    )
-      return;
+    // again (over-counting a dead letter is safer than losing track of one). A ledger the store
+    // refuses (a message naming no valid project) is logged and the move goes on.
+    if (perProject.size > 0) {
+      const counted = await this.retrying("record a dead letter", () => this.store.recordLedger(perProject));
+      if (counted === "stopped") return;
+    }
     await this.retrying("dead-letter", () => this.consumer.deadLetter(message, reason));
   }
 
-  /** Runs `work` until it succeeds (true) or the worker stops (false), backing off between tries. */
-  private async retrying(what: string, work: () => Promise<void>): Promise<boolean> {
+  /**
+   * Runs `work` until it succeeds, the worker stops, or the store refuses it for good
+   * (UnstorableEventsError, logged), backing off between tries.
+   */
+  private async retrying(what: string, work: () => Promise<void>): Promise<"done" | "stopped" | "refused"> {
     let backoff = this.options.retryMinMs;
     for (;;) {
       try {
         await work();
-        return true;
+        return "done";
       } catch (error) {
-        if (this.stopping) return false;
+        if (error instanceof UnstorableEventsError) {
+          this.options.log?.error({ err: error }, `worker cannot ${what}: refused`);
+          return "refused";
+        }
+        if (this.stopping) return "stopped";
         this.options.log?.warn({ err: error }, `worker cannot ${what}; retrying`);
         await this.sleep(backoff);
         backoff = Math.min(backoff * 2, this.options.retryMaxMs);

@@ -124,7 +124,13 @@ export class PostgresEventStore implements EventStore, AnalyticsStore {
 
   async recordLedger(deltas: ReadonlyMap<string, LedgerDelta>): Promise<void> {
     if (deltas.size === 0) return;
-    await this.db.transaction((client) => upsertLedger(client, deltas));
+    try {
+      await this.db.transaction((client) => upsertLedger(client, deltas));
+    } catch (error) {
+      if (isDataError(error))
+        throw new UnstorableEventsError(`postgres refused the ledger: ${(error as Error).message}`, error);
+      throw error;
+    }
   }
 
   async readLedger(projectId: string): Promise<Ledger> {
