@@ -3,16 +3,52 @@ import { Command, Option } from "commander";
 import { ProjectService } from "./api/admin/project.service.js";
 import { KeyResolver } from "./api/auth.js";
 import { createBackends } from "./backends/create.js";
-import { ConfigError, loadConfig, ROLES, type Role } from "./config/config.js";
+import { type Config, ConfigError, loadConfig, ROLES, type Role } from "./config/config.js";
 import { PLANS, type Plan } from "./core/plans.js";
 import { LedgerRecorder } from "./pipeline/ledger-recorder.js";
+import { resolveSecretToken } from "./roles/secret-token.js";
 import { startTidemark } from "./roles/server.js";
 
 function configFor(role?: Role) {
   return loadConfig(role ? { ...process.env, TIDEMARK_ROLE: role } : process.env);
 }
 
-/** Opens the stores directly for an admin command (the server must not hold the embedded file). */
+/**
+ * The running server, when one answers on the configured port: admin commands then go through
+ * its API (the embedded store file has a single writer, the server).
+ */
+async function runningServer(config: Config): Promise<{ url: string; token: string } | undefined> {
+  const host = config.host === "0.0.0.0" ? "127.0.0.1" : config.host;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${config.port}`;
+  try {
+    const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
+    if (!response.ok) return undefined;
+  } catch {
+    return undefined;
+  }
+  return { url, token: resolveSecretToken(config.dataDir, config.secretToken).token };
+}
+
+async function adminRequest(
+  server: { url: string; token: string },
+  method: string,
+  path: string,
+  body?: unknown,
+) {
+  const response = await fetch(`${server.url}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${server.token}`,
+      ...(body ? { "content-type": "application/json" } : {}),
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const answer: unknown = await response.json();
+  if (!response.ok) throw new Error(`the server answered ${response.status}: ${JSON.stringify(answer)}`);
+  return answer;
+}
+
+/** Opens the stores directly for an admin command when no server is running. */
 async function withProjects<T>(work: (service: ProjectService) => Promise<T>): Promise<T> {
   const config = configFor();
   const backends = await createBackends(config, "api");
@@ -54,18 +90,28 @@ program
     process.on("SIGINT", () => stop("SIGINT"));
   });
 
-const project = program.command("project").description("Manage projects (stop the embedded server first)");
+const project = program
+  .command("project")
+  .description(
+    "Manage projects: through the running server's API when one answers, else on the store directly",
+  );
 project
   .command("create")
   .requiredOption("--name <name>", "project name")
   .addOption(new Option("--plan <plan>", "plan").choices(PLANS).default("FREE"))
   .action(async (options: { name: string; plan: Plan }) => {
-    const created = await withProjects((service) => service.create(options.name, options.plan));
+    const server = await runningServer(configFor());
+    const created = server
+      ? await adminRequest(server, "POST", "/api/v1/project", { name: options.name, plan: options.plan })
+      : await withProjects((service) => service.create(options.name, options.plan));
     process.stdout.write(`${JSON.stringify(created, null, 2)}\n`);
   });
 project.command("list").action(async () => {
-  const projects = await withProjects((service) => service.list());
-  process.stdout.write(`${JSON.stringify({ projects }, null, 2)}\n`);
+  const server = await runningServer(configFor());
+  const answer = server
+    ? await adminRequest(server, "GET", "/api/v1/project")
+    : { projects: await withProjects((service) => service.list()) };
+  process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
 });
 
 program

@@ -666,3 +666,35 @@ describe("operations", () => {
     assert.equal((await tidemark.running.backends.events.readLedger(project.id)).stored, 200);
   });
 });
+
+describe("back-pressure", () => {
+  test("over the pending limit ingest answers 503 with Retry-After, and nothing acknowledged is lost", async () => {
+    const small = await startTestTidemark({
+      TIDEMARK_MAX_PENDING_EVENTS: "20",
+      TIDEMARK_FLUSH_INTERVAL_MS: "20",
+    });
+    try {
+      const project = await small.createProject("ENTERPRISE");
+      const responses = await Promise.all(
+        Array.from({ length: 40 }, () =>
+          fetch(`${small.url}/api/v1/event/batch`, {
+            method: "POST",
+            headers: { ...bearer(project.api_key), "content-type": "application/json" },
+            body: JSON.stringify({ events: Array.from({ length: 5 }, () => event()) }),
+          }),
+        ),
+      );
+      const statuses = responses.map((r) => r.status);
+      const refused = responses.filter((r) => r.status === 503);
+      assert.ok(refused.length > 0, `expected some 503s, got ${statuses.join(",")}`);
+      assert.ok(refused.every((r) => Number(r.headers.get("retry-after")) >= 1));
+      assert.ok(statuses.every((s) => s === 202 || s === 503));
+      const accepted = statuses.filter((s) => s === 202).length * 5;
+      const stats = await small.request("GET", `/api/v1/project/${project.id}/stats`, { key: small.token });
+      assert.equal(stats.body.stored, accepted);
+      assert.equal(stats.body.rejected.overloaded, refused.length * 5);
+    } finally {
+      await small.close();
+    }
+  });
+});
