@@ -88,7 +88,13 @@ export class QueueWorker implements Lifecycle {
         backoff = Math.min(backoff * 2, this.options.retryMaxMs);
         continue;
       }
-      if (messages.length > 0) await this.process(messages);
+      try {
+        if (messages.length > 0) await this.process(messages);
+      } catch (error) {
+        // Unexpected: the messages stay pending and are taken over; the loop goes on.
+        this.options.log?.error({ err: error }, "worker failed on a batch");
+        await this.sleep(this.options.retryMaxMs);
+      }
     }
   }
 
@@ -134,7 +140,8 @@ export class QueueWorker implements Lifecycle {
         { err: result.kind === "retry" ? result.error : undefined, events: countEvents(chunk) },
         "worker cannot store; retrying",
       );
-      await this.sleep(backoff);
+      // Never sleep past a touch: other workers would take the messages over as abandoned.
+      await this.sleep(Math.min(backoff, this.options.touchEveryMs));
       backoff = Math.min(backoff * 2, this.options.retryMaxMs);
       if (Date.now() - lastTouch >= this.options.touchEveryMs) {
         lastTouch = Date.now();
