@@ -33,6 +33,7 @@ const UV = onPath("uv");
 let skipReason: string | false = false;
 if (!UV) {
   const msg = "uv is not on PATH: the Locust load tests cannot run (install it with `pip install uv`)";
+  skipReason = msg;
   if (REQUIRE) {
     test("uv is available for the Locust load tests", () => {
       assert.fail(`${msg}; TIDEMARK_REQUIRE_SERVICES=1 makes this a failure`);
@@ -40,7 +41,6 @@ if (!UV) {
   } else {
     const bar = "!".repeat(msg.length + 12);
     console.error(`\n${bar}\n!!! SKIP: ${msg} !!!\n${bar}\n`);
-    skipReason = msg;
   }
 }
 
@@ -273,7 +273,8 @@ function fakeServer(mode: "early" | "nolimit", token: string): Promise<{ url: st
 
 // ---------------------------------------------------------------------------------------------
 
-describe("Locust load tests", { skip: skipReason }, () => {
+describe("Locust load tests", () => {
+  const skip = skipReason;
   const token = randomBytes(16).toString("hex");
   let tmp = "";
   let dataDir = "";
@@ -281,6 +282,7 @@ describe("Locust load tests", { skip: skipReason }, () => {
   let host = "";
 
   before(async () => {
+    if (skip) return;
     tmp = mkdtempSync(path.join(os.tmpdir(), "tidemark-locust-"));
     dataDir = mkdtempSync(path.join(os.tmpdir(), "tidemark-locust-data-"));
 
@@ -338,7 +340,7 @@ describe("Locust load tests", { skip: skipReason }, () => {
     for (const d of [tmp, dataDir]) if (d) rmSync(d, { recursive: true, force: true });
   });
 
-  test("smoke: MixedLoadUser -u 5 -r 1 runs without a failure", async () => {
+  test("smoke: MixedLoadUser -u 5 -r 1 runs without a failure", { skip }, async () => {
     const r = await runLocust(
       host,
       path.join(tmp, "smoke"),
@@ -359,7 +361,9 @@ describe("Locust load tests", { skip: skipReason }, () => {
     );
   });
 
-  test("a FREE key driven past 100 RPM gets 429s, reported as expected, none as failures", async () => {
+  test("a FREE key driven past 100 RPM gets 429s, reported as expected, none as failures", {
+    skip,
+  }, async () => {
     const r = await runLocust(
       host,
       path.join(tmp, "free"),
@@ -378,7 +382,9 @@ describe("Locust load tests", { skip: skipReason }, () => {
     assert.equal(r.code, 0, explain(r));
   });
 
-  test("an existing FREE key from LOAD_TEST_API_KEY: plan learnt from X-RateLimit-Limit", async () => {
+  test("an existing FREE key from LOAD_TEST_API_KEY: plan learnt from X-RateLimit-Limit", {
+    skip,
+  }, async () => {
     const res = await fetch(`${host}/api/v1/project`, {
       method: "POST",
       headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
@@ -401,7 +407,9 @@ describe("Locust load tests", { skip: skipReason }, () => {
     assert.equal(r.code, 0, explain(r));
   });
 
-  test("429s well below the plan's limit are failures (fake server refusing after 3 requests)", async () => {
+  test("429s well below the plan's limit are failures (fake server refusing after 3 requests)", {
+    skip,
+  }, async () => {
     const fake = await fakeServer("early", token);
     try {
       const r = await runLocust(
@@ -430,7 +438,7 @@ describe("Locust load tests", { skip: skipReason }, () => {
     }
   });
 
-  test("2xx far above the plan's limit are failures (fake server that never refuses)", async () => {
+  test("2xx far above the plan's limit are failures (fake server that never refuses)", { skip }, async () => {
     const fake = await fakeServer("nolimit", token);
     try {
       const r = await runLocust(
@@ -452,7 +460,9 @@ describe("Locust load tests", { skip: skipReason }, () => {
     }
   });
 
-  test("distributed: one master creates the projects once, two workers share the keys and counts", async () => {
+  test("distributed: one master creates the projects once, two workers share the keys and counts", {
+    skip,
+  }, async () => {
     const masterPort = await freePort();
     const csv = path.join(tmp, "dist");
     const env = locustEnv({ SECRET_TOKEN: token, LOAD_TEST_PLAN: "FREE" });
