@@ -6,6 +6,17 @@ import { IncomingBatchSchema, type IncomingEvent, IncomingEventSchema } from "./
 import { parseTimestamp, resolveEventTime } from "./timestamps.js";
 
 const eventChecker = TypeCompiler.Compile(IncomingEventSchema);
+
+/**
+ * JSON.stringify writes an unpaired UTF-16 surrogate as a `\udXXX` escape, and only those: paired
+ * ones are written as characters. Stores refuse such text (it is not Unicode), so they become
+ * U+FFFD, as browsers do when decoding. An escape preceded by an odd number of backslashes is
+ * literal text, not an escape, and is left alone.
+ */
+const LONE_SURROGATE_ESCAPE = /(?<!\\)((?:\\\\)*)\\ud[89a-f][0-9a-f]{2}/gi;
+const wellFormedJson = (json: string) =>
+  json.includes("\\ud") || json.includes("\\uD") ? json.replace(LONE_SURROGATE_ESCAPE, "$1\\ufffd") : json;
+const wellFormed = (text: string) => (text.isWellFormed() ? text : text.toWellFormed());
 const batchChecker = TypeCompiler.Compile(IncomingBatchSchema);
 
 export interface ValidationLimits {
@@ -85,10 +96,10 @@ function normalise(
   return {
     projectId,
     uuid: raw.uuid === undefined ? randomUUID() : raw.uuid.toLowerCase(),
-    event: raw.event,
-    distinctId: String(raw.distinct_id),
+    event: wellFormed(raw.event),
+    distinctId: wellFormed(String(raw.distinct_id)),
     timestamp: time.ms,
-    properties: raw.properties === undefined ? "{}" : JSON.stringify(raw.properties),
+    properties: raw.properties === undefined ? "{}" : wellFormedJson(JSON.stringify(raw.properties)),
     receivedAt,
   };
 }

@@ -349,6 +349,25 @@ describe("ingest API", () => {
     assert.equal(response.json().error.code, "payload_too_large");
   });
 
+  test("text that is not Unicode (unpaired surrogates) or holds NUL is stored, not a 5xx", async () => {
+    const uuid = randomUUID();
+    const response = await app.inject({
+      method: "POST",
+      url: "/api/v1/event",
+      headers: { ...bearer(project.api_key), "content-type": "application/json" },
+      payload: `{"event": "odd\\ud800", "distinct_id": "nul\\u0000", "uuid": "${uuid}", "properties": {"k\\udc00": "v\\ud83d"}}`,
+    });
+    assert.equal(response.statusCode, 202, response.body);
+    const stored = await app.inject({
+      method: "POST",
+      url: "/api/v1/query",
+      headers: bearer(project.read_key),
+      payload: { kind: "events", event: "odd\ufffd" },
+    });
+    assert.equal(stored.json().events[0].uuid, uuid);
+    assert.deepEqual(stored.json().events[0].properties, { "k\ufffd": "v\ufffd" });
+  });
+
   test("413 for bodies and batches over the limits", async () => {
     const big = await app.inject({
       method: "POST",

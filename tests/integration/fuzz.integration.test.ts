@@ -54,11 +54,21 @@ const timestamp = fc.oneof(
 );
 const eventLike = fc.record(
   {
-    event: fc.oneof(fc.string({ maxLength: 250 }), fc.integer(), fc.constant(null)),
+    event: fc.oneof(
+      fc.string({ maxLength: 250 }),
+      fc.string({ unit: "binary", maxLength: 20 }),
+      fc.integer(),
+      fc.constant(null),
+    ),
     distinct_id: fc.oneof(fc.string({ maxLength: 250 }), fc.integer(), fc.double(), fc.boolean()),
     timestamp,
     sent_at: timestamp,
-    properties: fc.oneof(fc.jsonValue(), fc.dictionary(fc.string(), fc.jsonValue())),
+    properties: fc.oneof(
+      fc.jsonValue(),
+      fc.dictionary(fc.string(), fc.jsonValue()),
+      // Any UTF-16 code units, unpaired surrogates and NUL included.
+      fc.dictionary(fc.string({ unit: "binary" }), fc.string({ unit: "binary" })),
+    ),
     uuid: fc.oneof(fc.uuid(), fc.string()),
   },
   { requiredKeys: [] },

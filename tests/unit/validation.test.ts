@@ -121,3 +121,26 @@ test("types are checked, not coerced", () => {
     assert.equal(problems(() => validateEvent(bad, project, now, limits)).status, 400, JSON.stringify(bad));
   }
 });
+
+test("unpaired surrogates become U+FFFD; paired ones and literal backslashes are kept", () => {
+  const { events } = validateEvent(
+    {
+      event: "a\ud800b",
+      distinct_id: "\udc00",
+      properties: { lone: "x\ud83dy", pair: "😀", literal: "\\ud800", [`k\udfff`]: 1 },
+    },
+    project,
+    now,
+    limits,
+  );
+  const e = events[0]!;
+  assert.equal(e.event, "a\ufffdb");
+  assert.equal(e.distinctId, "\ufffd");
+  assert.deepEqual(JSON.parse(e.properties), {
+    lone: "x\ufffdy",
+    pair: "😀",
+    literal: "\\ud800",
+    "k\ufffd": 1,
+  });
+  assert.ok(e.properties.isWellFormed());
+});
