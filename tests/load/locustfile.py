@@ -527,6 +527,12 @@ def _worker_loop(environment) -> None:
             log.exception("could not publish rate-limit counts")
 
 
+def _prune_loop() -> None:
+    while True:
+        gevent.sleep(10.0)
+        LEDGER.prune(time.time())
+
+
 def _judge_loop() -> None:
     while True:
         gevent.sleep(0.2)
@@ -571,6 +577,8 @@ def _on_init(environment, **_kw) -> None:
         runner.register_message(MSG_COUNTS, _on_counts_at_worker)
         gevent.spawn(_worker_loop, environment)
         gevent.spawn(_judge_loop)
+    else:
+        gevent.spawn(_prune_loop)
 
 
 @events.test_start.add_listener
