@@ -133,6 +133,9 @@ async function createSync(config: Config, role: Role, hooks: BackendHooks): Prom
   }
   const { projects, events } = await createPostgres(config, hooks, 10);
   const queue = new GroupCommitQueue(events, {
+    // Two commits in flight: one fills while the other waits for its WAL flush (measured: about
+    // +30% events/s in batches on 2 cores, same latency). Sorted keys keep them from deadlocking.
+    concurrency: 2,
     maxEvents: config.flushMaxEvents,
     intervalMs: config.flushIntervalMs,
     maxPending: config.maxPendingEvents,

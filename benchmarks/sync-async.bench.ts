@@ -1,0 +1,343 @@
+/**
+ * Stage 1 (sync) and Stage 2 (async) ingest benchmark: autocannon against Tidemark processes of
+ * the built CLI on this machine's Postgres and Redis (scripts/services.sh), beside a no-op HTTP
+ * server measured in the same run with the same load generator. For async it samples the worker
+ * lag (stream length, pending entries, events not yet stored) during the run and measures how long
+ * the worker takes to drain after it; for both it checks that every acknowledged event is stored.
+ * Method and results: benchmarks/README.md, section "Stage 1 and 2 (sync, async)".
+ *
+ *   npm run build && eval "$(bash scripts/services.sh env)"
+ *   node --import tsx benchmarks/sync-async.bench.ts --pipeline async [--duration 30] [--connections 50]
+ *     [--workers 1] [--rate <requests/s, default: closed loop>] [--size 20] [--only single|batch]
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import autocannon from "autocannon";
+import { Redis } from "ioredis";
+import pg from "pg";
+
+const { values: args } = parseArgs({
+  options: {
+    pipeline: { type: "string", default: "async" },
+    duration: { type: "string", default: "30" },
+    connections: { type: "string", default: "50" },
+    workers: { type: "string", default: "1" },
+    keys: { type: "string", default: "50" },
+    only: { type: "string", default: "" },
+    rate: { type: "string", default: "0" },
+    size: { type: "string", default: "20" },
+    "keep-db": { type: "boolean", default: false },
+  },
+});
+const PIPELINE = args.pipeline === "sync" ? "sync" : "async";
+const DURATION_S = Number(args.duration);
+const CONNECTIONS = Number(args.connections);
+const WORKERS = Number(args.workers);
+/** Requests per second across all connections (0: as fast as the server answers, closed loop). */
+const RATE = Number(args.rate);
+const BATCH_SIZE = Number(args.size);
+const ROOT = new URL("..", import.meta.url).pathname;
+const TOKEN = "bench-secret-token-0123456789";
+const DATABASE_URL = process.env.DATABASE_URL ?? "";
+const REDIS_URL = process.env.REDIS_URL ?? "";
+if (!DATABASE_URL || !REDIS_URL)
+  throw new Error('set DATABASE_URL and REDIS_URL: eval "$(bash scripts/services.sh env)"');
+const PREFIX = `bench-${randomBytes(3).toString("hex")}:`;
+
+interface LoadResult {
+  name: string;
+  rps: number;
+  eventsPerSecond: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+  ok: number;
+  non2xx: number;
+  errors: number;
+}
+
+const percentile = (sorted: number[], p: number) =>
+  sorted.length === 0
+    ? Number.NaN
+    : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+
+async function load(
+  name: string,
+  url: string,
+  body: string,
+  events: number,
+  keys: string[],
+): Promise<LoadResult> {
+  const latencies: number[] = [];
+  let next = 0;
+  const instance = autocannon({
+    url,
+    method: "POST",
+    connections: CONNECTIONS,
+    duration: DURATION_S,
+    ...(RATE > 0 ? { overallRate: RATE } : {}),
+    headers: { "content-type": "application/json" },
+    requests: [
+      {
+        method: "POST",
+        body,
+        setupRequest: (request) => {
+          // Many projects, so the per-project rate limit is not what is measured.
+          request.headers = { ...request.headers, authorization: `Bearer ${keys[next++ % keys.length]}` };
+          return request;
+        },
+      },
+    ],
+  });
+  (instance as unknown as NodeJS.EventEmitter).on(
+    "response",
+    (_client: unknown, _status: number, _bytes: number, responseTime: number) => latencies.push(responseTime),
+  );
+  const result = await instance;
+  latencies.sort((a, b) => a - b);
+  return {
+    name,
+    rps: result["2xx"] / DURATION_S,
+    eventsPerSecond: (result["2xx"] * events) / DURATION_S,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    p999: percentile(latencies, 99.9),
+    max: latencies.at(-1) ?? Number.NaN,
+    ok: result["2xx"],
+    non2xx: result.non2xx,
+    errors: result.errors + result.timeouts,
+  };
+}
+
+function startNoop(): Promise<{ url: string; close(): void }> {
+  const server = createServer((request, response) => {
+    request.on("data", () => {});
+    request.on("end", () => {
+      response.writeHead(202, { "content-type": "application/json" });
+      response.end('{"status":"accepted"}');
+    });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      resolve({ url: `http://127.0.0.1:${port}`, close: () => server.close() });
+    }),
+  );
+}
+
+const children: ChildProcess[] = [];
+
+async function startRole(role: string, env: Record<string, string>, port: number): Promise<void> {
+  const child = spawn(process.execPath, [join(ROOT, "dist/cli.js"), "serve", "--role", role], {
+    env: { ...process.env, ...env, PORT: String(port), HOST: "127.0.0.1", TIDEMARK_LOG_LEVEL: "warn" },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  children.push(child);
+  if (role === "worker") {
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    return;
+  }
+  for (let i = 0; i < 300; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  throw new Error(`${role} did not start`);
+}
+
+async function stopAll(): Promise<void> {
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null) return resolve();
+          child.once("exit", () => resolve());
+          child.kill("SIGTERM");
+        }),
+    ),
+  );
+}
+
+const sample = () => ({
+  event: "Page View",
+  distinct_id: `user_${Math.floor(Math.random() * 1e6)}`,
+  properties: {
+    path: "/pricing",
+    plan: "pro",
+    price: 19.99,
+    browser: "Firefox",
+    referrer: "https://example.com/blog/post",
+  },
+});
+
+interface LagPoint {
+  t: number;
+  stream: number;
+  pending: number;
+  backlog: number;
+}
+
+/** Samples the ingest stream every 500 ms: entries, entries read but not acked, events not stored. */
+function sampleLag(redis: Redis): { points: LagPoint[]; stop(): void } {
+  const points: LagPoint[] = [];
+  const started = Date.now();
+  const stream = `${PREFIX}{events}`;
+  const timer = setInterval(async () => {
+    try {
+      const [length, pending, backlog] = await Promise.all([
+        redis.xlen(stream),
+        redis.xpending(stream, "workers") as Promise<[number, ...unknown[]]>,
+        redis.get(`${stream}:backlog`),
+      ]);
+      points.push({
+        t: (Date.now() - started) / 1000,
+        stream: length,
+        pending: Number(pending[0]),
+        backlog: Number(backlog ?? 0),
+      });
+    } catch {
+      // the stream may not exist yet
+    }
+  }, 500);
+  return { points, stop: () => clearInterval(timer) };
+}
+
+async function main(): Promise<void> {
+  const base = new URL(DATABASE_URL);
+  const dbName = `${base.pathname.slice(1)}_bench_${randomBytes(3).toString("hex")}`;
+  const admin = new URL(DATABASE_URL);
+  admin.pathname = "/postgres";
+  const adminClient = new pg.Client({ connectionString: admin.toString() });
+  await adminClient.connect();
+  await adminClient.query(`CREATE DATABASE "${dbName}"`);
+  const dbUrl = new URL(DATABASE_URL);
+  dbUrl.pathname = `/${dbName}`;
+  const env = {
+    TIDEMARK_PIPELINE: PIPELINE,
+    DATABASE_URL: dbUrl.toString(),
+    REDIS_URL,
+    TIDEMARK_REDIS_PREFIX: PREFIX,
+    SECRET_TOKEN: TOKEN,
+  };
+  const redis = new Redis(REDIS_URL);
+  const db = new pg.Client({ connectionString: dbUrl.toString() });
+  console.log(
+    `Tidemark ${PIPELINE} bench: ${DURATION_S} s per run, ${CONNECTIONS} connections` +
+      (RATE > 0 ? `, ${RATE} requests/s offered` : ", closed loop") +
+      (PIPELINE === "async" ? `, 1 api process + ${WORKERS} worker process(es)` : ", 1 api process"),
+  );
+  try {
+    const apiPort = 19000 + Math.floor(Math.random() * 1000);
+    await startRole("api", env, apiPort);
+    if (PIPELINE === "async") for (let i = 0; i < WORKERS; i++) await startRole("worker", env, 0);
+    await db.connect();
+    const url = `http://127.0.0.1:${apiPort}`;
+    const keys: string[] = [];
+    for (let i = 0; i < Number(args.keys); i++) {
+      const response = await fetch(`${url}/api/v1/project`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ name: `bench ${i}`, plan: "ENTERPRISE" }),
+      });
+      keys.push(((await response.json()) as { api_key: string }).api_key);
+    }
+    const noop = await startNoop();
+    const scenarios: [string, string, string, number][] = [
+      ["single", "/api/v1/event", JSON.stringify(sample()), 1],
+      [
+        "batch",
+        "/api/v1/event/batch",
+        JSON.stringify({ events: Array.from({ length: BATCH_SIZE }, sample) }),
+        BATCH_SIZE,
+      ],
+    ];
+    const results: LoadResult[] = [];
+    let acknowledged = 0;
+    for (const [kind, path, body, events] of scenarios) {
+      if (args.only && args.only !== kind) continue;
+      results.push(await load(`no-op server, ${kind} body`, noop.url, body, events, keys));
+      const lag = sampleLag(redis);
+      const result = await load(
+        `Tidemark ${PIPELINE} POST ${path}${events > 1 ? ` (${events})` : ""}`,
+        `${url}${path}`,
+        body,
+        events,
+        keys,
+      );
+      results.push(result);
+      acknowledged += result.ok * events;
+      const loadEnded = Date.now();
+      if (PIPELINE === "async") {
+        // Drain: until every acknowledged event is stored.
+        for (;;) {
+          const stored = Number((await db.query("SELECT count(*) AS n FROM events")).rows[0].n);
+          if (stored >= acknowledged || Date.now() - loadEnded > 300_000) break;
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+        lag.stop();
+        const drainS = (Date.now() - loadEnded) / 1000;
+        const peak = lag.points.reduce((m, p) => (p.backlog > m.backlog ? p : m), {
+          t: 0,
+          stream: 0,
+          pending: 0,
+          backlog: 0,
+        });
+        console.log(
+          `\n${result.name}: worker lag sampled every 0.5 s (t s: stream entries / pending entries / events not stored)`,
+        );
+        const every = Math.max(1, Math.ceil(lag.points.length / 16));
+        console.log(
+          lag.points
+            .filter((_, i) => i % every === 0)
+            .map((p) => `${p.t.toFixed(1)}: ${p.stream}/${p.pending}/${p.backlog}`)
+            .join("  "),
+        );
+        console.log(
+          `peak backlog ${peak.backlog} events at ${peak.t.toFixed(1)} s; drained ${drainS.toFixed(1)} s after the load stopped`,
+        );
+      } else {
+        lag.stop();
+      }
+    }
+    noop.close();
+    const stored = Number((await db.query("SELECT count(*) AS n FROM events")).rows[0].n);
+    console.log(
+      "\n| run | req/s | events/s | P50 ms | P99 ms | P99.9 ms | max ms | 2xx | non-2xx | errors |",
+    );
+    console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (const r of results) {
+      console.log(
+        `| ${r.name} | ${Math.round(r.rps)} | ${Math.round(r.eventsPerSecond)} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.max} | ${r.ok} | ${r.non2xx} | ${r.errors} |`,
+      );
+    }
+    // autocannon stops counting at the end of a run with up to one request per connection in
+    // flight: those may be stored without their 202 being counted, never the other way round.
+    const inFlight =
+      CONNECTIONS *
+      scenarios.filter(([kind]) => !args.only || args.only === kind).reduce((n, [, , , e]) => n + e, 0);
+    const verdict =
+      stored < acknowledged
+        ? `LOST ${acknowledged - stored}`
+        : stored - acknowledged <= inFlight
+          ? `none lost (${stored - acknowledged} stored from requests in flight when the runs ended, at most ${inFlight})`
+          : `UNEXPLAINED: ${stored - acknowledged} more stored than acknowledged`;
+    console.log(`\nacknowledged events ${acknowledged}, stored ${stored}: ${verdict}`);
+  } finally {
+    await stopAll();
+    await db.end().catch(() => undefined);
+    const keysLeft = await redis.keys(`${PREFIX}*`);
+    if (keysLeft.length > 0) await redis.del(...keysLeft);
+    redis.disconnect();
+    if (!args["keep-db"]) await adminClient.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
+    await adminClient.end();
+  }
+}
+
+await main();
