@@ -394,3 +394,49 @@ test("async: Postgres stopped for 4 s under load: ingest keeps accepting, then t
   );
   await Promise.all([kill(api), kill(worker)]);
 });
+
+test("sync: SIGKILL of an API process under load; every 202 was committed", {
+  timeout: 150_000,
+}, async (t) => {
+  if (skipReason) return t.skip(skipReason);
+  const s = await scenario("faults_sync_api");
+  t.after(s.cleanup);
+  const env = { ...s.env, TIDEMARK_PIPELINE: "sync" };
+  const [first, second] = await Promise.all([spawnTidemark("api", env), spawnTidemark("api", env)]);
+  const project = await createProject(first.url!);
+  let urls = [first.url!, second.url!];
+  const load = startLoad({ ...LOAD, concurrency: 8, urls: () => urls, key: project.api_key, batches: 400 });
+  load.finished.catch(() => undefined);
+  await waitFor("a third of the load", () => load.done > 130, 60_000);
+  await kill(first);
+  urls = [second.url!];
+  await load.finished;
+  await assertExactlyOnce(s.databaseUrl, project.id, load.acked);
+  t.diagnostic(`${load.acked.size} events acknowledged; ${JSON.stringify([...load.statuses])}`);
+  await kill(second);
+});
+
+test("sync: Postgres stopped for 3 s under load: ingest answers 503, then recovers by itself", {
+  timeout: 150_000,
+}, async (t) => {
+  if (skipReason) return t.skip(skipReason);
+  const s = await scenario("faults_sync_postgres");
+  t.after(s.cleanup);
+  const api = await spawnTidemark("api", { ...s.env, TIDEMARK_PIPELINE: "sync" });
+  const project = await createProject(api.url!);
+  const load = startLoad({ ...LOAD, urls: () => [api.url!], key: project.api_key, batches: 400 });
+  load.finished.catch(() => undefined);
+  await waitFor("a fifth of the load", () => load.done > 80, 60_000);
+  const refusedBefore = load.statuses.get("503") ?? 0;
+  try {
+    await services!.run("stop-postgres");
+    await sleep(3000);
+  } finally {
+    await services!.run("start-postgres");
+  }
+  assert.ok((load.statuses.get("503") ?? 0) > refusedBefore, "ingest answered 503 while Postgres was down");
+  await load.finished;
+  await assertExactlyOnce(s.databaseUrl, project.id, load.acked);
+  t.diagnostic(`${load.acked.size} events acknowledged; ${JSON.stringify([...load.statuses])}`);
+  await kill(api);
+});
