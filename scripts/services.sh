@@ -8,7 +8,9 @@
 #   scripts/services.sh kill-redis                  (SIGKILL, as a crash would; start-redis brings it back)
 #
 # `start` is idempotent: it installs what is missing (apt-get), creates the Postgres cluster and
-# the test database once, and starts whatever is not running. `env` prints the export lines:
+# the test database once, and starts whatever is not running. A Postgres or Redis already
+# answering on the port but started elsewhere (another checkout) is used as it is, and `stop`
+# never stops it: it only stops what this folder started. `env` prints the export lines:
 #   eval "$(bash scripts/services.sh env)"
 #
 # Overridable (the fault tests run a private pair this way):
@@ -84,6 +86,18 @@ psql_admin() {
 }
 
 start_postgres() {
+  if ! pg_running && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
+    # Another checkout's services.sh (or another Postgres) has the port: share it, never stop it.
+    log "a Postgres that is not ours (data not in $PG_DATA) answers on 127.0.0.1:$PG_PORT: using it"
+  else
+    start_own_postgres
+  fi
+  create_database
+}
+
+start_own_postgres() {
+  # The postgres user must reach the data folder.
+  [ "$(id -u)" = 0 ] && chmod o+x "$DIR"
   if [ ! -f "$PG_DATA/PG_VERSION" ]; then
     log "creating a Postgres cluster in $PG_DATA"
     rm -rf "$PG_DATA"
@@ -102,6 +116,9 @@ start_postgres() {
       die "Postgres did not start; see $PG_LOG"
     log "Postgres listening on 127.0.0.1:$PG_PORT"
   fi
+}
+
+create_database() {
   for _ in $(seq 1 100); do
     "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break
     sleep 0.1
@@ -125,9 +142,16 @@ redis_running() {
   redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1
 }
 
+# The Redis this folder started (its pid file names a live process): the only one we stop.
+redis_ours() {
+  [ -f "$REDIS_PID" ] && kill -0 "$(cat "$REDIS_PID")" 2>/dev/null
+}
+
 start_redis() {
   mkdir -p "$REDIS_DIR"
-  if ! redis_running; then
+  if ! redis_ours && redis_running; then
+    log "a Redis that is not ours (no live pid file in $REDIS_DIR) answers on 127.0.0.1:$REDIS_PORT: using it"
+  elif ! redis_running; then
     redis-server --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" \
       --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes --dir "$REDIS_DIR" \
       --appendonly yes --appendfsync always --save '' --maxmemory-policy noeviction 9>&-
@@ -142,7 +166,7 @@ start_redis() {
 }
 
 stop_redis() {
-  if redis_running; then
+  if redis_ours && redis_running; then
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
     for _ in $(seq 1 100); do redis_running || break; sleep 0.1; done
     log "Redis stopped"
@@ -160,8 +184,22 @@ kill_redis() {
 
 status() {
   local code=0
-  if pg_running; then echo "postgres: running on 127.0.0.1:$PG_PORT (data $PG_DATA)"; else echo "postgres: stopped"; code=1; fi
-  if redis_running; then echo "redis: running on 127.0.0.1:$REDIS_PORT (data $REDIS_DIR)"; else echo "redis: stopped"; code=1; fi
+  if pg_running; then
+    echo "postgres: running on 127.0.0.1:$PG_PORT (data $PG_DATA)"
+  elif "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
+    echo "postgres: another Postgres answers on 127.0.0.1:$PG_PORT (not started from $DIR)"
+  else
+    echo "postgres: stopped"
+    code=1
+  fi
+  if redis_ours && redis_running; then
+    echo "redis: running on 127.0.0.1:$REDIS_PORT (data $REDIS_DIR)"
+  elif redis_running; then
+    echo "redis: another Redis answers on 127.0.0.1:$REDIS_PORT (not started from $DIR)"
+  else
+    echo "redis: stopped"
+    code=1
+  fi
   return "$code"
 }
 
