@@ -7,7 +7,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -100,20 +99,27 @@ async function load(
   };
 }
 
-/** A server that reads the body and answers 202 with a small JSON: the machine's HTTP ceiling. */
-function startNoopServer(): Promise<{ url: string; close(): void }> {
-  const server = createServer((request, response) => {
+/**
+ * A server that reads the body and answers 202 with a small JSON: the machine's HTTP ceiling. It
+ * runs in its own process, as Tidemark does, so it does not share the load generator's thread.
+ */
+const NOOP_SERVER = `
+  const server = require("node:http").createServer((request, response) => {
     request.on("data", () => {});
     request.on("end", () => {
       response.writeHead(202, { "content-type": "application/json" });
       response.end('{"status":"accepted"}');
     });
   });
-  return new Promise((resolve) => {
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      resolve({ url: `http://127.0.0.1:${port}`, close: () => server.close() });
+  server.listen(0, "127.0.0.1", () => process.stdout.write(String(server.address().port) + "\\n"));
+`;
+
+function startNoopServer(): Promise<{ url: string; close(): void }> {
+  const child = spawn(process.execPath, ["-e", NOOP_SERVER], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.stdout.once("data", (chunk: Buffer) => {
+      resolve({ url: `http://127.0.0.1:${chunk.toString().trim()}`, close: () => child.kill() });
     });
   });
 }

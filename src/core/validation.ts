@@ -8,15 +8,19 @@ import { parseTimestamp, resolveEventTime } from "./timestamps.js";
 const eventChecker = TypeCompiler.Compile(IncomingEventSchema);
 
 /**
- * JSON.stringify writes an unpaired UTF-16 surrogate as a `\udXXX` escape, and only those: paired
- * ones are written as characters. Stores refuse such text (it is not Unicode), so they become
- * U+FFFD, as browsers do when decoding. An escape preceded by an odd number of backslashes is
+ * Text every store can hold. JSON.stringify writes an unpaired UTF-16 surrogate as a `\udXXX`
+ * escape, and only those (paired ones are written as characters); stores refuse such text, as
+ * Postgres refuses NUL (`\u0000`). Both become U+FFFD, as a browser decoding them would, so every
+ * pipeline stores and answers the same. An escape preceded by an odd number of backslashes is
  * literal text, not an escape, and is left alone.
  */
-const LONE_SURROGATE_ESCAPE = /(?<!\\)((?:\\\\)*)\\ud[89a-f][0-9a-f]{2}/gi;
-const wellFormedJson = (json: string) =>
-  json.includes("\\ud") || json.includes("\\uD") ? json.replace(LONE_SURROGATE_ESCAPE, "$1\\ufffd") : json;
-const wellFormed = (text: string) => (text.isWellFormed() ? text : text.toWellFormed());
+const UNSTORABLE_ESCAPE = /(?<!\\)((?:\\\\)*)\\u(?:d[89a-f][0-9a-f]{2}|0000)/gi;
+const storableJson = (json: string) =>
+  /\\u(?:d[89a-f]|0000)/i.test(json) ? json.replace(UNSTORABLE_ESCAPE, "$1\\ufffd") : json;
+const storable = (text: string) => {
+  const wellFormed = text.isWellFormed() ? text : text.toWellFormed();
+  return wellFormed.includes("\0") ? wellFormed.replaceAll("\0", "\ufffd") : wellFormed;
+};
 const batchChecker = TypeCompiler.Compile(IncomingBatchSchema);
 
 export interface ValidationLimits {
@@ -96,10 +100,10 @@ function normalise(
   return {
     projectId,
     uuid: raw.uuid === undefined ? randomUUID() : raw.uuid.toLowerCase(),
-    event: wellFormed(raw.event),
-    distinctId: wellFormed(String(raw.distinct_id)),
+    event: storable(raw.event),
+    distinctId: storable(String(raw.distinct_id)),
     timestamp: time.ms,
-    properties: raw.properties === undefined ? "{}" : wellFormedJson(JSON.stringify(raw.properties)),
+    properties: raw.properties === undefined ? "{}" : storableJson(JSON.stringify(raw.properties)),
     receivedAt,
   };
 }

@@ -1,4 +1,4 @@
-import type { Ledger, LedgerDelta } from "../core/event.js";
+import type { Ledger, LedgerDelta, StoredEvent } from "../core/event.js";
 
 /**
  * The ledger is stored as (project_id, outcome, n) rows in every SQL backend: `received`,
@@ -49,4 +49,29 @@ export function mergeLedgerDelta(a: LedgerDelta, b: LedgerDelta): LedgerDelta {
     for (const [reason, n] of Object.entries(b.rejected)) a.rejected[reason] = (a.rejected[reason] ?? 0) + n;
   }
   return a;
+}
+
+/**
+ * The ledger counts of one commit, per project: the first copy of each key the store inserted is
+ * accepted; every other copy (already stored, or repeated in the same commit) is a duplicate.
+ * Keys are `${projectId}/${uuid}`.
+ */
+export function commitLedger(
+  events: readonly StoredEvent[],
+  insertedKeys: ReadonlySet<string>,
+): Map<string, LedgerDelta> {
+  const deltas = new Map<string, LedgerDelta>();
+  const counted = new Set<string>();
+  for (const e of events) {
+    const key = `${e.projectId}/${e.uuid}`;
+    const delta = deltas.get(e.projectId) ?? { accepted: 0, duplicate: 0 };
+    if (insertedKeys.has(key) && !counted.has(key)) {
+      counted.add(key);
+      delta.accepted = (delta.accepted ?? 0) + 1;
+    } else {
+      delta.duplicate = (delta.duplicate ?? 0) + 1;
+    }
+    deltas.set(e.projectId, delta);
+  }
+  return deltas;
 }

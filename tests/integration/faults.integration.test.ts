@@ -388,7 +388,14 @@ test("async: Postgres stopped for 4 s under load: ingest keeps accepting, then t
   }
   assert.ok(load.ackedInWindow > 20, `only ${load.ackedInWindow} batches accepted while Postgres was down`);
   await load.finished;
-  await assertExactlyOnce(s.databaseUrl, project.id, load.acked);
+  try {
+    await assertExactlyOnce(s.databaseUrl, project.id, load.acked);
+  } catch (error) {
+    t.diagnostic(
+      `worker exit ${worker.child.exitCode ?? "-"}; its last output:\n${worker.output().slice(-3000)}`,
+    );
+    throw error;
+  }
   t.diagnostic(
     `${load.ackedInWindow} batches accepted during the outage; ${load.acked.size} events acknowledged; ${JSON.stringify([...load.statuses])}`,
   );
@@ -424,7 +431,8 @@ test("sync: Postgres stopped for 3 s under load: ingest answers 503, then recove
   t.after(s.cleanup);
   const api = await spawnTidemark("api", { ...s.env, TIDEMARK_PIPELINE: "sync" });
   const project = await createProject(api.url!);
-  const load = startLoad({ ...LOAD, urls: () => [api.url!], key: project.api_key, batches: 400 });
+  // Enough batches (about 10 s of load) that the load is still running when Postgres stops.
+  const load = startLoad({ ...LOAD, urls: () => [api.url!], key: project.api_key, batches: 1500 });
   load.finished.catch(() => undefined);
   await waitFor("a fifth of the load", () => load.done > 80, 60_000);
   const refusedBefore = load.statuses.get("503") ?? 0;

@@ -122,25 +122,34 @@ test("types are checked, not coerced", () => {
   }
 });
 
-test("unpaired surrogates become U+FFFD; paired ones and literal backslashes are kept", () => {
+test("unpaired surrogates and NUL become U+FFFD; paired ones and literal backslashes are kept", () => {
   const { events } = validateEvent(
     {
-      event: "a\ud800b",
+      event: "a\ud800b\u0000",
       distinct_id: "\udc00",
-      properties: { lone: "x\ud83dy", pair: "😀", literal: "\\ud800", [`k\udfff`]: 1 },
+      properties: {
+        lone: "x\ud83dy",
+        pair: "😀",
+        literal: "\\ud800",
+        [`k\udfff`]: 1,
+        nul: "\u0000",
+        lit: "\\u0000",
+      },
     },
     project,
     now,
     limits,
   );
   const e = events[0]!;
-  assert.equal(e.event, "a\ufffdb");
+  assert.equal(e.event, "a\ufffdb\ufffd");
   assert.equal(e.distinctId, "\ufffd");
   assert.deepEqual(JSON.parse(e.properties), {
     lone: "x\ufffdy",
     pair: "😀",
     literal: "\\ud800",
     "k\ufffd": 1,
+    nul: "\ufffd",
+    lit: "\\u0000",
   });
   assert.ok(e.properties.isWellFormed());
 });

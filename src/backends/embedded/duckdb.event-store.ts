@@ -1,7 +1,7 @@
 import type { DuckDBConnection, DuckDBPreparedStatement, DuckDBValue } from "@duckdb/node-api";
 import type { CommitOutcome, Ledger, LedgerDelta, StoredEvent } from "../../core/event.js";
 import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
-import { ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
+import { commitLedger, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
 import type { QueryResult, QuerySpec } from "../../query/spec.js";
 import { SqlQueryRunner } from "../../query/sql-runner.js";
 import type { DuckDbDatabase } from "./duckdb.database.js";
@@ -191,27 +191,6 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   query(projectId: string, spec: QuerySpec): Promise<QueryResult> {
     return this.runner.query(projectId, spec);
   }
-}
-
-/** Per project: events stored by this commit are accepted, every other copy is a duplicate. */
-function commitLedger(
-  events: readonly StoredEvent[],
-  insertedKeys: ReadonlySet<string>,
-): Map<string, LedgerDelta> {
-  const deltas = new Map<string, LedgerDelta>();
-  const counted = new Set<string>();
-  for (const e of events) {
-    const key = `${e.projectId}/${e.uuid}`;
-    const delta = deltas.get(e.projectId) ?? { accepted: 0, duplicate: 0 };
-    if (insertedKeys.has(key) && !counted.has(key)) {
-      counted.add(key);
-      delta.accepted = (delta.accepted ?? 0) + 1;
-    } else {
-      delta.duplicate = (delta.duplicate ?? 0) + 1;
-    }
-    deltas.set(e.projectId, delta);
-  }
-  return deltas;
 }
 
 function ledgerText(deltas: ReadonlyMap<string, LedgerDelta>): string {

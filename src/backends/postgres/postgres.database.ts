@@ -106,6 +106,8 @@ export class PostgresDatabase {
     for (let attempt = 1; ; attempt++) {
       try {
         const client = await pool.connect();
+        const ignoreDrop = () => {}; // the statement in progress fails and the loop retries
+        client.on("error", ignoreDrop);
         try {
           const applied = await migrate(client);
           if (applied.length > 0)
@@ -117,6 +119,7 @@ export class PostgresDatabase {
             ),
           );
         } finally {
+          client.off("error", ignoreDrop);
           client.release();
         }
         break;
@@ -172,12 +175,21 @@ export class PostgresDatabase {
       throw toStoreError(error);
     }
     let broken = false;
+    // A checked-out client whose connection drops between two statements (a server stopping
+    // mid-transaction) emits 'error'; unheard, that event would end the process. The statement in
+    // progress, or the next one, fails on its own and is reported through `work`.
+    const onError = (error: Error) => {
+      broken = true;
+      this.options.log?.warn({ err: error }, "postgres connection lost while in use");
+    };
+    client.on("error", onError);
     try {
       return await work(client);
     } catch (error) {
-      broken = isTransientPostgresError(error);
+      broken ||= isTransientPostgresError(error);
       throw toStoreError(error);
     } finally {
+      client.off("error", onError);
       // A connection that failed mid-way is discarded rather than handed to the next user.
       client.release(broken);
     }
