@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { DuckDBInstance } from "@duckdb/node-api";
-import autocannon from "autocannon";
+import { type LoadResult, percentile, runLoad, startNoopServer } from "./load.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -30,99 +30,6 @@ const DATASET_EVENTS = Number(args.events);
 const QUERY_RUNS = Number(args["query-runs"]);
 const TOKEN = "bench-secret-token";
 const ROOT = new URL("..", import.meta.url).pathname;
-
-interface LoadResult {
-  name: string;
-  requests: number;
-  rps: number;
-  eventsPerSecond: number;
-  p50: number;
-  p95: number;
-  p99: number;
-  non2xx: number;
-  errors: number;
-}
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-/** One autocannon run; latencies recorded per response so P95 is exact. */
-async function load(
-  name: string,
-  url: string,
-  body: string,
-  eventsPerRequest: number,
-  keys: string[],
-): Promise<LoadResult> {
-  const latencies: number[] = [];
-  let next = 0;
-  const instance = autocannon({
-    url,
-    method: "POST",
-    connections: CONNECTIONS,
-    duration: DURATION_S,
-    headers: { "content-type": "application/json" },
-    requests: [
-      {
-        method: "POST",
-        body,
-        setupRequest: (request) => {
-          // Spread requests over many projects so the per-project rate limit is not what is measured.
-          request.headers = { ...request.headers, authorization: `Bearer ${keys[next++ % keys.length]}` };
-          return request;
-        },
-      },
-    ],
-  });
-  // The typings return a Promise; the object is also the run's EventEmitter.
-  (instance as unknown as NodeJS.EventEmitter).on(
-    "response",
-    (_client: unknown, _status: number, _bytes: number, responseTime: number) => {
-      latencies.push(responseTime);
-    },
-  );
-  const result = await instance;
-  latencies.sort((a, b) => a - b);
-  const ok = result["2xx"];
-  return {
-    name,
-    requests: result.requests.total,
-    rps: ok / DURATION_S,
-    eventsPerSecond: (ok * eventsPerRequest) / DURATION_S,
-    p50: percentile(latencies, 50),
-    p95: percentile(latencies, 95),
-    p99: percentile(latencies, 99),
-    non2xx: result.non2xx,
-    errors: result.errors + result.timeouts,
-  };
-}
-
-/**
- * A server that reads the body and answers 202 with a small JSON: the machine's HTTP ceiling. It
- * runs in its own process, as Tidemark does, so it does not share the load generator's thread.
- */
-const NOOP_SERVER = `
-  const server = require("node:http").createServer((request, response) => {
-    request.on("data", () => {});
-    request.on("end", () => {
-      response.writeHead(202, { "content-type": "application/json" });
-      response.end('{"status":"accepted"}');
-    });
-  });
-  server.listen(0, "127.0.0.1", () => process.stdout.write(String(server.address().port) + "\\n"));
-`;
-
-function startNoopServer(): Promise<{ url: string; close(): void }> {
-  const child = spawn(process.execPath, ["-e", NOOP_SERVER], { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise((resolve, reject) => {
-    child.once("error", reject);
-    child.stdout.once("data", (chunk: Buffer) => {
-      resolve({ url: `http://127.0.0.1:${chunk.toString().trim()}`, close: () => child.kill() });
-    });
-  });
-}
 
 async function startTidemark(
   dataDir: string,
@@ -335,17 +242,13 @@ async function main(): Promise<void> {
       const single = JSON.stringify(event(1));
       const batch = JSON.stringify({ events: Array.from({ length: 20 }, (_, i) => event(i)) });
       const results: LoadResult[] = [];
-      results.push(await load("no-op server, single event body", noop.url, single, 1, keys));
-      results.push(await load("Tidemark POST /api/v1/event", `${server.url}/api/v1/event`, single, 1, keys));
-      results.push(await load("no-op server, batch-of-20 body", noop.url, batch, 20, keys));
+      const run = (name: string, url: string, body: string, eventsPerRequest: number) =>
+        runLoad({ name, url, body, eventsPerRequest, keys, connections: CONNECTIONS, durationS: DURATION_S });
+      results.push(await run("no-op server, single event body", noop.url, single, 1));
+      results.push(await run("Tidemark POST /api/v1/event", `${server.url}/api/v1/event`, single, 1));
+      results.push(await run("no-op server, batch-of-20 body", noop.url, batch, 20));
       results.push(
-        await load(
-          "Tidemark POST /api/v1/event/batch (20)",
-          `${server.url}/api/v1/event/batch`,
-          batch,
-          20,
-          keys,
-        ),
+        await run("Tidemark POST /api/v1/event/batch (20)", `${server.url}/api/v1/event/batch`, batch, 20),
       );
       noop.close();
       printLoad(results);

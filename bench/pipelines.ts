@@ -7,17 +7,16 @@
  * Method and results: benchmarks/README.md, section "Stage 1 and 2 (sync, async)".
  *
  *   npm run build && eval "$(bash scripts/services.sh env)"
- *   node --import tsx benchmarks/sync-async.bench.ts --pipeline async [--duration 30] [--connections 50]
+ *   node --import tsx bench/pipelines.ts --pipeline async [--duration 30] [--connections 50]
  *     [--workers 1] [--rate <requests/s, default: closed loop>] [--size 20] [--only single|batch]
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:http";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import autocannon from "autocannon";
 import { Redis } from "ioredis";
 import pg from "pg";
+import { type LoadResult, runLoad, startNoopServer } from "./load.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -46,89 +45,6 @@ const REDIS_URL = process.env.REDIS_URL ?? "";
 if (!DATABASE_URL || !REDIS_URL)
   throw new Error('set DATABASE_URL and REDIS_URL: eval "$(bash scripts/services.sh env)"');
 const PREFIX = `bench-${randomBytes(3).toString("hex")}:`;
-
-interface LoadResult {
-  name: string;
-  rps: number;
-  eventsPerSecond: number;
-  p50: number;
-  p99: number;
-  p999: number;
-  max: number;
-  ok: number;
-  non2xx: number;
-  errors: number;
-}
-
-const percentile = (sorted: number[], p: number) =>
-  sorted.length === 0
-    ? Number.NaN
-    : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-
-async function load(
-  name: string,
-  url: string,
-  body: string,
-  events: number,
-  keys: string[],
-): Promise<LoadResult> {
-  const latencies: number[] = [];
-  let next = 0;
-  const instance = autocannon({
-    url,
-    method: "POST",
-    connections: CONNECTIONS,
-    duration: DURATION_S,
-    ...(RATE > 0 ? { overallRate: RATE } : {}),
-    headers: { "content-type": "application/json" },
-    requests: [
-      {
-        method: "POST",
-        body,
-        setupRequest: (request) => {
-          // Many projects, so the per-project rate limit is not what is measured.
-          request.headers = { ...request.headers, authorization: `Bearer ${keys[next++ % keys.length]}` };
-          return request;
-        },
-      },
-    ],
-  });
-  (instance as unknown as NodeJS.EventEmitter).on(
-    "response",
-    (_client: unknown, _status: number, _bytes: number, responseTime: number) => latencies.push(responseTime),
-  );
-  const result = await instance;
-  latencies.sort((a, b) => a - b);
-  return {
-    name,
-    rps: result["2xx"] / DURATION_S,
-    eventsPerSecond: (result["2xx"] * events) / DURATION_S,
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-    p999: percentile(latencies, 99.9),
-    max: latencies.at(-1) ?? Number.NaN,
-    ok: result["2xx"],
-    non2xx: result.non2xx,
-    errors: result.errors + result.timeouts,
-  };
-}
-
-function startNoop(): Promise<{ url: string; close(): void }> {
-  const server = createServer((request, response) => {
-    request.on("data", () => {});
-    request.on("end", () => {
-      response.writeHead(202, { "content-type": "application/json" });
-      response.end('{"status":"accepted"}');
-    });
-  });
-  return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      resolve({ url: `http://127.0.0.1:${port}`, close: () => server.close() });
-    }),
-  );
-}
 
 const children: ChildProcess[] = [];
 
@@ -248,7 +164,7 @@ async function main(): Promise<void> {
       });
       keys.push(((await response.json()) as { api_key: string }).api_key);
     }
-    const noop = await startNoop();
+    const noop = await startNoopServer();
     const scenarios: [string, string, string, number][] = [
       ["single", "/api/v1/event", JSON.stringify(sample()), 1],
       [
@@ -259,6 +175,17 @@ async function main(): Promise<void> {
       ],
     ];
     const results: LoadResult[] = [];
+    const load = (name: string, target: string, body: string, eventsPerRequest: number, keys: string[]) =>
+      runLoad({
+        name,
+        url: target,
+        body,
+        eventsPerRequest,
+        keys,
+        connections: CONNECTIONS,
+        durationS: DURATION_S,
+        rate: RATE,
+      });
     let acknowledged = 0;
     for (const [kind, path, body, events] of scenarios) {
       if (args.only && args.only !== kind) continue;

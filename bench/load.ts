@@ -1,0 +1,114 @@
+/**
+ * What the benchmarks share: one autocannon run with exact latency percentiles, and the no-op
+ * HTTP server that shows the machine's ceiling. Method: bench/README.md.
+ */
+import { spawn } from "node:child_process";
+import autocannon from "autocannon";
+
+export interface LoadOptions {
+  name: string;
+  url: string;
+  body: string;
+  /** Events per request, for events/s. */
+  eventsPerRequest: number;
+  /** Write keys used in turn, so a per-project rate limit is not what is measured. */
+  keys: readonly string[];
+  connections: number;
+  durationS: number;
+  /** Requests per second offered in all (open loop); 0 for a closed loop. */
+  rate?: number;
+}
+
+export interface LoadResult {
+  name: string;
+  requests: number;
+  ok: number;
+  rps: number;
+  eventsPerSecond: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  p999: number;
+  max: number;
+  non2xx: number;
+  errors: number;
+}
+
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** One autocannon run; latencies are recorded per response so every percentile is exact. */
+export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  const latencies: number[] = [];
+  let next = 0;
+  const instance = autocannon({
+    url: options.url,
+    method: "POST",
+    connections: options.connections,
+    duration: options.durationS,
+    ...(options.rate ? { overallRate: options.rate } : {}),
+    headers: { "content-type": "application/json" },
+    requests: [
+      {
+        method: "POST",
+        body: options.body,
+        setupRequest: (request) => {
+          request.headers = {
+            ...request.headers,
+            authorization: `Bearer ${options.keys[next++ % options.keys.length]}`,
+          };
+          return request;
+        },
+      },
+    ],
+  });
+  // The typings return a Promise; the object is also the run's EventEmitter.
+  (instance as unknown as NodeJS.EventEmitter).on(
+    "response",
+    (_client: unknown, _status: number, _bytes: number, responseTime: number) => latencies.push(responseTime),
+  );
+  const result = await instance;
+  latencies.sort((a, b) => a - b);
+  const ok = result["2xx"];
+  return {
+    name: options.name,
+    requests: result.requests.total,
+    ok,
+    rps: ok / options.durationS,
+    eventsPerSecond: (ok * options.eventsPerRequest) / options.durationS,
+    p50: percentile(latencies, 50),
+    p95: percentile(latencies, 95),
+    p99: percentile(latencies, 99),
+    p999: percentile(latencies, 99.9),
+    max: latencies.at(-1) ?? Number.NaN,
+    non2xx: result.non2xx,
+    errors: result.errors + result.timeouts,
+  };
+}
+
+/**
+ * A server that reads the body and answers 202 with a small JSON: the machine's HTTP ceiling. It
+ * runs in its own process, as Tidemark does, so it does not share the load generator's thread.
+ */
+const NOOP_SERVER = `
+  const server = require("node:http").createServer((request, response) => {
+    request.on("data", () => {});
+    request.on("end", () => {
+      response.writeHead(202, { "content-type": "application/json" });
+      response.end('{"status":"accepted"}');
+    });
+  });
+  server.listen(0, "127.0.0.1", () => process.stdout.write(String(server.address().port) + "\\n"));
+`;
+
+export function startNoopServer(): Promise<{ url: string; close(): void }> {
+  const child = spawn(process.execPath, ["-e", NOOP_SERVER], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.stdout.once("data", (chunk: Buffer) => {
+      resolve({ url: `http://127.0.0.1:${chunk.toString().trim()}`, close: () => child.kill() });
+    });
+  });
+}
