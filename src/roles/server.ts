@@ -25,20 +25,28 @@ export async function startTidemark(
   baseConfig: Config,
   logger = createLogger(baseConfig),
 ): Promise<RunningTidemark> {
-  const secret = resolveSecretToken(baseConfig.dataDir, baseConfig.secretToken);
-  const config: Config = Object.freeze({ ...baseConfig, secretToken: secret.token });
-  if (secret.generated) {
-    process.stdout.write(
-      `\nTidemark generated an admin token (kept in ${secret.path}, mode 0600):\n\n  SECRET_TOKEN=${secret.token}\n\n`,
-    );
-  } else if (secret.path) {
-    logger.info({ path: secret.path }, "admin token read from the data dir");
-  }
-
   let queueDepth: () => Promise<number> = async () => 0;
   const metrics = new Metrics({ queueDepth: () => queueDepth() });
-  const backends = await createBackends(config, config.role, { onFlush: metrics.recordFlush, log: logger });
+  // Backends first: a role the pipeline does not have stops start-up before anything is written.
+  const backends = await createBackends(baseConfig, baseConfig.role, {
+    onFlush: metrics.recordFlush,
+    log: logger,
+  });
   queueDepth = () => backends.queue.depth();
+
+  const runsApi = baseConfig.role === "all" || baseConfig.role === "api";
+  let config = baseConfig;
+  if (runsApi) {
+    const secret = resolveSecretToken(baseConfig.dataDir, baseConfig.secretToken);
+    config = Object.freeze({ ...baseConfig, secretToken: secret.token });
+    if (secret.generated) {
+      process.stdout.write(
+        `\nTidemark generated an admin token (kept in ${secret.path}, mode 0600):\n\n  SECRET_TOKEN=${secret.token}\n\n`,
+      );
+    } else if (secret.path) {
+      logger.info({ path: secret.path }, "admin token read from the data dir");
+    }
+  }
   const started: typeof backends.parts = [];
   try {
     for (const part of backends.parts) {
@@ -50,7 +58,6 @@ export async function startTidemark(
     throw error;
   }
 
-  const runsApi = config.role === "all" || config.role === "api";
   let app: App | undefined;
   let url: string | undefined;
   if (runsApi) {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -70,5 +70,25 @@ test("a bad configuration stops start-up naming the variable", () => {
     const failure = error as { status: number; stderr: string };
     assert.equal(failure.status, 2);
     assert.match(failure.stderr, /PORT: must be an integer/);
+  }
+});
+
+test("a role the pipeline does not have stops start-up before anything is written", () => {
+  const cli = ensureBuilt();
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-cli-role-"));
+  try {
+    execFileSync(process.execPath, [cli, "serve", "--role", "worker"], {
+      env: { ...process.env, TIDEMARK_DATA_DIR: dataDir, SECRET_TOKEN: "", TIDEMARK_PIPELINE: "embedded" },
+      encoding: "utf8",
+      stdio: "pipe",
+    });
+    assert.fail("the embedded pipeline has no worker role");
+  } catch (error) {
+    const failure = error as { status: number; stderr: string };
+    assert.equal(failure.status, 1);
+    assert.match(failure.stderr, /embedded pipeline runs in one process/);
+    assert.equal(existsSync(join(dataDir, "secret_token")), false);
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
   }
 });
