@@ -231,3 +231,27 @@ function freeLoopbackPort(): Promise<number> {
     });
   });
 }
+
+/**
+ * The environment of a Postgres pipeline on a database and Redis prefix of its own, or the reason
+ * it cannot run here; `cleanups` receives what drops them afterwards.
+ */
+export async function postgresPipelineEnv(
+  pipeline: "sync" | "async",
+  cleanups: (() => Promise<void>)[],
+): Promise<Record<string, string> | string> {
+  const postgres = await requirePostgres();
+  if (!postgres.ok) return postgres.reason;
+  const redis = await requireRedis();
+  if (!redis.ok) return redis.reason;
+  const db = await createTestDatabase(postgres.url, pipeline);
+  cleanups.push(db.drop);
+  const prefix = uniqueRedisPrefix(pipeline);
+  cleanups.push(() => dropRedisPrefix(redis.url, prefix));
+  return {
+    TIDEMARK_PIPELINE: pipeline,
+    DATABASE_URL: db.url,
+    REDIS_URL: redis.url,
+    TIDEMARK_REDIS_PREFIX: prefix,
+  };
+}
