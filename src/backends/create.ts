@@ -66,6 +66,26 @@ async function createEmbedded(config: Config, role: Role, hooks: BackendHooks): 
   // Two commits at once keep DuckDB busy while the previous one waits for its fsync.
   const writers = 2;
   const events = new DuckDbEventStore(db, writers);
+  return groupCommitBackends(config, hooks, {
+    projects,
+    events,
+    rateLimiter: new MemoryRateLimiter(),
+    writers,
+  });
+}
+
+/** The parts of a pipeline whose API commits straight to its store of record (embedded, sync). */
+function groupCommitBackends(
+  config: Config,
+  hooks: BackendHooks,
+  parts: {
+    projects: ProjectStore;
+    events: EventStore & AnalyticsStore;
+    rateLimiter: RateLimiter;
+    writers: number;
+  },
+): Backends {
+  const { projects, events, rateLimiter, writers } = parts;
   const queue = new GroupCommitQueue(events, {
     concurrency: writers,
     maxEvents: config.flushMaxEvents,
@@ -73,7 +93,6 @@ async function createEmbedded(config: Config, role: Role, hooks: BackendHooks): 
     maxPending: config.maxPendingEvents,
     onFlush: hooks.onFlush,
   });
-  const rateLimiter = new MemoryRateLimiter();
   return {
     projects,
     events,
@@ -132,25 +151,10 @@ async function createSync(config: Config, role: Role, hooks: BackendHooks): Prom
     throw new Error(`the sync pipeline has only the api role: use --role api or all (got ${role})`);
   }
   const { projects, events } = await createPostgres(config, hooks, 10);
-  const queue = new GroupCommitQueue(events, {
-    // Two commits in flight: one fills while the other waits for its WAL flush (measured: about
-    // +30% events/s in batches on 2 cores, same latency). Sorted keys keep them from deadlocking.
-    concurrency: 2,
-    maxEvents: config.flushMaxEvents,
-    intervalMs: config.flushIntervalMs,
-    maxPending: config.maxPendingEvents,
-    onFlush: hooks.onFlush,
-  });
   const rateLimiter = await createRateLimiter(config, hooks, await createRedisConnection(config, hooks));
-  return {
-    projects,
-    events,
-    analytics: events,
-    queue,
-    rateLimiter,
-    loops: [],
-    parts: [projects, events, queue, rateLimiter],
-  };
+  // Two commits in flight: one fills while the other waits for its WAL flush (measured: about
+  // +30% events/s in batches on 2 cores, same latency). Sorted keys keep them from deadlocking.
+  return groupCommitBackends(config, hooks, { projects, events, rateLimiter, writers: 2 });
 }
 
 /**

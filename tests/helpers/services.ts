@@ -1,13 +1,14 @@
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
-import { createServer, Socket } from "node:net";
+import { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
 import pg from "pg";
+import { freePort } from "./child-server.js";
 
 /**
  * The real services of the integration tests (scripts/services.sh starts them). URLs come from
@@ -168,8 +169,8 @@ export async function startPrivateServices(
   const env = {
     ...process.env,
     TIDEMARK_SERVICES_DIR: dir,
-    TIDEMARK_PG_PORT: String(await freeLoopbackPort()),
-    TIDEMARK_REDIS_PORT: String(await freeLoopbackPort()),
+    TIDEMARK_PG_PORT: String(await freePort()),
+    TIDEMARK_REDIS_PORT: String(await freePort()),
     TIDEMARK_PG_DB: "tidemark_test",
   };
   const run = (...args: string[]) => {
@@ -217,19 +218,6 @@ export async function startPrivateServices(
       }
     },
   };
-}
-
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port")),
-      );
-    });
-  });
 }
 
 /**
