@@ -43,7 +43,7 @@ const uuidPattern = new RegExp(UUID_PATTERN);
 
 function projectId(request: FastifyRequest<{ Params: Static<typeof IdParams> }>): string {
   const { id } = request.params;
-  if (!uuidPattern.test(id)) throw new AppError("not_found", `No project ${id}`);
+  if (!uuidPattern.test(id)) throw new AppError("not_found", { message: `No project ${id}` });
   return id.toLowerCase();
 }
 
@@ -165,7 +165,8 @@ export function registerProjectRoutes(
       const id = projectId(request);
       if (!keys.isAdmin(request)) {
         const project = await keys.require(request, "read");
-        if (project.id !== id) throw new AppError("forbidden", "This key belongs to another project");
+        if (project.id !== id)
+          throw new AppError("forbidden", { message: "This key belongs to another project" });
       }
       await service.get(id);
       await deps.ledger.flush();

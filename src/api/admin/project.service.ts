@@ -59,13 +59,13 @@ export class ProjectService {
 
   async get(id: string): Promise<Project> {
     const project = await this.projects.get(id);
-    if (!project) throw new AppError("not_found", `No project ${id}`);
+    if (!project) throw new AppError("not_found", { message: `No project ${id}` });
     return project;
   }
 
   async setPlan(id: string, plan: Plan): Promise<ProjectView> {
     const project = await this.projects.setPlan(id, plan);
-    if (!project) throw new AppError("not_found", `No project ${id}`);
+    if (!project) throw new AppError("not_found", { message: `No project ${id}` });
     this.keys.forgetProject(id);
     return projectView(project);
   }
@@ -73,7 +73,7 @@ export class ProjectService {
   async rotateKeys(id: string): Promise<ProjectWithKeys> {
     const { apiKey, readKey, hashes } = this.newKeys();
     const project = await this.projects.setKeys(id, hashes);
-    if (!project) throw new AppError("not_found", `No project ${id}`);
+    if (!project) throw new AppError("not_found", { message: `No project ${id}` });
     this.keys.forgetProject(id);
     return { ...projectView(project), api_key: apiKey, read_key: readKey };
   }
@@ -81,7 +81,7 @@ export class ProjectService {
   /** Deletes the project's keys first (no new events), then its events and ledger. */
   async delete(id: string): Promise<void> {
     const deleted = await this.projects.delete(id);
-    if (!deleted) throw new AppError("not_found", `No project ${id}`);
+    if (!deleted) throw new AppError("not_found", { message: `No project ${id}` });
     this.keys.forgetProject(id);
     this.ledger.forget(id);
     await this.events.deleteProject(id);
