@@ -34,9 +34,9 @@ function target(file, spec) {
   return relative(root, join(dirname(file), spec)).replace(/\.js$/, ".ts");
 }
 
-/** [rule, test(importer, imported file or undefined, spec)]: each returns a problem or nothing. */
+/** Each rule sees the importer, the imported file (undefined for a package) and the specifier. */
 const RULES = [
-  (from, to, spec) =>
+  (from, _to, spec) =>
     DRIVERS.some((d) => spec === d || spec.startsWith(`${d}/`)) && !from.startsWith("src/backends/")
       ? `imports the driver ${spec}; drivers live under src/backends/`
       : undefined,
