@@ -90,6 +90,10 @@ function normalise(
   }
   if (problems.length > 0) return undefined;
   const time = resolveEventTime(clientMs, sentAtMs, receivedAt, limits.futureToleranceMs);
+  if (!time.ok) {
+    problems.push(toProblem("/timestamp", time.message, index));
+    return undefined;
+  }
   if (time.clamped) {
     warnings.push({
       index: index ?? 0,
