@@ -1,6 +1,6 @@
 import type { Config, Role } from "../config/config.js";
 import type { EventQueue } from "../pipeline/event-queue.js";
-import type { AnalyticsStore, EventStore } from "../pipeline/event-store.js";
+import type { AnalyticsStore, CommitReport, EventStore } from "../pipeline/event-store.js";
 import { GroupCommitQueue } from "../pipeline/group-commit.queue.js";
 import type { Lifecycle } from "../pipeline/lifecycle.js";
 import type { ProjectStore } from "../pipeline/project-store.js";
@@ -23,7 +23,7 @@ export interface Backends {
 }
 
 export interface BackendHooks {
-  onFlush?: (events: number, durationMs: number, error?: unknown) => void;
+  onFlush?: (report: CommitReport) => void;
   log?: {
     info(obj: object, msg?: string): void;
     warn(obj: object, msg?: string): void;

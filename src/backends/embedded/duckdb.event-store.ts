@@ -1,7 +1,7 @@
 import type { DuckDBConnection, DuckDBPreparedStatement, DuckDBValue } from "@duckdb/node-api";
 import type { CommitOutcome, Ledger, LedgerDelta, StoredEvent } from "../../core/event.js";
 import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
-import { commitLedger, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
+import { commitResult, eventKey, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
 import type { QueryResult, QuerySpec } from "../../query/spec.js";
 import { SqlQueryRunner } from "../../query/sql-runner.js";
 import type { DuckDbDatabase } from "./duckdb.database.js";
@@ -104,15 +104,11 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
 
   insert(events: readonly StoredEvent[]): Promise<CommitOutcome> {
     return this.withWriter(async ({ connection, insertNew, insertSkippingStored, insertLedger }) => {
-      const duplicateUuids: string[] = [];
       const unique = new Set<string>();
       const lines: string[] = [];
       for (const e of events) {
-        const key = `${e.projectId}/${e.uuid}`;
-        if (unique.has(key)) {
-          duplicateUuids.push(e.uuid);
-          continue;
-        }
+        const key = eventKey(e);
+        if (unique.has(key)) continue;
         unique.add(key);
         lines.push(toLine(e));
       }
@@ -130,10 +126,9 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
           insertSkippingStored.bindVarchar(1, text);
           const inserted = await insertSkippingStored.runAndReadAll();
           insertedKeys = new Set((inserted.getRowsJS() as [string, string][]).map(([p, u]) => `${p}/${u}`));
-          for (const key of unique)
-            if (!insertedKeys.has(key)) duplicateUuids.push(key.slice(key.indexOf("/") + 1));
         }
-        const ledger = ledgerText(commitLedger(events, insertedKeys ?? unique));
+        const { outcome, ledger: deltas } = commitResult(events, insertedKeys ?? unique);
+        const ledger = ledgerText(deltas);
         if (ledger !== "") {
           insertLedger.bindVarchar(1, ledger);
           await insertLedger.run();
@@ -143,7 +138,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
           this.commitsSinceCompaction = 0;
           void this.compactLedger().catch(() => undefined);
         }
-        return { inserted: insertedKeys?.size ?? unique.size, duplicateUuids };
+        return outcome;
       } catch (error) {
         await connection.run("ROLLBACK").catch(() => undefined);
         throw error;
