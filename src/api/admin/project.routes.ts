@@ -43,7 +43,8 @@ const uuidPattern = new RegExp(UUID_PATTERN);
 
 function projectId(request: FastifyRequest<{ Params: Static<typeof IdParams> }>): string {
   const { id } = request.params;
-  if (!uuidPattern.test(id)) throw new AppError("not_found", `No project ${id}`);
+  // Not echoed: an error answer never reflects raw input.
+  if (!uuidPattern.test(id)) throw new AppError("not_found", "No project with this id");
   return id.toLowerCase();
 }
 
@@ -162,11 +163,11 @@ export function registerProjectRoutes(
       },
     },
     async (request) => {
+      // Who asks comes first: without a key, every id gets the same 401.
+      const project = keys.isAdmin(request) ? undefined : await keys.require(request, "read");
       const id = projectId(request);
-      if (!keys.isAdmin(request)) {
-        const project = await keys.require(request, "read");
-        if (project.id !== id) throw new AppError("forbidden", "This key belongs to another project");
-      }
+      if (project && project.id !== id)
+        throw new AppError("forbidden", "This key belongs to another project");
       await service.get(id);
       await deps.ledger.flush();
       return deps.events.readLedger(id);
