@@ -59,20 +59,21 @@ function fromFastify(error: FastifyError): AppError | undefined {
         "(body)",
       message: v.message ?? "is not valid",
     }));
-    return new AppError(
-      "validation_failed",
-      `The ${error.validationContext ?? "body"} is not valid`,
-      problems,
-    );
+    return new AppError("validation_failed", {
+      message: `The ${error.validationContext ?? "body"} is not valid`,
+      details: problems,
+    });
   }
   const code = error.code ? FASTIFY_CODES[error.code] : undefined;
-  if (code) return new AppError(code, error.code ? FASTIFY_MESSAGES[error.code] : undefined);
+  if (code) return new AppError(code, { message: error.code ? FASTIFY_MESSAGES[error.code] : undefined });
   if (error instanceof SyntaxError || (error.statusCode === 400 && /JSON/i.test(error.message))) {
     return new AppError("invalid_json");
   }
   // Gunzip of a corrupt body.
   if (error.code === "Z_DATA_ERROR" || error.code === "Z_BUF_ERROR") {
-    return new AppError("unsupported_media_type", "The body does not decode with its Content-Encoding");
+    return new AppError("unsupported_media_type", {
+      message: "The body does not decode with its Content-Encoding",
+    });
   }
   const byStatus = error.statusCode !== undefined ? BY_STATUS[error.statusCode] : undefined;
   return byStatus ? new AppError(byStatus) : undefined;
@@ -125,7 +126,7 @@ function logError(log: FastifyBaseLogger, error: AppError, raw: unknown): void {
 function sendError(request: FastifyRequest, reply: FastifyReply, raw: unknown): void {
   const error = toAppError(raw, request);
   logError(request.log, error, raw);
-  if (error.retryAfterSeconds !== undefined) reply.header("Retry-After", String(error.retryAfterSeconds));
+  if (error.retryAfter !== undefined) reply.header("Retry-After", String(error.retryAfter));
   void reply.status(error.status).send(errorBody(error));
 }
 
@@ -189,7 +190,7 @@ function answerNodeOnlyRequests(app: FastifyInstance): void {
     response.end(body);
   });
   server.on("connect", (_request: IncomingMessage, socket: Duplex) => {
-    answerOnSocket(socket, new AppError("method_not_allowed", "CONNECT is not supported"));
+    answerOnSocket(socket, new AppError("method_not_allowed", { message: "CONNECT is not supported" }));
   });
 }
 
@@ -233,7 +234,7 @@ export function registerErrorHandler(app: FastifyInstance): void {
       sendError(
         request,
         reply,
-        new AppError("method_not_allowed", `Allowed: ${[...allowed].sort().join(", ")}`),
+        new AppError("method_not_allowed", { message: `Allowed: ${[...allowed].sort().join(", ")}` }),
       );
       return;
     }
@@ -241,7 +242,7 @@ export function registerErrorHandler(app: FastifyInstance): void {
     sendError(
       request,
       reply,
-      new AppError("not_found", "No route matches this path; the API is described at /docs"),
+      new AppError("not_found", { message: "No route matches this path; the API is described at /docs" }),
     );
   });
 }

@@ -27,18 +27,21 @@ export function registerQueryRoutes(
     if (keys.isAdmin(request)) {
       const id: unknown = request.query.project_id;
       if (Array.isArray(id)) {
-        throw new AppError("invalid_query", "Name one project: ?project_id=<id> once", [
-          { field: "project_id", message: "is given more than once" },
-        ]);
+        throw new AppError("invalid_query", {
+          message: "Name one project: ?project_id=<id> once",
+          details: [{ field: "project_id", message: "is given more than once" }],
+        });
       }
       if (typeof id !== "string" || id === "") {
-        throw new AppError("invalid_query", "With the admin token, name the project: ?project_id=<id>", [
-          { field: "project_id", message: "is required with the admin token" },
-        ]);
+        throw new AppError("invalid_query", {
+          message: "With the admin token, name the project: ?project_id=<id>",
+          details: [{ field: "project_id", message: "is required with the admin token" }],
+        });
       }
       // The id is echoed only once it is known to be a uuid: an error never reflects raw input.
-      if (!uuidPattern.test(id)) throw new AppError("not_found", "No project with this id");
-      if (!(await projects.get(id.toLowerCase()))) throw new AppError("not_found", `No project ${id}`);
+      if (!uuidPattern.test(id)) throw new AppError("not_found", { message: "No project with this id" });
+      if (!(await projects.get(id.toLowerCase())))
+        throw new AppError("not_found", { message: `No project ${id}` });
       return id.toLowerCase();
     }
     return (await keys.require(request, "read")).id;
