@@ -1,5 +1,6 @@
 import type { DuckDBConnection, DuckDBPreparedStatement, DuckDBValue } from "@duckdb/node-api";
 import type { CommitOutcome, Ledger, LedgerDelta, StoredEvent } from "../../core/event.js";
+import type { Log } from "../../core/log.js";
 import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
 import { commitLedger, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
 import type { QueryResult, QuerySpec } from "../../query/spec.js";
@@ -51,11 +52,21 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   private readonly idleWriters: EventWriter[] = [];
   private readonly writerWaiters: ((writer: EventWriter) => void)[] = [];
 
-  /** `writers` commits may run at once, each on its own connection. */
+  private readonly writers: number;
+  private readonly compactEvery: number;
+  private readonly log?: Log;
+
+  /**
+   * `writers` commits may run at once (2 by default), each on its own connection; the ledger is
+   * compacted every `compactEvery` commits (10,000 by default).
+   */
   constructor(
     private readonly db: DuckDbDatabase,
-    private readonly writers = 2,
+    options: { writers?: number; compactEvery?: number; log?: Log } = {},
   ) {
+    this.writers = options.writers ?? 2;
+    this.compactEvery = options.compactEvery ?? 10_000;
+    this.log = options.log;
     this.runner = new SqlQueryRunner(duckDbDialect, async ({ sql, params }) => {
       const reader = await this.db.readConnection().runAndReadAll(sql, params as DuckDBValue[]);
       return reader.getRowObjects() as Record<string, unknown>[];
@@ -139,9 +150,13 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
           await insertLedger.run();
         }
         await connection.run("COMMIT");
-        if (++this.commitsSinceCompaction >= 10_000) {
+        if (++this.commitsSinceCompaction >= this.compactEvery) {
           this.commitsSinceCompaction = 0;
-          void this.compactLedger().catch(() => undefined);
+          // The rows stay as they are and the next compaction folds them: readers sum either way,
+          // so a failure costs only read time, but it is a fault of the store worth seeing.
+          void this.compactLedger().catch((error: unknown) =>
+            this.log?.warn({ err: error }, "ledger compaction failed; the next one retries"),
+          );
         }
         return { inserted: insertedKeys?.size ?? unique.size, duplicateUuids };
       } catch (error) {
@@ -151,7 +166,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     });
   }
 
-  /** Folds the ledger's rows into one per (project, outcome); runs at start and every 10,000 commits. */
+  /** Folds the ledger's rows into one per (project, outcome); runs at start and every `compactEvery` commits. */
   private compactLedger(): Promise<void> {
     return this.db.transaction(async (connection) => {
       await connection.run(`CREATE OR REPLACE TEMP TABLE ledger_totals AS
