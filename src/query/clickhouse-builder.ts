@@ -71,12 +71,12 @@ export class ClickHouseQueryBuilder implements QueryStatements {
         SELECT ${ClickHouseQueryBuilder.bucket(q.interval, "ts")} AS t, ${set} AS bkey_set, ${text} AS bkey, ${agg} AS value
         FROM ${this.table} WHERE ${where}
         GROUP BY t, bkey_set, bkey
-      ) ALL INNER JOIN (
+      ) AS points ALL INNER JOIN (
         SELECT ${set} AS bkey_set, ${text} AS bkey, ${agg} AS total
         FROM ${this.table} WHERE ${where}
         GROUP BY bkey_set, bkey
         ORDER BY total DESC, bkey_set DESC, bkey ASC LIMIT ${q.limit}
-      ) USING (bkey_set, bkey)`;
+      ) AS top USING (bkey_set, bkey)`;
     return { sql, params: [] };
   }
 
@@ -130,12 +130,12 @@ export class ClickHouseQueryBuilder implements QueryStatements {
       filters: q.filters,
     });
     const sql = `
-      SELECT cohort, period, count() AS users FROM (${this.cohorts(projectId, q)})
+      SELECT cohort, period, count() AS users FROM (${this.cohorts(projectId, q)}) AS cohorts
       ALL INNER JOIN (
         SELECT distinct_id, ${ClickHouseQueryBuilder.bucket(q.interval, "ts")} AS period
         FROM ${this.table} WHERE ${where}
         GROUP BY distinct_id, period
-      ) USING distinct_id
+      ) AS returns USING distinct_id
       WHERE period >= cohort
       GROUP BY cohort, period`;
     return { sql, params: [] };

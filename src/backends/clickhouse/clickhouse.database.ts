@@ -23,10 +23,13 @@ export interface ClickHouseOptions {
 /**
  * Settings sent with every request. 18.16 quotes 64-bit integers in JSON output unless told not
  * to; best_effort keeps any ISO text a caller might send parseable (Tidemark sends epoch ms).
+ * Values travel inside the SQL text (no query parameters on 18.16), so a spec with twenty long
+ * filters or a sink's duplicate lookup can pass the default 256 KiB max_query_size.
  */
 const SETTINGS = {
   output_format_json_quote_64bit_integers: 0,
   date_time_input_format: "best_effort",
+  max_query_size: "16777216",
 } as const;
 
 const TRANSIENT =
