@@ -1,9 +1,8 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
-import { ProjectService } from "./api/admin/project.service.js";
-import { KeyResolver } from "./api/auth.js";
-import { createBackends } from "./backends/create.js";
-import { type Config, ConfigError, loadConfig, ROLES, type Role } from "./config/config.js";
+import { ProjectService } from "./admin/project.service.js";
+import { createParts } from "./backends/create.js";
+import { AVAILABLE_ROLES, type Config, ConfigError, loadConfig, ROLES, type Role } from "./config/config.js";
 import { PLANS, type Plan } from "./core/plans.js";
 import { LedgerRecorder } from "./pipeline/ledger-recorder.js";
 import { resolveSecretToken } from "./roles/secret-token.js";
@@ -50,14 +49,13 @@ async function adminRequest(
 
 /** Opens the stores directly for an admin command when no server is running. */
 async function withProjects<T>(work: (service: ProjectService) => Promise<T>): Promise<T> {
-  const config = configFor();
-  const backends = await createBackends(config, "api");
-  const stores = [backends.projects, backends.events];
+  const config = configFor("api");
+  const parts = await createParts(config);
+  const stores = [parts.projects, parts.events];
   for (const part of stores) await part.start();
   try {
-    const ledger = new LedgerRecorder(backends.events);
-    const keys = new KeyResolver(backends.projects, "", 0);
-    return await work(new ProjectService(backends.projects, backends.events, keys, ledger, config.keyEnv));
+    const ledger = new LedgerRecorder(parts.events);
+    return await work(new ProjectService(parts.projects, parts.events, ledger, config.keyEnv));
   } finally {
     for (const part of stores.reverse()) await part.close();
   }
@@ -70,7 +68,12 @@ const program = new Command("tidemark")
 program
   .command("serve")
   .description("Run Tidemark (the embedded platform by default)")
-  .addOption(new Option("--role <role>", "which role this process plays").choices(ROLES))
+  .addOption(
+    new Option(
+      "--role <role>",
+      `which role this process plays (coming: ${ROLES.filter((r) => !AVAILABLE_ROLES.includes(r)).join(", ")})`,
+    ).choices(AVAILABLE_ROLES),
+  )
   .action(async (options: { role?: Role }) => {
     const running = await startTidemark(configFor(options.role));
     let signals = 0;
@@ -118,10 +121,10 @@ program
   .command("migrate")
   .description("Create or upgrade the store's schema, then exit")
   .action(async () => {
-    const config = configFor();
-    const backends = await createBackends(config, "api");
-    for (const part of backends.parts) await part.start();
-    for (const part of [...backends.parts].reverse()) await part.close();
+    const config = configFor("api");
+    const parts = await createParts(config);
+    for (const part of parts.lifecycle) await part.start();
+    for (const part of [...parts.lifecycle].reverse()) await part.close();
     process.stdout.write(`schema up to date (${config.pipeline})\n`);
   });
 

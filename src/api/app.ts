@@ -2,11 +2,11 @@ import cors from "@fastify/cors";
 import swagger from "@fastify/swagger";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
-import type { Backends } from "../backends/create.js";
+import { ProjectService } from "../admin/project.service.js";
 import type { Config } from "../config/config.js";
 import { LedgerRecorder } from "../pipeline/ledger-recorder.js";
+import type { PipelineParts } from "../pipeline/parts.js";
 import { registerProjectRoutes } from "./admin/project.routes.js";
-import { ProjectService } from "./admin/project.service.js";
 import { KeyResolver } from "./auth.js";
 import { registerBodyParsing } from "./body-parsing.js";
 import { registerDocs } from "./docs.js";
@@ -18,7 +18,7 @@ import { registerQueryRoutes } from "./query/query.routes.js";
 
 export interface AppDeps {
   config: Config;
-  backends: Backends;
+  parts: PipelineParts;
   metrics: Metrics;
   logger: Logger;
 }
@@ -32,7 +32,7 @@ export interface App {
 
 /** Builds the HTTP app on already-started backends; does not listen (tests use inject). */
 export async function buildApp(deps: AppDeps): Promise<App> {
-  const { config, backends, metrics, logger } = deps;
+  const { config, parts, metrics, logger } = deps;
   const fastify: FastifyInstance = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // Per-request lines would cost more than the request at ingest rates; /metrics counts them.
@@ -43,11 +43,11 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false } },
   });
   let shuttingDown = false;
-  const ledger = new LedgerRecorder(backends.events, 1000, (error) =>
+  const ledger = new LedgerRecorder(parts.events, 1000, (error) =>
     logger.error({ err: error }, "ledger write failed"),
   );
-  const keys = new KeyResolver(backends.projects, config.secretToken, config.authCacheMs);
-  const service = new ProjectService(backends.projects, backends.events, keys, ledger, config.keyEnv);
+  const keys = new KeyResolver(parts.projects, config.secretToken, config.authCacheMs);
+  const service = new ProjectService(parts.projects, parts.events, ledger, config.keyEnv, keys);
 
   registerErrorHandler(fastify);
   registerBodyParsing(fastify);
@@ -85,14 +85,14 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerIngestRoutes(fastify, {
     config,
     keys,
-    rateLimiter: backends.rateLimiter,
-    queue: backends.queue,
+    rateLimiter: parts.rateLimiter,
+    queue: parts.queue,
     ledger,
     metrics,
   });
-  registerQueryRoutes(fastify, { keys, projects: backends.projects, analytics: backends.analytics, metrics });
-  registerProjectRoutes(fastify, { service, keys, events: backends.events, ledger });
-  registerOpsRoutes(fastify, { parts: backends.parts, metrics, isShuttingDown: () => shuttingDown });
+  registerQueryRoutes(fastify, { keys, projects: parts.projects, analytics: parts.analytics, metrics });
+  registerProjectRoutes(fastify, { service, keys });
+  registerOpsRoutes(fastify, { parts: parts.lifecycle, metrics, isShuttingDown: () => shuttingDown });
   registerDocs(fastify);
   await fastify.ready();
   return {

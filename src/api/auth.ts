@@ -39,25 +39,30 @@ export class KeyResolver {
 
   requireAdmin(request: FastifyRequest): void {
     if (!requestKey(request))
-      throw new AppError("unauthorized", "Missing admin token: Authorization: Bearer <SECRET_TOKEN>");
-    if (!this.isAdmin(request)) throw new AppError("unauthorized", "Unknown admin token");
+      throw new AppError("unauthorized", {
+        message: "Missing admin token: Authorization: Bearer <SECRET_TOKEN>",
+      });
+    if (!this.isAdmin(request)) throw new AppError("unauthorized", { message: "Unknown admin token" });
   }
 
   /** The project of a key of the given kind; 401 for unknown keys, 403 for the wrong kind. */
   async require(request: FastifyRequest, kind: "write" | "read"): Promise<Project> {
     const key = requestKey(request);
-    if (!key) throw new AppError("unauthorized", "Missing API key: Authorization: Bearer <key> or X-API-Key");
+    if (!key)
+      throw new AppError("unauthorized", {
+        message: "Missing API key: Authorization: Bearer <key> or X-API-Key",
+      });
     const declared = keyKind(key);
-    if (declared === undefined) throw new AppError("unauthorized", "Unknown API key");
+    if (declared === undefined) throw new AppError("unauthorized", { message: "Unknown API key" });
     const match = await this.lookup(key);
-    if (!match) throw new AppError("unauthorized", "Unknown API key");
+    if (!match) throw new AppError("unauthorized", { message: "Unknown API key" });
     if (match.kind !== kind) {
-      throw new AppError(
-        "forbidden",
-        kind === "write"
-          ? "A read key cannot send events; use the write key (wk_...)"
-          : "A write key cannot query; use the read key (rk_...)",
-      );
+      throw new AppError("forbidden", {
+        message:
+          kind === "write"
+            ? "A read key cannot send events; use the write key (wk_...)"
+            : "A write key cannot query; use the read key (rk_...)",
+      });
     }
     return match.project;
   }

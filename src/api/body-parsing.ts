@@ -26,10 +26,9 @@ export function registerBodyParsing(app: FastifyInstance): void {
     const encoding = request.headers["content-encoding"]?.toLowerCase().trim();
     if (!encoding || encoding === "identity") return payload;
     if (encoding !== "gzip" && encoding !== "deflate" && encoding !== "x-gzip") {
-      throw new AppError(
-        "unsupported_media_type",
-        `Content-Encoding "${encoding}" is not supported; use gzip or deflate`,
-      );
+      throw new AppError("unsupported_media_type", {
+        message: `Content-Encoding "${encoding}" is not supported; use gzip or deflate`,
+      });
     }
     const inflate = encoding === "deflate" ? createInflate() : createGunzip();
     const decoded = inflate as typeof inflate & { receivedEncodedLength?: number };

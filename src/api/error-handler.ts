@@ -20,14 +20,13 @@ function fromFastify(error: FastifyError): AppError | undefined {
         "(body)",
       message: v.message ?? "is not valid",
     }));
-    return new AppError(
-      "validation_failed",
-      `The ${error.validationContext ?? "body"} is not valid`,
-      problems,
-    );
+    return new AppError("validation_failed", {
+      message: `The ${error.validationContext ?? "body"} is not valid`,
+      details: problems,
+    });
   }
   const code = error.code ? FASTIFY_CODES[error.code] : undefined;
-  if (code) return new AppError(code, code === "validation_failed" ? error.message : undefined);
+  if (code) return new AppError(code, { message: code === "validation_failed" ? error.message : undefined });
   if (error instanceof SyntaxError || (error.statusCode === 400 && /JSON/i.test(error.message))) {
     return new AppError("invalid_json");
   }
@@ -38,7 +37,7 @@ function fromFastify(error: FastifyError): AppError | undefined {
     (error as { code?: string }).code === "Z_DATA_ERROR" ||
     (error as { code?: string }).code === "Z_BUF_ERROR"
   ) {
-    return new AppError("unsupported_media_type", "The body is not valid gzip");
+    return new AppError("unsupported_media_type", { message: "The body is not valid gzip" });
   }
   return undefined;
 }
@@ -67,13 +66,13 @@ export function registerErrorHandler(app: FastifyInstance): void {
     const error = toAppError(raw);
     if (error.status >= 500) request.log.error({ err: raw, code: error.code }, "request failed");
     else request.log.warn({ code: error.code, msg: error.message }, "request refused");
-    if (error.retryAfterSeconds !== undefined) reply.header("Retry-After", String(error.retryAfterSeconds));
+    if (error.retryAfter !== undefined) reply.header("Retry-After", String(error.retryAfter));
     void reply.status(error.status).send(errorBody(error));
   });
   app.setNotFoundHandler((request, reply) => {
     void reply
       .status(404)
-      .send(errorBody(new AppError("not_found", `No route ${request.method} ${request.url}`)));
+      .send(errorBody(new AppError("not_found", { message: `No route ${request.method} ${request.url}` })));
   });
 }
 

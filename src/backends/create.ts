@@ -1,62 +1,35 @@
-import type { Config, Role } from "../config/config.js";
-import type { EventQueue } from "../pipeline/event-queue.js";
+import { type Config, processRoles } from "../config/config.js";
 import type { AnalyticsStore, EventStore } from "../pipeline/event-store.js";
 import { GroupCommitQueue } from "../pipeline/group-commit.queue.js";
 import type { Lifecycle } from "../pipeline/lifecycle.js";
+import type { PartHooks, PipelineParts } from "../pipeline/parts.js";
 import type { ProjectStore } from "../pipeline/project-store.js";
 import type { RateLimiter } from "../pipeline/rate-limiter.js";
 import type { RedisConnection } from "./redis/redis.connection.js";
 
-/** The concrete parts of one process, chosen from the configuration. */
-export interface Backends {
-  projects: ProjectStore;
-  /** The store of record (ledger, deletes); the API reads the ledger from it. */
-  events: EventStore;
-  analytics: AnalyticsStore;
-  /** Where the API hands accepted events. */
-  queue: EventQueue;
-  rateLimiter: RateLimiter;
-  /** Background loops this process runs for its role (e.g. the async worker). */
-  loops: Lifecycle[];
-  /** Every part in start order; closed in reverse. */
-  parts: Lifecycle[];
-}
-
-export interface BackendHooks {
-  onFlush?: (events: number, durationMs: number, error?: unknown) => void;
-  log?: {
-    info(obj: object, msg?: string): void;
-    warn(obj: object, msg?: string): void;
-    error(obj: object, msg?: string): void;
-  };
-}
-
 /**
- * The composition root: the only module that knows which backend implements which interface.
- * Drivers are imported lazily, so the embedded default never loads Postgres, Redis, Kafka or
- * ClickHouse libraries.
+ * The composition root: the only module that knows which backend implements which interface. It
+ * returns parts only; the roles (src/roles/) build their loops from them. Drivers are imported
+ * lazily, so the embedded default never loads Postgres, Redis, Kafka or ClickHouse libraries.
+ *
+ * Which parts a process gets depends on the roles it runs (`config.role`, checked against the
+ * pipeline by loadConfig).
  */
-export async function createBackends(
-  config: Config,
-  role: Role,
-  hooks: BackendHooks = {},
-): Promise<Backends> {
+export async function createParts(config: Config, hooks: PartHooks = {}): Promise<PipelineParts> {
   switch (config.pipeline) {
     case "embedded":
-      return createEmbedded(config, role, hooks);
+      return createEmbedded(config, hooks);
     case "sync":
-      return createSync(config, role, hooks);
+      return createSync(config, hooks);
     case "async":
-      return createAsync(config, role, hooks);
+      return createAsync(config, hooks);
     default:
+      // loadConfig refuses a pipeline with no roles in PIPELINE_ROLES; this is the second lock.
       throw new Error(`TIDEMARK_PIPELINE=${config.pipeline} is not available in this build`);
   }
 }
 
-async function createEmbedded(config: Config, role: Role, hooks: BackendHooks): Promise<Backends> {
-  if (role !== "all" && role !== "api") {
-    throw new Error(`the embedded pipeline runs in one process: use --role all (got ${role})`);
-  }
+async function createEmbedded(config: Config, hooks: PartHooks): Promise<PipelineParts> {
   const { DuckDbDatabase } = await import("./embedded/duckdb.database.js");
   const { DuckDbEventStore } = await import("./embedded/duckdb.event-store.js");
   const { DuckDbProjectStore } = await import("./embedded/duckdb.project-store.js");
@@ -66,7 +39,7 @@ async function createEmbedded(config: Config, role: Role, hooks: BackendHooks): 
   // Two commits at once keep DuckDB busy while the previous one waits for its fsync.
   const writers = 2;
   const events = new DuckDbEventStore(db, writers);
-  return groupCommitBackends(config, hooks, {
+  return groupCommitParts(config, hooks, {
     projects,
     events,
     rateLimiter: new MemoryRateLimiter(),
@@ -75,16 +48,16 @@ async function createEmbedded(config: Config, role: Role, hooks: BackendHooks): 
 }
 
 /** The parts of a pipeline whose API commits straight to its store of record (embedded, sync). */
-function groupCommitBackends(
+function groupCommitParts(
   config: Config,
-  hooks: BackendHooks,
+  hooks: PartHooks,
   parts: {
     projects: ProjectStore;
     events: EventStore & AnalyticsStore;
     rateLimiter: RateLimiter;
     writers: number;
   },
-): Backends {
+): PipelineParts {
   const { projects, events, rateLimiter, writers } = parts;
   const queue = new GroupCommitQueue(events, {
     concurrency: writers,
@@ -99,13 +72,12 @@ function groupCommitBackends(
     analytics: events,
     queue,
     rateLimiter,
-    loops: [],
-    parts: [projects, events, queue, rateLimiter],
+    lifecycle: [projects, events, queue, rateLimiter],
   };
 }
 
 /** Postgres parts shared by the sync and async pipelines: one pool per process. */
-async function createPostgres(config: Config, hooks: BackendHooks, maxConnections: number) {
+async function createPostgres(config: Config, hooks: PartHooks, maxConnections: number) {
   const { PostgresDatabase } = await import("./postgres/postgres.database.js");
   const { PostgresEventStore } = await import("./postgres/postgres.event-store.js");
   const { PostgresProjectStore } = await import("./postgres/postgres.project-store.js");
@@ -116,7 +88,7 @@ async function createPostgres(config: Config, hooks: BackendHooks, maxConnection
 /** Redis when REDIS_URL is set, so every API process shares the limit; else this process's memory. */
 async function createRateLimiter(
   config: Config,
-  hooks: BackendHooks,
+  hooks: PartHooks,
   redis: RedisConnection | undefined,
 ): Promise<RateLimiter> {
   if (!redis) {
@@ -131,10 +103,7 @@ async function createRateLimiter(
   });
 }
 
-async function createRedisConnection(
-  config: Config,
-  hooks: BackendHooks,
-): Promise<RedisConnection | undefined> {
+async function createRedisConnection(config: Config, hooks: PartHooks): Promise<RedisConnection | undefined> {
   if (config.redisUrl === "") return undefined;
   const { RedisConnection } = await import("./redis/redis.connection.js");
   return new RedisConnection({
@@ -146,28 +115,23 @@ async function createRedisConnection(
 }
 
 /** Stage 1: the API commits to Postgres (group commit) before it answers. No worker. */
-async function createSync(config: Config, role: Role, hooks: BackendHooks): Promise<Backends> {
-  if (role !== "all" && role !== "api") {
-    throw new Error(`the sync pipeline has only the api role: use --role api or all (got ${role})`);
-  }
+async function createSync(config: Config, hooks: PartHooks): Promise<PipelineParts> {
   const { projects, events } = await createPostgres(config, hooks, 10);
   const rateLimiter = await createRateLimiter(config, hooks, await createRedisConnection(config, hooks));
   // Two commits in flight: one fills while the other waits for its WAL flush (measured: about
   // +30% events/s in batches on 2 cores, same latency). Sorted keys keep them from deadlocking.
-  return groupCommitBackends(config, hooks, { projects, events, rateLimiter, writers: 2 });
+  return groupCommitParts(config, hooks, { projects, events, rateLimiter, writers: 2 });
 }
 
 /**
  * Stage 2: the API appends to a Redis Stream (durable: AOF, appendfsync always) and answers;
- * workers store into Postgres. Role api runs the API parts, role worker the worker loop, role all
- * both in one process.
+ * workers store into Postgres. Role api gets the API parts, role worker the stream consumer, role
+ * all both in one process.
  */
-async function createAsync(config: Config, role: Role, hooks: BackendHooks): Promise<Backends> {
-  if (role !== "all" && role !== "api" && role !== "worker") {
-    throw new Error(`the async pipeline has the roles api and worker (or all) (got ${role})`);
-  }
-  const runsApi = role === "all" || role === "api";
-  const runsWorker = role === "all" || role === "worker";
+async function createAsync(config: Config, hooks: PartHooks): Promise<PipelineParts> {
+  const roles = processRoles(config);
+  const runsApi = roles.includes("api");
+  const runsWorker = roles.includes("worker");
   const { projects, events } = await createPostgres(config, hooks, runsApi ? 10 : 4);
   const { RedisStreamQueue } = await import("./redis/redis.queue.js");
   const redis = await createRedisConnection(config, hooks);
@@ -177,29 +141,18 @@ async function createAsync(config: Config, role: Role, hooks: BackendHooks): Pro
     maxLength: config.redisStreamMaxLen,
   });
   const rateLimiter = await createRateLimiter(config, hooks, redis);
-  const parts: Lifecycle[] = runsApi ? [projects, events, queue, rateLimiter] : [events];
-  const loops: Lifecycle[] = [];
+  // A worker-only process serves no HTTP: the API parts exist for the type but never start.
+  const lifecycle: Lifecycle[] = runsApi ? [projects, events, queue, rateLimiter] : [events];
+  const parts: PipelineParts = { projects, events, analytics: events, queue, rateLimiter, lifecycle };
   if (runsWorker) {
     const { RedisStreamConsumer } = await import("./redis/redis.stream-consumer.js");
-    const { QueueWorker, DEFAULT_WORKER_OPTIONS } = await import("../roles/worker.js");
-    const consumer = new RedisStreamConsumer({
+    parts.consumer = new RedisStreamConsumer({
       url: config.redisUrl,
       prefix: config.redisPrefix,
       claimIdleMs: config.workerClaimIdleMs,
       log: hooks.log,
     });
-    parts.push(consumer);
-    loops.push(
-      new QueueWorker(consumer, events, {
-        ...DEFAULT_WORKER_OPTIONS,
-        batchEvents: config.flushMaxEvents,
-        readMessages: config.workerBatch,
-        touchEveryMs: Math.max(100, Math.floor(config.workerClaimIdleMs / 3)),
-        log: hooks.log,
-        onBatch: hooks.onFlush,
-      }),
-    );
+    lifecycle.push(parts.consumer);
   }
-  // A worker-only process serves no HTTP: the API parts exist for the type but never start.
-  return { projects, events, analytics: events, queue, rateLimiter, loops, parts };
+  return parts;
 }

@@ -9,6 +9,32 @@ export type Pipeline = (typeof PIPELINES)[number];
 export const ROLES = ["all", "api", "worker", "cdc", "sink"] as const;
 export type Role = (typeof ROLES)[number];
 
+/**
+ * The roles each pipeline has in this build, in data-flow order (`all` runs every one of them in
+ * one process). A pipeline listed with no roles is known but not built yet: configuration refuses
+ * it. Enabling a pipeline or a role is its line here plus its parts in src/backends/create.ts and
+ * its loop in src/roles/.
+ */
+export const PIPELINE_ROLES: { readonly [P in Pipeline]: readonly Role[] } = {
+  embedded: ["all", "api"],
+  sync: ["all", "api"],
+  async: ["all", "api", "worker"],
+  cdc: [], // coming: ["all", "api", "worker", "cdc", "sink"]
+};
+
+/** The pipelines this build can run. */
+export const AVAILABLE_PIPELINES = PIPELINES.filter((p) => PIPELINE_ROLES[p].length > 0);
+/** The roles some pipeline of this build has. */
+export const AVAILABLE_ROLES = ROLES.filter((r) => PIPELINES.some((p) => PIPELINE_ROLES[p].includes(r)));
+const COMING = (known: readonly string[], available: readonly string[]) =>
+  known.filter((name) => !available.includes(name));
+
+/** The roles one process runs, in data-flow order: `all` expands to every role of the pipeline. */
+export function processRoles(config: Pick<Config, "pipeline" | "role">): Exclude<Role, "all">[] {
+  const roles = config.role === "all" ? PIPELINE_ROLES[config.pipeline] : [config.role];
+  return roles.filter((role): role is Exclude<Role, "all"> => role !== "all");
+}
+
 const IntString = (min: number, max: number) => ({ min, max });
 
 /**
@@ -19,8 +45,16 @@ export const ENV_SPEC = {
   PORT: { default: "8000", int: IntString(0, 65535), doc: "HTTP port" },
   HOST: { default: "127.0.0.1", doc: "HTTP bind address; 0.0.0.0 to serve other machines" },
   SECRET_TOKEN: { default: "", doc: "Admin token; generated and kept in the data dir when empty" },
-  TIDEMARK_PIPELINE: { default: "embedded", oneOf: PIPELINES, doc: "embedded | sync | async | cdc" },
-  TIDEMARK_ROLE: { default: "all", oneOf: ROLES, doc: "all | api | worker | cdc | sink" },
+  TIDEMARK_PIPELINE: {
+    default: "embedded",
+    oneOf: PIPELINES,
+    doc: `${AVAILABLE_PIPELINES.join(" | ")} (coming: ${COMING(PIPELINES, AVAILABLE_PIPELINES).join(", ") || "none"})`,
+  },
+  TIDEMARK_ROLE: {
+    default: "all",
+    oneOf: ROLES,
+    doc: `${AVAILABLE_ROLES.join(" | ")}: the pipeline's roles in one process, or one of them (coming: ${COMING(ROLES, AVAILABLE_ROLES).join(", ") || "none"})`,
+  },
   TIDEMARK_DATA_DIR: { default: "./data", doc: "Where the embedded store and the generated token live" },
   TIDEMARK_KEY_ENV: { default: "dev", pattern: /^[a-z0-9]{1,16}$/, doc: "The <env> in wk_<env>_..." },
   TIDEMARK_LOG_LEVEL: {
@@ -213,6 +247,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     clickhouseUrl: readUrl(env, "CLICKHOUSE_URL", ["http:", "https:"]),
   };
   if (!Value.Check(ConfigSchema, config)) throw new ConfigError("config", "internal: schema mismatch");
+  const roles = PIPELINE_ROLES[config.pipeline];
+  if (roles.length === 0) {
+    throw new ConfigError(
+      "TIDEMARK_PIPELINE",
+      `"${config.pipeline}" is not available in this build yet; use one of ${AVAILABLE_PIPELINES.join(", ")}`,
+    );
+  }
+  if (!roles.includes(config.role)) {
+    throw new ConfigError(
+      "TIDEMARK_ROLE",
+      `the ${config.pipeline} pipeline has the roles ${roles.join(", ")}; got "${config.role}"`,
+    );
+  }
   const needsPostgres = config.pipeline !== "embedded";
   if (needsPostgres && config.databaseUrl === "") {
     throw new ConfigError("DATABASE_URL", `is required for TIDEMARK_PIPELINE=${config.pipeline}`);

@@ -32,19 +32,36 @@ export interface Problem {
   message: string;
 }
 
+/** What an `AppError` may carry besides its code; every field is optional. */
+export interface AppErrorOptions {
+  /** Shown to the client; the registry's message when absent. Never an internal detail. */
+  message?: string;
+  /** Every problem found in the request, for a 400. */
+  details?: readonly Problem[];
+  /** Seconds a client should wait before retrying (429, 503): sent as `Retry-After`. */
+  retryAfter?: number;
+  /** The underlying failure, for the logs; never sent to the client. */
+  cause?: unknown;
+}
+
 export class AppError extends Error {
   readonly status: number;
+  readonly details?: readonly Problem[];
+  /** Seconds a client should wait before retrying (429, 503). */
+  readonly retryAfter?: number;
 
   constructor(
     readonly code: ErrorCode,
-    message?: string,
-    readonly details?: readonly Problem[],
-    /** Seconds a client should wait before retrying (429, 503). */
-    readonly retryAfterSeconds?: number,
+    options: AppErrorOptions = {},
   ) {
-    super(message ?? ERRORS[code].message);
+    super(
+      options.message ?? ERRORS[code].message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = "AppError";
     this.status = ERRORS[code].status;
+    this.details = options.details;
+    this.retryAfter = options.retryAfter;
   }
 }
 

@@ -9,6 +9,10 @@
  * - Far future: an event more than the tolerance (24 h by default) ahead of receipt is clamped to
  *   the receipt time and the response carries a warning; it is never dropped.
  * - Before 2000-01-01 is rejected: it is almost always seconds sent where milliseconds belong.
+ *
+ * Both range rules apply to the final time, after the skew correction (`resolveEventTime`), so the
+ * time handed to a store always lies between 2000-01-01 and receipt plus the tolerance, whatever
+ * `sent_at` says: every store takes it, and a 202 is never followed by a refusal from the store.
  */
 export const EARLIEST_TIMESTAMP_MS = Date.UTC(2000, 0, 1);
 const ISO_8601 =
@@ -60,15 +64,19 @@ function checkRange(ms: number): TimestampParse {
   return { ok: true, ms };
 }
 
-export interface ResolvedTime {
-  ms: number;
-  /** Set when the time was clamped: a warning for the response. */
-  clamped: boolean;
-}
+export type ResolvedTime =
+  | {
+      ok: true;
+      ms: number;
+      /** Set when the time was clamped: a warning for the response. */
+      clamped: boolean;
+    }
+  | { ok: false; message: string };
 
 /**
  * The event time to store: the client's time corrected for skew, clamped to receipt time when
  * it lies further in the future than the tolerance; receipt time when the client sent none.
+ * Refused when the correction moves it before 2000-01-01 (a `sent_at` from a clock far ahead).
  */
 export function resolveEventTime(
   clientMs: number | undefined,
@@ -76,9 +84,18 @@ export function resolveEventTime(
   receivedAtMs: number,
   futureToleranceMs: number,
 ): ResolvedTime {
-  if (clientMs === undefined) return { ms: receivedAtMs, clamped: false };
+  if (clientMs === undefined) return { ok: true, ms: receivedAtMs, clamped: false };
   const skew = sentAtMs === undefined ? 0 : receivedAtMs - sentAtMs;
   const corrected = clientMs + skew;
-  if (corrected > receivedAtMs + futureToleranceMs) return { ms: receivedAtMs, clamped: true };
-  return { ms: corrected, clamped: false };
+  if (corrected > receivedAtMs + futureToleranceMs) return { ok: true, ms: receivedAtMs, clamped: true };
+  if (corrected < EARLIEST_TIMESTAMP_MS) {
+    return {
+      ok: false,
+      message:
+        sentAtMs === undefined
+          ? "is before 2000-01-01"
+          : "is before 2000-01-01 once corrected for the clock skew that sent_at gives; check the device clock, or send no sent_at",
+    };
+  }
+  return { ok: true, ms: corrected, clamped: false };
 }

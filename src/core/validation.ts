@@ -90,6 +90,10 @@ function normalise(
   }
   if (problems.length > 0) return undefined;
   const time = resolveEventTime(clientMs, sentAtMs, receivedAt, limits.futureToleranceMs);
+  if (!time.ok) {
+    problems.push(toProblem("/timestamp", time.message, index));
+    return undefined;
+  }
   if (time.clamped) {
     warnings.push({
       index: index ?? 0,
@@ -116,12 +120,16 @@ export function validateEvent(
   limits: ValidationLimits,
 ): ValidatedEvents {
   if (!eventChecker.Check(body)) {
-    throw new AppError("validation_failed", "The event is not valid", schemaProblems(body, undefined));
+    throw new AppError("validation_failed", {
+      message: "The event is not valid",
+      details: schemaProblems(body, undefined),
+    });
   }
   const problems: Problem[] = [];
   const warnings: ValidatedEvents["warnings"] = [];
   const event = normalise(body, undefined, projectId, receivedAt, undefined, limits, problems, warnings);
-  if (!event) throw new AppError("validation_failed", "The event is not valid", problems);
+  if (!event)
+    throw new AppError("validation_failed", { message: "The event is not valid", details: problems });
   return { events: [event], warnings };
 }
 
@@ -138,17 +146,22 @@ export function validateBatch(
       problems.push(toProblem(error.path, error.message, undefined));
       if (problems.length >= 20) break;
     }
-    throw new AppError("validation_failed", 'The body must be {"events": [...]}', problems);
+    throw new AppError("validation_failed", {
+      message: 'The body must be {"events": [...]}',
+      details: problems,
+    });
   }
   const rawEvents = body.events;
   if (rawEvents.length === 0) {
-    throw new AppError("validation_failed", "The batch is empty", [{ field: "events", message: "is empty" }]);
+    throw new AppError("validation_failed", {
+      message: "The batch is empty",
+      details: [{ field: "events", message: "is empty" }],
+    });
   }
   if (rawEvents.length > limits.maxBatchEvents) {
-    throw new AppError(
-      "batch_too_large",
-      `The batch has ${rawEvents.length} events; at most ${limits.maxBatchEvents} are allowed`,
-    );
+    throw new AppError("batch_too_large", {
+      message: `The batch has ${rawEvents.length} events; at most ${limits.maxBatchEvents} are allowed`,
+    });
   }
   const problems: Problem[] = [];
   const warnings: ValidatedEvents["warnings"] = [];
@@ -163,11 +176,10 @@ export function validateBatch(
     if (event) events.push(event);
   }
   if (problems.length > 0) {
-    throw new AppError(
-      "validation_failed",
-      `${problems.length} problem(s) in the batch`,
-      problems.slice(0, 1000),
-    );
+    throw new AppError("validation_failed", {
+      message: `${problems.length} problem(s) in the batch`,
+      details: problems.slice(0, 1000),
+    });
   }
   return { events, warnings };
 }

@@ -61,9 +61,11 @@ export class GroupCommitQueue implements EventQueue {
 
   enqueue(events: readonly StoredEvent[]): Promise<EnqueueResult> {
     if (this.closed)
-      return Promise.reject(new AppError("unavailable", "Tidemark is shutting down", undefined, 1));
+      return Promise.reject(
+        new AppError("unavailable", { message: "Tidemark is shutting down", retryAfter: 1 }),
+      );
     if (this.waitingEvents + this.inFlightEvents + events.length > this.options.maxPending) {
-      return Promise.reject(new AppError("overloaded", undefined, undefined, 1));
+      return Promise.reject(new AppError("overloaded", { retryAfter: 1 }));
     }
     return new Promise<EnqueueResult>((resolve, reject) => {
       this.waiting.push({ events, resolve, reject });
@@ -141,8 +143,11 @@ export class GroupCommitQueue implements EventQueue {
     } catch (error) {
       this.options.onFlush?.(events.length, performance.now() - started, error);
       if (batch.length > 1) return false;
-      const failure = new AppError("unavailable", "The event store could not commit; retry", undefined, 1);
-      (failure as { cause?: unknown }).cause = error;
+      const failure = new AppError("unavailable", {
+        message: "The event store could not commit; retry",
+        retryAfter: 1,
+        cause: error,
+      });
       batch[0]!.reject(failure);
       return true;
     }

@@ -216,11 +216,10 @@ export const INTERVAL_MS = { hour: 3_600_000, day: 86_400_000, week: 604_800_000
 export const MAX_POINTS = 5000;
 
 function invalid(problems: Problem[]): never {
-  throw new AppError(
-    "invalid_query",
-    `The query spec is not valid: ${problems[0]?.field} ${problems[0]?.message}`,
-    problems,
-  );
+  throw new AppError("invalid_query", {
+    message: `The query spec is not valid: ${problems[0]?.field} ${problems[0]?.message}`,
+    details: problems,
+  });
 }
 
 function time(value: string, field: string): number {
@@ -257,9 +256,10 @@ function decodeCursor(text: string): EventsCursor {
   const decoded = Buffer.from(text, "base64url").toString();
   const match = /^(\d{1,16}):([0-9a-f-]{36})$/.exec(decoded);
   if (!match)
-    throw new AppError("invalid_cursor", "The cursor is not valid", [
-      { field: "cursor", message: "is not a cursor this API returned" },
-    ]);
+    throw new AppError("invalid_cursor", {
+      message: "The cursor is not valid",
+      details: [{ field: "cursor", message: "is not a cursor this API returned" }],
+    });
   return { timestamp: Number(match[1]), uuid: match[2]! };
 }
 

@@ -1,13 +1,17 @@
 import pino, { type Logger } from "pino";
-import { type App, buildApp } from "../api/app.js";
+import type { App } from "../api/app.js";
 import { Metrics } from "../api/ops/metrics.js";
-import { type Backends, createBackends } from "../backends/create.js";
-import type { Config } from "../config/config.js";
+import { createParts } from "../backends/create.js";
+import { type Config, processRoles, type Role } from "../config/config.js";
+import type { Lifecycle } from "../pipeline/lifecycle.js";
+import type { PipelineParts } from "../pipeline/parts.js";
+import { ApiRole } from "./api.js";
 import { resolveSecretToken } from "./secret-token.js";
+import { buildWorker } from "./worker.js";
 
 export interface RunningTidemark {
   config: Config;
-  backends: Backends;
+  parts: PipelineParts;
   app?: App;
   /** The URL the API listens on, when this process runs it. */
   url?: string;
@@ -16,27 +20,45 @@ export interface RunningTidemark {
   close(): Promise<void>;
 }
 
+/** What a role builds its loop from. */
+export interface RoleContext {
+  config: Config;
+  parts: PipelineParts;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+/**
+ * How each role builds its loop from the parts. A role missing here is refused earlier, by
+ * loadConfig (PIPELINE_ROLES); adding one is its entry here and its file in src/roles/.
+ */
+const ROLE_LOOPS: { readonly [R in Exclude<Role, "all">]?: (context: RoleContext) => Lifecycle } = {
+  api: (context) => new ApiRole(context),
+  worker: ({ config, parts, metrics, logger }) =>
+    buildWorker(config, parts, { log: logger, onFlush: metrics.recordFlush }),
+};
+
 export function createLogger(config: Config): Logger {
   return pino({ level: config.logLevel, base: { service: "tidemark", role: config.role, pid: process.pid } });
 }
 
-/** Starts every part the configured role needs; the API listens when the role includes it. */
+/**
+ * Starts every part the configured role needs, then the loop of each role this process runs.
+ * Loops start downstream first (the API listens only once everything behind it runs) and close in
+ * data-flow order (the API stops taking requests first, then each stage drains into the next).
+ */
 export async function startTidemark(
   baseConfig: Config,
   logger = createLogger(baseConfig),
 ): Promise<RunningTidemark> {
+  const roles = processRoles(baseConfig);
   let queueDepth: () => Promise<number> = async () => 0;
   const metrics = new Metrics({ queueDepth: () => queueDepth() });
-  // Backends first: a role the pipeline does not have stops start-up before anything is written.
-  const backends = await createBackends(baseConfig, baseConfig.role, {
-    onFlush: metrics.recordFlush,
-    log: logger,
-  });
-  queueDepth = () => backends.queue.depth();
+  const parts = await createParts(baseConfig, { onFlush: metrics.recordFlush, log: logger });
+  queueDepth = () => parts.queue.depth();
 
-  const runsApi = baseConfig.role === "all" || baseConfig.role === "api";
   let config = baseConfig;
-  if (runsApi) {
+  if (roles.includes("api")) {
     const secret = resolveSecretToken(baseConfig.dataDir, baseConfig.secretToken);
     config = Object.freeze({ ...baseConfig, secretToken: secret.token });
     if (secret.generated) {
@@ -47,38 +69,38 @@ export async function startTidemark(
       logger.info({ path: secret.path }, "admin token read from the data dir");
     }
   }
-  const started: typeof backends.parts = [];
+  const loops = roles.map((role) => {
+    const build = ROLE_LOOPS[role];
+    if (!build) throw new Error(`the ${role} role is not available in this build`);
+    return build({ config, parts, metrics, logger });
+  });
+
+  const started: Lifecycle[] = [];
   try {
-    for (const part of backends.parts) {
+    for (const part of parts.lifecycle) {
       await part.start();
       started.push(part);
+    }
+    for (const loop of [...loops].reverse()) {
+      await loop.start();
+      started.push(loop);
     }
   } catch (error) {
     for (const part of started.reverse()) await part.close().catch(() => undefined);
     throw error;
   }
-
-  let app: App | undefined;
-  let url: string | undefined;
-  if (runsApi) {
-    app = await buildApp({ config, backends, metrics, logger });
-    url = await app.fastify.listen({ port: config.port, host: config.host });
-  }
-  for (const loop of backends.loops) await loop.start();
-  logger.info({ pipeline: config.pipeline, role: config.role, url }, "tidemark started");
+  const api = loops.find((loop): loop is ApiRole => loop instanceof ApiRole);
+  logger.info({ pipeline: config.pipeline, role: config.role, url: api?.url }, "tidemark started");
 
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
       logger.info("shutting down: no new requests, committing what was accepted");
-      app?.beginShutdown();
-      await app?.fastify.close();
-      for (const loop of [...backends.loops].reverse()) await loop.close();
-      await app?.ledger.flush();
-      for (const part of [...backends.parts].reverse()) await part.close();
+      for (const loop of loops) await loop.close();
+      for (const part of [...parts.lifecycle].reverse()) await part.close();
       logger.info("tidemark stopped");
     })();
     return closing;
   };
-  return { config, backends, app, url, logger, close };
+  return { config, parts, app: api?.app, url: api?.url, logger, close };
 }

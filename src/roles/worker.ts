@@ -1,14 +1,11 @@
+import type { Config } from "../config/config.js";
 import type { LedgerDelta, StoredEvent } from "../core/event.js";
+import type { Log } from "../core/log.js";
 import { deadLetter, ok, retry, type StepResult } from "../core/result.js";
 import type { EventStore } from "../pipeline/event-store.js";
 import type { Lifecycle } from "../pipeline/lifecycle.js";
+import type { PartHooks, PipelineParts } from "../pipeline/parts.js";
 import { type QueueConsumer, type QueueMessage, UnstorableEventsError } from "../pipeline/queue-consumer.js";
-
-type Log = {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-};
 
 export interface WorkerOptions {
   /** Most events per insert; a message (one request) is never split. */
@@ -36,6 +33,20 @@ export const DEFAULT_WORKER_OPTIONS = {
   retryMinMs: 100,
   retryMaxMs: 5000,
 } as const;
+
+/** The worker role's loop, built from the parts the composition root gave this process. */
+export function buildWorker(config: Config, parts: PipelineParts, hooks: PartHooks = {}): QueueWorker {
+  if (!parts.consumer) throw new Error(`the ${config.pipeline} pipeline gave this process no queue consumer`);
+  return new QueueWorker(parts.consumer, parts.events, {
+    ...DEFAULT_WORKER_OPTIONS,
+    batchEvents: config.flushMaxEvents,
+    readMessages: config.workerBatch,
+    // Touch well within the claim time, so a live worker's messages are never taken over.
+    touchEveryMs: Math.max(100, Math.floor(config.workerClaimIdleMs / 3)),
+    log: hooks.log,
+    onBatch: hooks.onFlush,
+  });
+}
 
 /**
  * The async pipeline's worker: reads messages from the ingest queue in batches, stores their

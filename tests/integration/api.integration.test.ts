@@ -166,10 +166,10 @@ describe("admin API", () => {
       url: `/api/v1/project/${project.id}`,
       headers: bearer(tidemark.token),
     });
-    const remaining = await tidemark.running.backends.events.readLedger(project.id);
+    const remaining = await tidemark.running.parts.events.readLedger(project.id);
     assert.equal(remaining.stored, 0);
     assert.equal(
-      (await tidemark.running.backends.events.readLedger(other.id)).stored,
+      (await tidemark.running.parts.events.readLedger(other.id)).stored,
       2,
       "other projects keep theirs",
     );
@@ -268,7 +268,7 @@ describe("ingest API", () => {
   });
 
   test("400 lists every problem; a batch is accepted or rejected whole", async () => {
-    const before = await tidemark.running.backends.events.readLedger(project.id);
+    const before = await tidemark.running.parts.events.readLedger(project.id);
     const response = await app.inject({
       method: "POST",
       url: "/api/v1/event/batch",
@@ -284,7 +284,7 @@ describe("ingest API", () => {
         [2, "timestamp"],
       ],
     );
-    const afterLedger = await tidemark.running.backends.events.readLedger(project.id);
+    const afterLedger = await tidemark.running.parts.events.readLedger(project.id);
     assert.equal(afterLedger.stored, before.stored, "nothing of a rejected batch is stored");
   });
 
@@ -682,7 +682,7 @@ describe("operations", () => {
     assert.ok(responses.every((r) => r.status === 202));
     const used = (await flushes()) - before;
     assert.ok(used < 200, `200 concurrent requests took ${used} commits`);
-    assert.equal((await tidemark.running.backends.events.readLedger(project.id)).stored, 200);
+    assert.equal((await tidemark.running.parts.events.readLedger(project.id)).stored, 200);
   });
 });
 

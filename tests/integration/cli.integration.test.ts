@@ -85,8 +85,8 @@ test("a role the pipeline does not have stops start-up before anything is writte
     assert.fail("the embedded pipeline has no worker role");
   } catch (error) {
     const failure = error as { status: number; stderr: string };
-    assert.equal(failure.status, 1);
-    assert.match(failure.stderr, /embedded pipeline runs in one process/);
+    assert.equal(failure.status, 2);
+    assert.match(failure.stderr, /TIDEMARK_ROLE: the embedded pipeline has the roles all, api; got "worker"/);
     assert.equal(existsSync(join(dataDir, "secret_token")), false);
   } finally {
     rmSync(dataDir, { recursive: true, force: true });

@@ -143,8 +143,7 @@ test("a Redis outage fails open or closed, as TIDEMARK_RATE_LIMIT_FAIL says", as
     } else {
       await assert.rejects(
         limiter.consume(randomUUID(), 100, Date.now()),
-        (error: unknown) =>
-          error instanceof AppError && error.status === 503 && error.retryAfterSeconds === 1,
+        (error: unknown) => error instanceof AppError && error.status === 503 && error.retryAfter === 1,
       );
       assert.match((await limiter.ready()) ?? "", /rate limiter/);
     }

@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { ConfigError, ENV_SPEC, loadConfig } from "../../src/config/config.js";
+import {
+  AVAILABLE_PIPELINES,
+  AVAILABLE_ROLES,
+  ConfigError,
+  ENV_SPEC,
+  loadConfig,
+  PIPELINE_ROLES,
+  processRoles,
+} from "../../src/config/config.js";
 
 test("defaults give the embedded platform on port 8000", () => {
   const config = loadConfig({});
@@ -43,4 +51,57 @@ test(".env.example lists every variable with its default", () => {
   );
   assert.deepEqual(Object.keys(example).sort(), Object.keys(ENV_SPEC).sort());
   for (const [name, spec] of Object.entries(ENV_SPEC)) assert.equal(example[name], spec.default, name);
+});
+
+const services = { DATABASE_URL: "postgres://localhost/x", REDIS_URL: "redis://localhost" };
+
+test("an unknown pipeline or role, or one this build lacks, fails naming the variable", () => {
+  const cases: [Record<string, string>, string, RegExp][] = [
+    [{ TIDEMARK_PIPELINE: "kafka" }, "TIDEMARK_PIPELINE", /must be one of/],
+    [{ TIDEMARK_ROLE: "reader" }, "TIDEMARK_ROLE", /must be one of/],
+    [{ TIDEMARK_PIPELINE: "cdc", ...services }, "TIDEMARK_PIPELINE", /not available in this build yet/],
+    [{ TIDEMARK_PIPELINE: "cdc" }, "TIDEMARK_PIPELINE", /not available in this build yet/],
+    [{ TIDEMARK_ROLE: "worker" }, "TIDEMARK_ROLE", /embedded pipeline has the roles all, api/],
+    [{ TIDEMARK_PIPELINE: "sync", TIDEMARK_ROLE: "worker", ...services }, "TIDEMARK_ROLE", /sync/],
+    [{ TIDEMARK_PIPELINE: "async", TIDEMARK_ROLE: "cdc", ...services }, "TIDEMARK_ROLE", /async/],
+    [{ TIDEMARK_PIPELINE: "async", TIDEMARK_ROLE: "sink", ...services }, "TIDEMARK_ROLE", /async/],
+  ];
+  for (const [env, variable, message] of cases) {
+    assert.throws(
+      () => loadConfig(env),
+      (error: unknown) =>
+        error instanceof ConfigError && error.variable === variable && message.test(error.message),
+      JSON.stringify(env),
+    );
+  }
+});
+
+test("each pipeline runs the roles its table lists, and all of them in one process", () => {
+  assert.deepEqual(AVAILABLE_PIPELINES, ["embedded", "sync", "async"]);
+  assert.deepEqual(AVAILABLE_ROLES, ["all", "api", "worker"]);
+  for (const pipeline of AVAILABLE_PIPELINES) {
+    for (const role of PIPELINE_ROLES[pipeline]) {
+      const config = loadConfig({ TIDEMARK_PIPELINE: pipeline, TIDEMARK_ROLE: role, ...services });
+      assert.equal(config.role, role);
+    }
+  }
+  const all = loadConfig({ TIDEMARK_PIPELINE: "async", ...services });
+  assert.deepEqual(processRoles(all), ["api", "worker"]);
+  assert.deepEqual(processRoles(loadConfig({})), ["api"]);
+  assert.deepEqual(
+    processRoles(loadConfig({ ...services, TIDEMARK_PIPELINE: "async", TIDEMARK_ROLE: "worker" })),
+    ["worker"],
+  );
+});
+
+test(".env.example offers only what this build runs", () => {
+  const example = readFileSync(new URL("../../.env.example", import.meta.url), "utf8");
+  const doc = (name: string) => {
+    const lines = example.split("\n");
+    return lines[lines.findIndex((line) => line.startsWith(`${name}=`)) - 1] ?? "";
+  };
+  assert.match(doc("TIDEMARK_PIPELINE"), /^# embedded \| sync \| async \(coming: cdc\)/);
+  assert.match(doc("TIDEMARK_ROLE"), /^# all \| api \| worker:.*\(coming: cdc, sink\)/);
+  assert.equal(doc("TIDEMARK_PIPELINE"), `# ${ENV_SPEC.TIDEMARK_PIPELINE.doc}`);
+  assert.equal(doc("TIDEMARK_ROLE"), `# ${ENV_SPEC.TIDEMARK_ROLE.doc}`);
 });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import fc from "fast-check";
 import { parseTimestamp, resolveEventTime } from "../../src/core/timestamps.js";
 
 const ok = (input: unknown) => {
@@ -47,20 +48,44 @@ test("clock skew is corrected by sent_at, far future is clamped, absent time is 
   const received = Date.UTC(2026, 10, 28, 12);
   const hour = 3_600_000;
   assert.deepEqual(resolveEventTime(undefined, undefined, received, 86_400_000), {
+    ok: true,
     ms: received,
     clamped: false,
   });
   // The device clock is one hour ahead: it says it sent at 13:00 an event from 12:50.
   assert.deepEqual(resolveEventTime(received + hour - 600_000, received + hour, received, 86_400_000), {
+    ok: true,
     ms: received - 600_000,
     clamped: false,
   });
   assert.deepEqual(resolveEventTime(received + 2 * 86_400_000, undefined, received, 86_400_000), {
+    ok: true,
     ms: received,
     clamped: true,
   });
   assert.deepEqual(resolveEventTime(received + hour, undefined, received, 86_400_000), {
+    ok: true,
     ms: received + hour,
     clamped: false,
   });
+});
+
+test("whatever the client sends, the time to store lies between 2000-01-01 and receipt plus the tolerance", () => {
+  const received = Date.UTC(2026, 10, 28, 12);
+  const tolerance = 86_400_000;
+  const earliest = Date.UTC(2000, 0, 1);
+  const latest = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+  fc.assert(
+    fc.property(
+      fc.integer({ min: earliest, max: latest }),
+      fc.option(fc.integer({ min: earliest, max: latest }), { nil: undefined }),
+      (client, sentAt) => {
+        const time = resolveEventTime(client, sentAt, received, tolerance);
+        if (!time.ok) return time.message.includes("before 2000-01-01");
+        return time.ms >= earliest && time.ms <= received + tolerance;
+      },
+    ),
+  );
+  const moved = resolveEventTime(Date.UTC(2001, 0, 1), Date.UTC(9999, 0, 1), received, tolerance);
+  assert.equal(moved.ok, false);
 });

@@ -153,3 +153,67 @@ test("unpaired surrogates and NUL become U+FFFD; paired ones and literal backsla
   });
   assert.ok(e.properties.isWellFormed());
 });
+
+test("the range rules apply to the time after clock-skew correction", () => {
+  // A sent_at far ahead moves a valid timestamp to before 2000: refused, naming the field.
+  const early = problems(() =>
+    validateEvent(
+      {
+        event: "x",
+        distinct_id: "u",
+        timestamp: "2001-01-01T00:00:00Z",
+        sent_at: "9999-01-01T00:00:00Z",
+      },
+      project,
+      now,
+      limits,
+    ),
+  );
+  assert.equal(early.status, 400);
+  assert.deepEqual(
+    early.details?.map((p) => p.field),
+    ["timestamp"],
+  );
+  assert.match(early.details?.[0]?.message ?? "", /sent_at/);
+  // The same through a batch-level sent_at, with the index.
+  const batch = problems(() =>
+    validateBatch(
+      {
+        sent_at: "9999-01-01T00:00:00Z",
+        events: [{ event: "x", distinct_id: "u", timestamp: "2001-01-01T00:00:00Z" }],
+      },
+      project,
+      now,
+      limits,
+    ),
+  );
+  assert.deepEqual(
+    batch.details?.map((p) => `${p.index}:${p.field}`),
+    ["0:timestamp"],
+  );
+  // A sent_at far behind moves it into the far future: clamped to receipt, with a warning.
+  const late = validateEvent(
+    { event: "x", distinct_id: "u", timestamp: "9999-01-01T00:00:00Z", sent_at: "2000-01-01T00:00:00Z" },
+    project,
+    now,
+    limits,
+  );
+  assert.equal(late.events[0]!.timestamp, now);
+  assert.equal(late.warnings.length, 1);
+  // The earliest time allowed is kept, with or without a correction.
+  const earliest = Date.UTC(2000, 0, 1);
+  assert.equal(
+    validateEvent({ event: "x", distinct_id: "u", timestamp: earliest }, project, now, limits).events[0]!
+      .timestamp,
+    earliest,
+  );
+  assert.equal(
+    validateEvent(
+      { event: "x", distinct_id: "u", timestamp: earliest + 5000, sent_at: now + 5000 },
+      project,
+      now,
+      limits,
+    ).events[0]!.timestamp,
+    earliest,
+  );
+});

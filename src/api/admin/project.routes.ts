@@ -1,13 +1,11 @@
 import { type Static, Type } from "@sinclair/typebox";
 import type { FastifyInstance, FastifyRequest } from "fastify";
+import { type ProjectService, projectView } from "../../admin/project.service.js";
 import { AppError } from "../../core/errors.js";
 import { UUID_PATTERN } from "../../core/event-schema.js";
 import { PLANS } from "../../core/plans.js";
-import type { EventStore } from "../../pipeline/event-store.js";
-import type { LedgerRecorder } from "../../pipeline/ledger-recorder.js";
 import type { KeyResolver } from "../auth.js";
 import { ErrorSchema } from "../schemas.js";
-import { type ProjectService, projectView } from "./project.service.js";
 
 const PlanSchema = Type.Union(PLANS.map((p) => Type.Literal(p)));
 const ProjectSchema = Type.Object({
@@ -43,13 +41,13 @@ const uuidPattern = new RegExp(UUID_PATTERN);
 
 function projectId(request: FastifyRequest<{ Params: Static<typeof IdParams> }>): string {
   const { id } = request.params;
-  if (!uuidPattern.test(id)) throw new AppError("not_found", `No project ${id}`);
+  if (!uuidPattern.test(id)) throw new AppError("not_found", { message: `No project ${id}` });
   return id.toLowerCase();
 }
 
 export function registerProjectRoutes(
   app: FastifyInstance,
-  deps: { service: ProjectService; keys: KeyResolver; events: EventStore; ledger: LedgerRecorder },
+  deps: { service: ProjectService; keys: KeyResolver },
 ): void {
   const { service, keys } = deps;
   const admin = async (request: FastifyRequest) => keys.requireAdmin(request);
@@ -165,11 +163,10 @@ export function registerProjectRoutes(
       const id = projectId(request);
       if (!keys.isAdmin(request)) {
         const project = await keys.require(request, "read");
-        if (project.id !== id) throw new AppError("forbidden", "This key belongs to another project");
+        if (project.id !== id)
+          throw new AppError("forbidden", { message: "This key belongs to another project" });
       }
-      await service.get(id);
-      await deps.ledger.flush();
-      return deps.events.readLedger(id);
+      return service.stats(id);
     },
   );
 }

@@ -111,12 +111,10 @@ export function registerIngestRoutes(
     context.counted = true;
     if (!decision.allowed) {
       count(project.id, { received: size, rate_limited: size }, "rate_limited", size);
-      throw new AppError(
-        "rate_limited",
-        `Rate limit of ${decision.limit} requests per minute exceeded for plan ${project.plan}`,
-        undefined,
-        decision.retryAfter,
-      );
+      throw new AppError("rate_limited", {
+        message: `Rate limit of ${decision.limit} requests per minute exceeded for plan ${project.plan}`,
+        retryAfter: decision.retryAfter,
+      });
     }
     const receivedAt = Date.now();
     let validated: ValidatedEvents;

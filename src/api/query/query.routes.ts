@@ -27,12 +27,13 @@ export function registerQueryRoutes(
     if (keys.isAdmin(request)) {
       const id = request.query.project_id;
       if (!id) {
-        throw new AppError("invalid_query", "With the admin token, name the project: ?project_id=<id>", [
-          { field: "project_id", message: "is required with the admin token" },
-        ]);
+        throw new AppError("invalid_query", {
+          message: "With the admin token, name the project: ?project_id=<id>",
+          details: [{ field: "project_id", message: "is required with the admin token" }],
+        });
       }
       if (!uuidPattern.test(id) || !(await projects.get(id.toLowerCase())))
-        throw new AppError("not_found", `No project ${id}`);
+        throw new AppError("not_found", { message: `No project ${id}` });
       return id.toLowerCase();
     }
     return (await keys.require(request, "read")).id;

@@ -37,25 +37,34 @@ const TRANSIENT_CODES = new Set([
 const TRANSIENT_MESSAGE =
   /Connection terminated|timeout exceeded when trying to connect|not queryable|Connection ended|connect ECONNREFUSED/i;
 
+/** The SQLSTATE (or Node error code) of a driver error, when it has one. */
+function sqlState(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
 /** True when retrying later can succeed: the server is unreachable, restarting or busy. */
 export function isTransientPostgresError(error: unknown): boolean {
   if (error instanceof AppError) return error.code === "unavailable";
-  const code = (error as { code?: unknown } | undefined)?.code;
-  if (typeof code === "string" && (TRANSIENT_CODES.has(code) || code.startsWith("08"))) return true;
+  const code = sqlState(error);
+  if (code !== undefined && (TRANSIENT_CODES.has(code) || code.startsWith("08"))) return true;
   return error instanceof Error && TRANSIENT_MESSAGE.test(error.message);
 }
 
 /** True when Postgres refused the data itself (SQLSTATE class 22 or 23): retrying cannot help. */
 export function isDataError(error: unknown): boolean {
-  const code = (error as { code?: unknown } | undefined)?.code;
-  return typeof code === "string" && /^2[23][0-9A-Z]{3}$/.test(code);
+  const code = sqlState(error);
+  return code !== undefined && /^2[23][0-9A-Z]{3}$/.test(code);
 }
 
 /** An unreachable Postgres becomes a 503 with Retry-After; anything else is left as it is. */
 export function toStoreError(error: unknown): unknown {
   if (error instanceof AppError || !isTransientPostgresError(error)) return error;
-  const failure = new AppError("unavailable", "The database is unavailable; retry", undefined, 1);
-  (failure as { cause?: unknown }).cause = error;
+  const failure = new AppError("unavailable", {
+    message: "The database is unavailable; retry",
+    retryAfter: 1,
+    cause: error,
+  });
   return failure;
 }
 
@@ -214,7 +223,7 @@ export class PostgresDatabase {
           }
         });
       } catch (error) {
-        const code = ((error as { cause?: { code?: string } }).cause ?? (error as { code?: string })).code;
+        const code = sqlState(error instanceof Error && error.cause !== undefined ? error.cause : error);
         if ((code === "40P01" || code === "40001") && attempt < 5) {
           await sleep(5 * attempt);
           continue;

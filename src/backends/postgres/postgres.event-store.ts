@@ -56,7 +56,8 @@ export class PostgresEventStore implements EventStore, AnalyticsStore {
         return result.rows;
       } catch (error) {
         // A value Postgres cannot take (e.g. a number out of range) is the spec's fault, not ours.
-        if (isDataError(error)) throw new AppError("invalid_query", "The query cannot run with these values");
+        if (isDataError(error))
+          throw new AppError("invalid_query", { message: "The query cannot run with these values" });
         throw error;
       }
     });

@@ -78,8 +78,11 @@ export async function redisReady(client: Redis, what: string): Promise<string | 
 
 /** A Redis failure as the API reports it: 503 with Retry-After. */
 export function redisUnavailable(error: unknown, what = "The ingest queue"): AppError {
-  const failure = new AppError("unavailable", `${what} is unavailable; retry`, undefined, 1);
-  (failure as { cause?: unknown }).cause = error;
+  const failure = new AppError("unavailable", {
+    message: `${what} is unavailable; retry`,
+    retryAfter: 1,
+    cause: error,
+  });
   return failure;
 }
 

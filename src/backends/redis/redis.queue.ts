@@ -69,7 +69,8 @@ export class RedisStreamQueue implements EventQueue {
   }
 
   async enqueue(events: readonly StoredEvent[]): Promise<EnqueueResult> {
-    if (this.closed) throw new AppError("unavailable", "Tidemark is shutting down", undefined, 1);
+    if (this.closed)
+      throw new AppError("unavailable", { message: "Tidemark is shutting down", retryAfter: 1 });
     if (events.length === 0) return {};
     let id: unknown;
     try {
@@ -81,7 +82,7 @@ export class RedisStreamQueue implements EventQueue {
     } catch (error) {
       throw redisUnavailable(error);
     }
-    if (id === null) throw new AppError("overloaded", undefined, undefined, 1);
+    if (id === null) throw new AppError("overloaded", { retryAfter: 1 });
     return {};
   }
 

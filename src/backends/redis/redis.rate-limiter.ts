@@ -113,8 +113,11 @@ export class RedisRateLimiter implements RateLimiter {
       );
     }
     if (this.options.failMode === "closed") {
-      const failure = new AppError("unavailable", "The rate limiter is unavailable; retry", undefined, 1);
-      (failure as { cause?: unknown }).cause = error;
+      const failure = new AppError("unavailable", {
+        message: "The rate limiter is unavailable; retry",
+        retryAfter: 1,
+        cause: error,
+      });
       throw failure;
     }
     return {

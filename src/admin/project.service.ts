@@ -1,11 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { AppError } from "../../core/errors.js";
-import { generateKey, hashKey } from "../../core/keys.js";
-import { PLAN_RATE_LIMIT_RPM, type Plan } from "../../core/plans.js";
-import type { EventStore } from "../../pipeline/event-store.js";
-import type { LedgerRecorder } from "../../pipeline/ledger-recorder.js";
-import type { Project, ProjectStore } from "../../pipeline/project-store.js";
-import type { KeyResolver } from "../auth.js";
+import { AppError } from "../core/errors.js";
+import type { Ledger } from "../core/event.js";
+import { generateKey, hashKey } from "../core/keys.js";
+import { PLAN_RATE_LIMIT_RPM, type Plan } from "../core/plans.js";
+import type { EventStore } from "../pipeline/event-store.js";
+import type { LedgerRecorder } from "../pipeline/ledger-recorder.js";
+import type { Project, ProjectStore } from "../pipeline/project-store.js";
 
 export interface ProjectView {
   id: string;
@@ -30,14 +30,25 @@ export function projectView(project: Project): ProjectView {
   };
 }
 
-/** Project administration: the keys are generated here, shown once, and stored hashed. */
+/**
+ * A cache of key lookups that must forget a project whose keys, plan or existence changed (the
+ * API's KeyResolver). Offline administration (the CLI on the store) has none.
+ */
+export interface KeyCache {
+  forgetProject(projectId: string): void;
+}
+
+/**
+ * Project administration, shared by the admin API and the CLI: the keys are generated here, shown
+ * once, and stored hashed.
+ */
 export class ProjectService {
   constructor(
     private readonly projects: ProjectStore,
     private readonly events: EventStore,
-    private readonly keys: KeyResolver,
     private readonly ledger: LedgerRecorder,
     private readonly keyEnv: string,
+    private readonly keys?: KeyCache,
   ) {}
 
   private newKeys() {
@@ -59,30 +70,37 @@ export class ProjectService {
 
   async get(id: string): Promise<Project> {
     const project = await this.projects.get(id);
-    if (!project) throw new AppError("not_found", `No project ${id}`);
+    if (!project) throw new AppError("not_found", { message: `No project ${id}` });
     return project;
   }
 
   async setPlan(id: string, plan: Plan): Promise<ProjectView> {
     const project = await this.projects.setPlan(id, plan);
-    if (!project) throw new AppError("not_found", `No project ${id}`);
-    this.keys.forgetProject(id);
+    if (!project) throw new AppError("not_found", { message: `No project ${id}` });
+    this.keys?.forgetProject(id);
     return projectView(project);
   }
 
   async rotateKeys(id: string): Promise<ProjectWithKeys> {
     const { apiKey, readKey, hashes } = this.newKeys();
     const project = await this.projects.setKeys(id, hashes);
-    if (!project) throw new AppError("not_found", `No project ${id}`);
-    this.keys.forgetProject(id);
+    if (!project) throw new AppError("not_found", { message: `No project ${id}` });
+    this.keys?.forgetProject(id);
     return { ...projectView(project), api_key: apiKey, read_key: readKey };
+  }
+
+  /** The project's loss ledger, with what the API has counted but not yet written. */
+  async stats(id: string): Promise<Ledger> {
+    await this.get(id);
+    await this.ledger.flush();
+    return this.events.readLedger(id);
   }
 
   /** Deletes the project's keys first (no new events), then its events and ledger. */
   async delete(id: string): Promise<void> {
     const deleted = await this.projects.delete(id);
-    if (!deleted) throw new AppError("not_found", `No project ${id}`);
-    this.keys.forgetProject(id);
+    if (!deleted) throw new AppError("not_found", { message: `No project ${id}` });
+    this.keys?.forgetProject(id);
     this.ledger.forget(id);
     await this.events.deleteProject(id);
   }

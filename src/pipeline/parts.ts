@@ -1,0 +1,36 @@
+import type { Log } from "../core/log.js";
+import type { EventQueue } from "./event-queue.js";
+import type { AnalyticsStore, EventStore } from "./event-store.js";
+import type { Lifecycle } from "./lifecycle.js";
+import type { ProjectStore } from "./project-store.js";
+import type { QueueConsumer } from "./queue-consumer.js";
+import type { RateLimiter } from "./rate-limiter.js";
+
+/**
+ * The concrete parts of one process, as the composition root (src/backends/create.ts) chose them
+ * from the configuration. Parts are passive: they own connections, not loops. Each role
+ * (src/roles/) builds its own loops from these parts.
+ */
+export interface PipelineParts {
+  projects: ProjectStore;
+  /** The store of record (ledger, deletes); the API reads the ledger from it. */
+  events: EventStore;
+  analytics: AnalyticsStore;
+  /** Where the API hands accepted events. */
+  queue: EventQueue;
+  rateLimiter: RateLimiter;
+  /** The worker's side of the ingest queue: present when this process runs the worker role. */
+  consumer?: QueueConsumer;
+  /**
+   * Every part this process starts, in start order; closed in reverse. A process that runs no API
+   * leaves the API's parts out: they exist for the type but never start.
+   */
+  lifecycle: Lifecycle[];
+}
+
+/** What the process lends the parts and loops it builds: its logger and a commit observer. */
+export interface PartHooks {
+  /** After every commit to the store of record (group commit or worker insert), for metrics. */
+  onFlush?: (events: number, durationMs: number, error?: unknown) => void;
+  log?: Log;
+}
