@@ -1,12 +1,8 @@
 import { type ClickHouseClient, createClient } from "@clickhouse/client";
 import { AppError } from "../../core/errors.js";
+import type { Log } from "../../core/log.js";
 import { checkDatabaseName, schemaStatements } from "./clickhouse.schema.js";
 
-type Log = {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-};
 
 export interface ClickHouseOptions {
   /** HTTP URL of the server, e.g. http://127.0.0.1:8123 (user and password may be in it). */
@@ -46,9 +42,11 @@ export function isTransientClickHouseError(error: unknown): boolean {
 /** An unreachable ClickHouse becomes a 503 with Retry-After; anything else is left as it is. */
 export function toClickHouseQueryError(error: unknown): unknown {
   if (error instanceof AppError || !isTransientClickHouseError(error)) return error;
-  const failure = new AppError("unavailable", "The analytics store is unavailable; retry", undefined, 1);
-  (failure as { cause?: unknown }).cause = error;
-  return failure;
+  return new AppError("unavailable", {
+    message: "The analytics store is unavailable; retry",
+    retryAfter: 1,
+    cause: error,
+  });
 }
 
 /**
