@@ -3,7 +3,6 @@ import { AppError } from "../../core/errors.js";
 import type { Log } from "../../core/log.js";
 import { checkDatabaseName, schemaStatements } from "./clickhouse.schema.js";
 
-
 export interface ClickHouseOptions {
   /** HTTP URL of the server, e.g. http://127.0.0.1:8123 (user and password may be in it). */
   url: string;
