@@ -38,7 +38,7 @@ async function createEmbedded(config: Config, hooks: PartHooks): Promise<Pipelin
   const projects = new DuckDbProjectStore(db);
   // Two commits at once keep DuckDB busy while the previous one waits for its fsync.
   const writers = 2;
-  const events = new DuckDbEventStore(db, writers);
+  const events = new DuckDbEventStore(db, { writers, log: hooks.log });
   return groupCommitParts(config, hooks, {
     projects,
     events,

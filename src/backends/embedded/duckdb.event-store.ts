@@ -1,7 +1,8 @@
 import type { DuckDBConnection, DuckDBPreparedStatement, DuckDBValue } from "@duckdb/node-api";
 import type { CommitOutcome, Ledger, LedgerDelta, StoredEvent } from "../../core/event.js";
+import type { Log } from "../../core/log.js";
 import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
-import { commitLedger, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
+import { commitResult, eventKey, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
 import type { QueryResult, QuerySpec } from "../../query/spec.js";
 import { SqlQueryRunner } from "../../query/sql-runner.js";
 import type { DuckDbDatabase } from "./duckdb.database.js";
@@ -51,11 +52,21 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   private readonly idleWriters: EventWriter[] = [];
   private readonly writerWaiters: ((writer: EventWriter) => void)[] = [];
 
-  /** `writers` commits may run at once, each on its own connection. */
+  private readonly writers: number;
+  private readonly compactEvery: number;
+  private readonly log?: Log;
+
+  /**
+   * `writers` commits may run at once (2 by default), each on its own connection; the ledger is
+   * compacted every `compactEvery` commits (10,000 by default).
+   */
   constructor(
     private readonly db: DuckDbDatabase,
-    private readonly writers = 2,
+    options: { writers?: number; compactEvery?: number; log?: Log } = {},
   ) {
+    this.writers = options.writers ?? 2;
+    this.compactEvery = options.compactEvery ?? 10_000;
+    this.log = options.log;
     this.runner = new SqlQueryRunner(duckDbDialect, async ({ sql, params }) => {
       const reader = await this.db.readConnection().runAndReadAll(sql, params as DuckDBValue[]);
       return reader.getRowObjects() as Record<string, unknown>[];
@@ -104,15 +115,11 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
 
   insert(events: readonly StoredEvent[]): Promise<CommitOutcome> {
     return this.withWriter(async ({ connection, insertNew, insertSkippingStored, insertLedger }) => {
-      const duplicateUuids: string[] = [];
       const unique = new Set<string>();
       const lines: string[] = [];
       for (const e of events) {
-        const key = `${e.projectId}/${e.uuid}`;
-        if (unique.has(key)) {
-          duplicateUuids.push(e.uuid);
-          continue;
-        }
+        const key = eventKey(e);
+        if (unique.has(key)) continue;
         unique.add(key);
         lines.push(toLine(e));
       }
@@ -130,20 +137,23 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
           insertSkippingStored.bindVarchar(1, text);
           const inserted = await insertSkippingStored.runAndReadAll();
           insertedKeys = new Set((inserted.getRowsJS() as [string, string][]).map(([p, u]) => `${p}/${u}`));
-          for (const key of unique)
-            if (!insertedKeys.has(key)) duplicateUuids.push(key.slice(key.indexOf("/") + 1));
         }
-        const ledger = ledgerText(commitLedger(events, insertedKeys ?? unique));
+        const { outcome, ledger: deltas } = commitResult(events, insertedKeys ?? unique);
+        const ledger = ledgerText(deltas);
         if (ledger !== "") {
           insertLedger.bindVarchar(1, ledger);
           await insertLedger.run();
         }
         await connection.run("COMMIT");
-        if (++this.commitsSinceCompaction >= 10_000) {
+        if (++this.commitsSinceCompaction >= this.compactEvery) {
           this.commitsSinceCompaction = 0;
-          void this.compactLedger().catch(() => undefined);
+          // The rows stay as they are and the next compaction folds them: readers sum either way,
+          // so a failure costs only read time, but it is a fault of the store worth seeing.
+          void this.compactLedger().catch((error: unknown) =>
+            this.log?.warn({ err: error }, "ledger compaction failed; the next one retries"),
+          );
         }
-        return { inserted: insertedKeys?.size ?? unique.size, duplicateUuids };
+        return outcome;
       } catch (error) {
         await connection.run("ROLLBACK").catch(() => undefined);
         throw error;
@@ -151,7 +161,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     });
   }
 
-  /** Folds the ledger's rows into one per (project, outcome); runs at start and every 10,000 commits. */
+  /** Folds the ledger's rows into one per (project, outcome); runs at start and every `compactEvery` commits. */
   private compactLedger(): Promise<void> {
     return this.db.transaction(async (connection) => {
       await connection.run(`CREATE OR REPLACE TEMP TABLE ledger_totals AS

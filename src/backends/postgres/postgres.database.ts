@@ -1,12 +1,7 @@
 import pg from "pg";
 import { AppError } from "../../core/errors.js";
+import type { Log } from "../../core/log.js";
 import { ensureMonthlyPartitions, migrate } from "./postgres.migrations.js";
-
-type Log = {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-};
 
 export interface PostgresOptions {
   url: string;

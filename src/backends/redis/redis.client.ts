@@ -1,7 +1,6 @@
 import { Redis } from "ioredis";
 import { AppError } from "../../core/errors.js";
-
-type Log = { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void };
+import type { Log } from "../../core/log.js";
 
 export interface RedisClientOptions {
   url: string;

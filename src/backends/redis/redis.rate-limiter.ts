@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { AppError } from "../../core/errors.js";
+import type { Log } from "../../core/log.js";
 import { RATE_WINDOW_MS, type RateDecision, type RateLimiter } from "../../pipeline/rate-limiter.js";
 import { redisReady } from "./redis.client.js";
 import { type RedisConnection, rateLimitKey } from "./redis.connection.js";
@@ -37,7 +38,7 @@ export interface RedisRateLimiterOptions {
   prefix: string;
   /** What to do when Redis is unreachable: let requests through, or answer 503. */
   failMode: "open" | "closed";
-  log?: { warn(obj: object, msg?: string): void };
+  log?: Log;
 }
 
 /**

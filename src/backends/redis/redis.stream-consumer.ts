@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Redis } from "ioredis";
+import type { Log } from "../../core/log.js";
 import type { QueueConsumer, QueueMessage } from "../../pipeline/queue-consumer.js";
 import { connectRedis, createRedisClient, redisReady } from "./redis.client.js";
 import { streamKeys } from "./redis.connection.js";
@@ -46,7 +47,7 @@ export interface RedisConsumerOptions {
   prefix: string;
   /** A pending entry idle this long belongs to a dead worker and is taken over. */
   claimIdleMs: number;
-  log?: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void };
+  log?: Log;
 }
 
 /**
