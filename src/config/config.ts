@@ -240,6 +240,12 @@ const VARIABLES = {
   ),
   kafkaBrokers: variable("KAFKA_BROKERS", "", text(), "Kafka (cdc)"),
   clickhouseUrl: variable("CLICKHOUSE_URL", "", url("http:", "https:"), "ClickHouse (cdc)"),
+  clickhouseDatabase: variable(
+    "TIDEMARK_CLICKHOUSE_DATABASE",
+    "tidemark",
+    text(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/),
+    "cdc: the ClickHouse database of the events table (created at start)",
+  ),
 };
 type Variables = typeof VARIABLES;
 type Field = keyof Variables;

@@ -14,9 +14,15 @@ export interface StoredEvent {
 
 /** What happened to each event of a commit, for the response and the ledger. */
 export interface CommitOutcome {
+  /** Events stored by this commit. */
   inserted: number;
-  /** uuids that were already stored for their project (retries). */
-  duplicateUuids: string[];
+  /**
+   * Positions, in the events given to the commit and in ascending order, of those not stored: a
+   * duplicate is defined per (projectId, uuid), so an event is one when its project already
+   * stored its uuid, or when the same project's uuid comes earlier in the same commit (the first
+   * copy is the one stored). Another project's use of the uuid makes no duplicate.
+   */
+  duplicates: number[];
 }
 
 /** Event counters per project: the loss ledger. Every figure counts events. */

@@ -2,8 +2,11 @@ import type { StoredEvent } from "../core/event.js";
 import type { Lifecycle } from "./lifecycle.js";
 
 export interface EnqueueResult {
-  /** uuids already stored, when the pipeline knows at acknowledgement time (embedded, sync). */
-  duplicateUuids?: string[];
+  /**
+   * Positions, in the enqueued events, of the duplicates (see `CommitOutcome.duplicates`), when
+   * the pipeline knows at acknowledgement time (embedded, sync); absent when it cannot tell yet.
+   */
+  duplicates?: number[];
 }
 
 /**

@@ -9,11 +9,22 @@ import type { Lifecycle } from "./lifecycle.js";
  * Contract:
  * - `insert` is atomic (all or nothing) and idempotent by (projectId, uuid): an event whose uuid
  *   is already stored for its project, or repeats earlier in the same call, is not stored again
- *   and is reported in `duplicateUuids`. When it resolves, the rows are durable (committed).
+ *   and its position is reported in `duplicates`. When it resolves, the rows are durable
+ *   (committed).
  * - `insert` adds the accepted and duplicate counts to the ledger in the same transaction, so
  *   `accepted` always equals what was stored through Tidemark.
  * - `recordLedger` adds counts the API knows (received, rejected, rate limited).
  */
+/** One store commit as seen by whoever drives it (group commit, worker): for metrics and tests. */
+export interface CommitReport {
+  events: number;
+  durationMs: number;
+  /** What the store did, when the commit succeeded. */
+  outcome?: CommitOutcome;
+  /** Why it failed, when it did. */
+  error?: unknown;
+}
+
 export interface EventStore extends Lifecycle {
   insert(events: readonly StoredEvent[]): Promise<CommitOutcome>;
   recordLedger(deltas: ReadonlyMap<string, LedgerDelta>): Promise<void>;

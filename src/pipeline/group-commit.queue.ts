@@ -1,7 +1,7 @@
 import { AppError } from "../core/errors.js";
 import type { StoredEvent } from "../core/event.js";
 import type { EnqueueResult, EventQueue } from "./event-queue.js";
-import type { EventStore } from "./event-store.js";
+import type { CommitReport, EventStore } from "./event-store.js";
 
 export interface GroupCommitOptions {
   /** Flush as soon as this many events wait. */
@@ -13,7 +13,7 @@ export interface GroupCommitOptions {
   /** Commits that may run at once (the store must accept concurrent `insert` calls). */
   concurrency?: number;
   /** Called after every commit, for metrics. */
-  onFlush?: (events: number, durationMs: number, error?: unknown) => void;
+  onFlush?: (report: CommitReport) => void;
 }
 
 interface Waiter {
@@ -132,16 +132,24 @@ export class GroupCommitQueue implements EventQueue {
     const started = performance.now();
     try {
       const outcome = await this.store.insert(events);
-      this.options.onFlush?.(events.length, performance.now() - started);
-      const duplicates = new Set(outcome.duplicateUuids);
+      this.options.onFlush?.({ events: events.length, durationMs: performance.now() - started, outcome });
+      // Positions in the commit back to positions in each request: the waiters' events are laid
+      // end to end in order, and the positions come sorted.
+      let next = 0;
+      let offset = 0;
       for (const waiter of batch) {
-        const mine =
-          duplicates.size === 0 ? [] : waiter.events.filter((e) => duplicates.has(e.uuid)).map((e) => e.uuid);
-        waiter.resolve({ duplicateUuids: mine });
+        const end = offset + waiter.events.length;
+        const mine: number[] = [];
+        while (next < outcome.duplicates.length && outcome.duplicates[next]! < end) {
+          mine.push(outcome.duplicates[next]! - offset);
+          next++;
+        }
+        waiter.resolve({ duplicates: mine });
+        offset = end;
       }
       return true;
     } catch (error) {
-      this.options.onFlush?.(events.length, performance.now() - started, error);
+      this.options.onFlush?.({ events: events.length, durationMs: performance.now() - started, error });
       if (batch.length > 1) return false;
       const failure = new AppError("unavailable", {
         message: "The event store could not commit; retry",

@@ -1,4 +1,4 @@
-import type { Ledger, LedgerDelta, StoredEvent } from "../core/event.js";
+import type { CommitOutcome, Ledger, LedgerDelta, StoredEvent } from "../core/event.js";
 
 /**
  * The ledger is stored as (project_id, outcome, n) rows in every SQL backend: `received`,
@@ -51,27 +51,33 @@ export function mergeLedgerDelta(a: LedgerDelta, b: LedgerDelta): LedgerDelta {
   return a;
 }
 
+/** The key that makes an event a duplicate: its uuid within its project. */
+export const eventKey = (e: StoredEvent): string => `${e.projectId}/${e.uuid}`;
+
 /**
- * The ledger counts of one commit, per project: the first copy of each key the store inserted is
- * accepted; every other copy (already stored, or repeated in the same commit) is a duplicate.
- * Keys are `${projectId}/${uuid}`.
+ * What one commit did, from the keys (`eventKey`) the store inserted: the first copy of each
+ * inserted key is accepted; every other copy (already stored, or repeated in the same commit) is
+ * a duplicate. Gives the answer for the caller and the ledger counts per project from the same
+ * walk, so the two cannot disagree.
  */
-export function commitLedger(
+export function commitResult(
   events: readonly StoredEvent[],
   insertedKeys: ReadonlySet<string>,
-): Map<string, LedgerDelta> {
-  const deltas = new Map<string, LedgerDelta>();
+): { outcome: CommitOutcome; ledger: Map<string, LedgerDelta> } {
+  const ledger = new Map<string, LedgerDelta>();
   const counted = new Set<string>();
-  for (const e of events) {
-    const key = `${e.projectId}/${e.uuid}`;
-    const delta = deltas.get(e.projectId) ?? { accepted: 0, duplicate: 0 };
+  const duplicates: number[] = [];
+  events.forEach((e, index) => {
+    const key = eventKey(e);
+    const delta = ledger.get(e.projectId) ?? { accepted: 0, duplicate: 0 };
     if (insertedKeys.has(key) && !counted.has(key)) {
       counted.add(key);
       delta.accepted = (delta.accepted ?? 0) + 1;
     } else {
       delta.duplicate = (delta.duplicate ?? 0) + 1;
+      duplicates.push(index);
     }
-    deltas.set(e.projectId, delta);
-  }
-  return deltas;
+    ledger.set(e.projectId, delta);
+  });
+  return { outcome: { inserted: counted.size, duplicates }, ledger };
 }

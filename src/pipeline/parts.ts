@@ -1,6 +1,6 @@
 import type { Log } from "../core/log.js";
 import type { EventQueue } from "./event-queue.js";
-import type { AnalyticsStore, EventStore } from "./event-store.js";
+import type { AnalyticsStore, CommitReport, EventStore } from "./event-store.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { ProjectStore } from "./project-store.js";
 import type { QueueConsumer } from "./queue-consumer.js";
@@ -31,6 +31,6 @@ export interface PipelineParts {
 /** What the process lends the parts and loops it builds: its logger and a commit observer. */
 export interface PartHooks {
   /** After every commit to the store of record (group commit or worker insert), for metrics. */
-  onFlush?: (events: number, durationMs: number, error?: unknown) => void;
+  onFlush?: (report: CommitReport) => void;
   log?: Log;
 }

@@ -2,7 +2,7 @@ import type { Config } from "../config/config.js";
 import type { LedgerDelta, StoredEvent } from "../core/event.js";
 import type { Log } from "../core/log.js";
 import { deadLetter, ok, retry, type StepResult } from "../core/result.js";
-import type { EventStore } from "../pipeline/event-store.js";
+import type { CommitReport, EventStore } from "../pipeline/event-store.js";
 import type { Lifecycle } from "../pipeline/lifecycle.js";
 import type { PartHooks, PipelineParts } from "../pipeline/parts.js";
 import { type QueueConsumer, type QueueMessage, UnstorableEventsError } from "../pipeline/queue-consumer.js";
@@ -23,7 +23,7 @@ export interface WorkerOptions {
   touchEveryMs: number;
   log?: Log;
   /** After every insert attempt, for metrics and tests. */
-  onBatch?: (events: number, durationMs: number, error?: unknown) => void;
+  onBatch?: (report: CommitReport) => void;
 }
 
 export const DEFAULT_WORKER_OPTIONS = {
@@ -166,10 +166,10 @@ export class QueueWorker implements Lifecycle {
     const started = performance.now();
     try {
       const outcome = await this.store.insert(events);
-      this.options.onBatch?.(events.length, performance.now() - started);
+      this.options.onBatch?.({ events: events.length, durationMs: performance.now() - started, outcome });
       return ok(outcome.inserted);
     } catch (error) {
-      this.options.onBatch?.(events.length, performance.now() - started, error);
+      this.options.onBatch?.({ events: events.length, durationMs: performance.now() - started, error });
       if (error instanceof UnstorableEventsError) return deadLetter(error.message);
       return retry("store unavailable", error);
     }

@@ -42,8 +42,16 @@ const SingleAccepted = Type.Object({
 const BatchAccepted = Type.Object({
   status: Type.Literal("accepted"),
   count: Type.Integer(),
-  duplicates: Type.Optional(Type.Integer()),
-  duplicate_uuids: Type.Optional(Type.Array(Type.String())),
+  duplicates: Type.Optional(
+    Type.Integer({
+      description:
+        "Events not stored again: their uuid was already stored in this project, or repeats earlier in the batch; absent when the pipeline cannot tell yet",
+    }),
+  ),
+  duplicate_indexes: Type.Optional(
+    Type.Array(Type.Integer(), { description: "Positions of those events in the batch" }),
+  ),
+  duplicate_uuids: Type.Optional(Type.Array(Type.String(), { description: "Their uuids, each once" })),
   warnings: Warnings,
 });
 const errorResponses = {
@@ -95,14 +103,14 @@ export function registerIngestRoutes(
     const context = request.ingest;
     if (!context || context.counted) return;
     context.counted = true;
-    const appError = toAppError(error);
+    const appError = toAppError(error, request);
     count(context.project.id, { received: 1, rejected: { [appError.code]: 1 } }, "rejected", 1);
   }
 
   async function handle(
     request: FastifyRequest,
     batch: boolean,
-  ): Promise<ValidatedEvents & { project: Project }> {
+  ): Promise<ValidatedEvents & { project: Project; duplicates?: number[] }> {
     const context = request.ingest;
     if (!context) throw new AppError("internal");
     const { project, decision } = context;
@@ -129,15 +137,10 @@ export function registerIngestRoutes(
     }
     try {
       const result = await queue.enqueue(validated.events);
-      const duplicates = result.duplicateUuids?.length ?? 0;
+      // Accepted and duplicate events are counted in /metrics where the store commits them
+      // (Metrics.recordFlush), as the ledger counts them.
       ledger.add(project.id, { received: size });
-      metrics.ingestEvents.inc({ outcome: "accepted" }, size - duplicates);
-      if (duplicates > 0) metrics.ingestEvents.inc({ outcome: "duplicate" }, duplicates);
-      return {
-        ...validated,
-        project,
-        ...(result.duplicateUuids ? { duplicateUuids: result.duplicateUuids } : {}),
-      };
+      return { ...validated, project, ...(result.duplicates ? { duplicates: result.duplicates } : {}) };
     } catch (error) {
       const code = error instanceof AppError ? error.code : "unavailable";
       count(project.id, { received: size, rejected: { [code]: size } }, "unavailable", size);
@@ -163,12 +166,12 @@ export function registerIngestRoutes(
       },
     },
     async (request, reply) => {
-      const result = (await handle(request, false)) as ValidatedEvents & { duplicateUuids?: string[] };
+      const result = await handle(request, false);
       const event = result.events[0]!;
       return reply.status(202).send({
         status: "accepted",
         uuid: event.uuid,
-        ...(result.duplicateUuids ? { duplicate: result.duplicateUuids.length > 0 } : {}),
+        ...(result.duplicates ? { duplicate: result.duplicates.length > 0 } : {}),
         ...(result.warnings.length > 0 ? { warnings: result.warnings } : {}),
       });
     },
@@ -192,12 +195,17 @@ export function registerIngestRoutes(
       },
     },
     async (request, reply) => {
-      const result = (await handle(request, true)) as ValidatedEvents & { duplicateUuids?: string[] };
+      const result = await handle(request, true);
+      const duplicates = result.duplicates;
       return reply.status(202).send({
         status: "accepted",
         count: result.events.length,
-        ...(result.duplicateUuids
-          ? { duplicates: result.duplicateUuids.length, duplicate_uuids: result.duplicateUuids }
+        ...(duplicates
+          ? {
+              duplicates: duplicates.length,
+              duplicate_indexes: duplicates,
+              duplicate_uuids: [...new Set(duplicates.map((i) => result.events[i]!.uuid))],
+            }
           : {}),
         ...(result.warnings.length > 0 ? { warnings: result.warnings } : {}),
       });

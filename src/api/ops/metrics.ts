@@ -1,11 +1,12 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { CommitReport } from "../../pipeline/event-store.js";
 
 /** Every metric Tidemark exports, on one registry (so tests can build several apps). */
 export class Metrics {
   readonly registry = new Registry();
   readonly ingestEvents = new Counter({
     name: "tidemark_ingest_events_total",
-    help: "Events seen by the ingest API, by outcome (accepted, duplicate, rejected, rate_limited, unavailable)",
+    help: "Ingested events by outcome: accepted and duplicate as the store committed them (as the ledger counts), rejected, rate_limited and unavailable as the API refused them",
     labelNames: ["outcome"] as const,
     registers: [this.registry],
   });
@@ -60,9 +61,20 @@ export class Metrics {
     });
   }
 
-  recordFlush = (events: number, durationMs: number, error?: unknown): void => {
-    this.flushEvents.observe(events);
-    this.flushDuration.observe(durationMs / 1000);
-    if (error) this.flushFailures.inc();
+  /**
+   * One store commit. Accepted and duplicate events are counted here, from what the store did,
+   * because the store writes the ledger's accepted and duplicate counts in the same transaction:
+   * so /metrics and the ledger agree, also in the async pipeline, where the API answers before the
+   * worker stores (and cannot tell duplicates), and the worker in the same process commits.
+   */
+  recordFlush = (report: CommitReport): void => {
+    this.flushEvents.observe(report.events);
+    this.flushDuration.observe(report.durationMs / 1000);
+    if (report.error) this.flushFailures.inc();
+    if (report.outcome) {
+      const duplicates = report.outcome.duplicates.length;
+      this.ingestEvents.inc({ outcome: "accepted" }, report.events - duplicates);
+      if (duplicates > 0) this.ingestEvents.inc({ outcome: "duplicate" }, duplicates);
+    }
   };
 }

@@ -2,7 +2,7 @@ import type { DuckDBConnection, DuckDBPreparedStatement, DuckDBValue } from "@du
 import type { CommitOutcome, Ledger, LedgerDelta, StoredEvent } from "../../core/event.js";
 import type { Log } from "../../core/log.js";
 import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
-import { commitLedger, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
+import { commitResult, eventKey, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
 import type { QueryResult, QuerySpec } from "../../query/spec.js";
 import { SqlQueryRunner } from "../../query/sql-runner.js";
 import type { DuckDbDatabase } from "./duckdb.database.js";
@@ -115,15 +115,11 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
 
   insert(events: readonly StoredEvent[]): Promise<CommitOutcome> {
     return this.withWriter(async ({ connection, insertNew, insertSkippingStored, insertLedger }) => {
-      const duplicateUuids: string[] = [];
       const unique = new Set<string>();
       const lines: string[] = [];
       for (const e of events) {
-        const key = `${e.projectId}/${e.uuid}`;
-        if (unique.has(key)) {
-          duplicateUuids.push(e.uuid);
-          continue;
-        }
+        const key = eventKey(e);
+        if (unique.has(key)) continue;
         unique.add(key);
         lines.push(toLine(e));
       }
@@ -141,10 +137,9 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
           insertSkippingStored.bindVarchar(1, text);
           const inserted = await insertSkippingStored.runAndReadAll();
           insertedKeys = new Set((inserted.getRowsJS() as [string, string][]).map(([p, u]) => `${p}/${u}`));
-          for (const key of unique)
-            if (!insertedKeys.has(key)) duplicateUuids.push(key.slice(key.indexOf("/") + 1));
         }
-        const ledger = ledgerText(commitLedger(events, insertedKeys ?? unique));
+        const { outcome, ledger: deltas } = commitResult(events, insertedKeys ?? unique);
+        const ledger = ledgerText(deltas);
         if (ledger !== "") {
           insertLedger.bindVarchar(1, ledger);
           await insertLedger.run();
@@ -158,7 +153,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
             this.log?.warn({ err: error }, "ledger compaction failed; the next one retries"),
           );
         }
-        return { inserted: insertedKeys?.size ?? unique.size, duplicateUuids };
+        return outcome;
       } catch (error) {
         await connection.run("ROLLBACK").catch(() => undefined);
         throw error;

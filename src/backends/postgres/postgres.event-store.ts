@@ -2,7 +2,7 @@ import type pg from "pg";
 import { AppError } from "../../core/errors.js";
 import type { CommitOutcome, Ledger, LedgerDelta, StoredEvent } from "../../core/event.js";
 import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
-import { commitLedger, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
+import { commitResult, eventKey, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
 import { UnstorableEventsError } from "../../pipeline/queue-consumer.js";
 import type { QueryResult, QuerySpec } from "../../query/spec.js";
 import { SqlQueryRunner } from "../../query/sql-runner.js";
@@ -76,12 +76,10 @@ export class PostgresEventStore implements EventStore, AnalyticsStore {
   }
 
   async insert(events: readonly StoredEvent[]): Promise<CommitOutcome> {
-    const duplicateUuids: string[] = [];
     const unique = new Map<string, StoredEvent>();
     for (const e of events) {
-      const key = `${e.projectId}/${e.uuid}`;
-      if (unique.has(key)) duplicateUuids.push(e.uuid);
-      else unique.set(key, e);
+      const key = eventKey(e);
+      if (!unique.has(key)) unique.set(key, e);
     }
     // Keys in one order in every transaction: concurrent inserts of overlapping batches then wait
     // for each other instead of deadlocking.
@@ -108,12 +106,9 @@ export class PostgresEventStore implements EventStore, AnalyticsStore {
       return await this.db.transaction(async (client) => {
         const result = await client.query<{ p: string; u: string }>(INSERT_EVENTS, columns);
         const insertedKeys = new Set(result.rows.map((row) => `${row.p}/${row.u}`));
-        const dupes = [...duplicateUuids];
-        if (insertedKeys.size < unique.size) {
-          for (const [key, e] of unique) if (!insertedKeys.has(key)) dupes.push(e.uuid);
-        }
-        await upsertLedger(client, commitLedger(events, insertedKeys));
-        return { inserted: insertedKeys.size, duplicateUuids: dupes };
+        const { outcome, ledger } = commitResult(events, insertedKeys);
+        await upsertLedger(client, ledger);
+        return outcome;
       });
     } catch (error) {
       if (isDataError(error)) {
