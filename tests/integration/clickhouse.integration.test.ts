@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
-import { after, before, type TestContext, test } from "node:test";
+import { after, type TestContext, test } from "node:test";
 import fc from "fast-check";
 import { createClickHouseParts } from "../../src/backends/clickhouse/create-clickhouse-parts.js";
 import type { StoredEvent } from "../../src/core/event.js";
@@ -9,44 +9,32 @@ import { parseQuerySpec } from "../../src/query/spec.js";
 import { type DataEvent, makeDataset } from "../conformance/dataset.js";
 import { checkEventsQueries, queryCases } from "../conformance/query-cases.js";
 import { Chdb } from "../helpers/chdb.js";
+import { DEFAULT_CLICKHOUSE_URL, requireClickHouse } from "../helpers/services.js";
 
 // The ClickHouse parts of the cdc pipeline against the real 18.16 server: the sink's replay
 // guarantee, the conformance answers of every query kind, project deletion, and the one escaping
 // function fuzzed on 18.16 and on current ClickHouse (chdb) alike.
-const CLICKHOUSE_URL = process.env.CLICKHOUSE_URL || "http://127.0.0.1:58123";
+const CLICKHOUSE_URL = (process.env.CLICKHOUSE_URL || DEFAULT_CLICKHOUSE_URL).replace(/\/+$/, "");
 const database = `tidemark_test_${randomBytes(4).toString("hex")}`;
-
-async function reachable(): Promise<boolean> {
-  try {
-    const response = await fetch(new URL("/ping", CLICKHOUSE_URL), { signal: AbortSignal.timeout(1500) });
-    return response.ok;
-  } catch {
-    return false;
-  }
-}
-
-let available = false;
-/** Skips loudly when ClickHouse is absent; fails when TIDEMARK_REQUIRE_SERVICES=1 (CI). */
-function requireClickHouse(t: TestContext): boolean {
-  if (available) return true;
-  const reason = `SKIPPED: ClickHouse not reachable at ${CLICKHOUSE_URL}; run \`make services\``;
-  if (process.env.TIDEMARK_REQUIRE_SERVICES === "1") {
-    throw new Error(`ClickHouse not reachable at ${CLICKHOUSE_URL} and TIDEMARK_REQUIRE_SERVICES=1`);
-  }
-  console.warn(`\n${"=".repeat(reason.length)}\n${reason}\n${"=".repeat(reason.length)}\n`);
-  t.skip(reason);
-  return false;
-}
-
 const parts = createClickHouseParts({ url: CLICKHOUSE_URL, database, connectTimeoutMs: 5000 });
-before(async () => {
-  available = await reachable();
-  if (!available) return;
-  await parts.sink.start();
-  await parts.analytics.start();
-});
+let started: Promise<void> | undefined;
+
+/**
+ * Skips `t` loudly when ClickHouse is absent (fails when TIDEMARK_REQUIRE_SERVICES=1); else starts
+ * the parts once for the whole file and returns true.
+ */
+async function requireParts(t: TestContext): Promise<boolean> {
+  if (!(await requireClickHouse(t)).ok) return false;
+  started ??= (async () => {
+    await parts.sink.start();
+    await parts.analytics.start();
+  })();
+  await started;
+  return true;
+}
+
 after(async () => {
-  if (!available) return;
+  if (!started) return;
   await fetch(new URL("/", CLICKHOUSE_URL), { method: "POST", body: `DROP DATABASE IF EXISTS ${database}` });
   await parts.sink.close();
   await parts.analytics.close();
@@ -87,7 +75,7 @@ async function rawRows(projectId: string): Promise<number> {
 }
 
 test("clickhouse: the schema is created idempotently", async (t) => {
-  if (!requireClickHouse(t)) return;
+  if (!(await requireParts(t))) return;
   const again = createClickHouseParts({ url: CLICKHOUSE_URL, database });
   await again.analytics.start();
   await again.sink.start();
@@ -98,7 +86,7 @@ test("clickhouse: the schema is created idempotently", async (t) => {
 });
 
 test("clickhouse: the conformance dataset written through the sink gives every expected answer", async (t) => {
-  if (!requireClickHouse(t)) return;
+  if (!(await requireParts(t))) return;
   const projectId = randomUUID();
   const data = makeDataset();
   for (const batch of batches(data, 200)) await parts.sink.write(batch.map((e) => stored(projectId, e)));
@@ -117,7 +105,7 @@ test("clickhouse: the conformance dataset written through the sink gives every e
 });
 
 test("clickhouse: replays never change an answer, before any merge", async (t) => {
-  if (!requireClickHouse(t)) return;
+  if (!(await requireParts(t))) return;
   const projectId = randomUUID();
   const data = makeDataset(7);
   const events = data.map((e) => stored(projectId, e));
@@ -142,7 +130,7 @@ test("clickhouse: replays never change an answer, before any merge", async (t) =
 });
 
 test("clickhouse: deleteProject removes that project's events only; countEvents counts distinct", async (t) => {
-  if (!requireClickHouse(t)) return;
+  if (!(await requireParts(t))) return;
   const doomed = randomUUID();
   const kept = randomUUID();
   const data = makeDataset(3).slice(0, 200);
@@ -212,7 +200,7 @@ async function serverSelect(sql: string): Promise<unknown> {
 }
 
 test("clickhouse: the escaping function round-trips hostile values on 18.16 and current ClickHouse", async (t) => {
-  if (!requireClickHouse(t)) return;
+  if (!(await requireParts(t))) return;
   const chdb = new Chdb();
   t.after(() => chdb.close());
   const chdbSelect = async (sql: string) =>
@@ -267,7 +255,7 @@ test("clickhouse: the escaping function round-trips hostile values on 18.16 and 
 });
 
 test("clickhouse: hostile names, ids and property values are stored and matched exactly", async (t) => {
-  if (!requireClickHouse(t)) return;
+  if (!(await requireParts(t))) return;
   const projectId = randomUUID();
   // Lone surrogates are stored as U+FFFD (as in Postgres), so "\ud800" and "\udfff" become one value.
   const values = [...new Map(HOSTILE.map((v) => [wellFormed(v), v])).values()];
