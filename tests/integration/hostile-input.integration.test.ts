@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import fc from "fast-check";
 import { startTestTidemark, type TestTidemark } from "../helpers/tidemark.js";
 
 /**
@@ -94,5 +95,75 @@ describe("numbers", () => {
     assert.match(error.details[0]?.message ?? "", /string/);
     const text = await send('{"event": "x", "distinct_id": "12345678901234567891"}');
     assert.equal(text.status, 202);
+  });
+});
+
+describe("query", () => {
+  const query = (spec: unknown) =>
+    tidemark.request("POST", "/api/v1/query", { key: project.read_key, body: spec });
+
+  test("any string as a cursor gives 200 or 400 invalid_cursor, never a 500", async () => {
+    const stored = await tidemark.request("POST", "/api/v1/event/batch", {
+      key: project.api_key,
+      body: { events: Array.from({ length: 3 }, (_, i) => ({ event: "Page", distinct_id: `c${i}` })) },
+    });
+    assert.equal(stored.status, 202);
+    const first = await query({ kind: "events", limit: 1 });
+    assert.equal(first.status, 200);
+    assert.equal((await query({ kind: "events", limit: 1, cursor: first.body.next_cursor })).status, 200);
+    const base64url = (text: string) => Buffer.from(text).toString("base64url");
+    const forged = fc.oneof(
+      fc.string({ maxLength: 80 }),
+      fc.string({ unit: "binary", maxLength: 60 }).map(base64url),
+      fc
+        .tuple(
+          fc.oneof(fc.bigInt({ min: -(10n ** 17n), max: 10n ** 17n }).map(String), fc.string()),
+          fc.string(),
+        )
+        .map(([t, u]) => base64url(`${t}:${u}`)),
+      fc.tuple(fc.bigInt({ min: 0n, max: 10n ** 16n }), fc.uuid()).map(([t, u]) => base64url(`${t}:${u}`)),
+      fc
+        .tuple(fc.bigInt({ min: 0n, max: 10n ** 16n }), fc.stringMatching(/^[0-9a-f-]{36}$/))
+        .map(([t, u]) => base64url(`${t}:${u}`)),
+    );
+    await fc.assert(
+      fc.asyncProperty(forged, async (cursor) => {
+        const response = await query({ kind: "events", limit: 2, cursor });
+        if (response.status === 400) return response.body.error.code === "invalid_cursor";
+        return response.status === 200;
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  test("from and to take epoch milliseconds (number or digits) as ISO 8601, on every kind", async () => {
+    const from = Date.now() - 86_400_000;
+    const to = Date.now() + 86_400_000;
+    const specs = [
+      { kind: "trends", interval: "hour" },
+      { kind: "funnel", steps: ["Page", "Page"] },
+      { kind: "retention", start_event: "Page", return_event: "Page" },
+      { kind: "events" },
+      { kind: "top_events" },
+      { kind: "top_values", property: "p" },
+    ];
+    for (const spec of specs) {
+      const iso = await query({
+        ...spec,
+        from: new Date(from).toISOString(),
+        to: new Date(to).toISOString(),
+      });
+      assert.equal(iso.status, 200, JSON.stringify(iso.body));
+      delete iso.body.took_ms;
+      for (const [f, t] of [
+        [from, to],
+        [String(from), String(to)],
+      ]) {
+        const epoch = await query({ ...spec, from: f, to: t });
+        assert.equal(epoch.status, 200, `${spec.kind}: ${JSON.stringify(epoch.body)}`);
+        delete epoch.body.took_ms;
+        assert.deepEqual(epoch.body, iso.body, spec.kind);
+      }
+    }
   });
 });
