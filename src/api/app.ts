@@ -4,13 +4,14 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import type { Logger } from "pino";
 import { ProjectService } from "../admin/project.service.js";
 import type { Config } from "../config/config.js";
+import { AppError } from "../core/errors.js";
 import { LedgerRecorder } from "../pipeline/ledger-recorder.js";
 import type { PipelineParts } from "../pipeline/parts.js";
 import { registerProjectRoutes } from "./admin/project.routes.js";
 import { KeyResolver } from "./auth.js";
 import { registerBodyParsing } from "./body-parsing.js";
 import { registerDocs } from "./docs.js";
-import { registerErrorHandler } from "./error-handler.js";
+import { clientErrorHandler, frameworkErrors, registerErrorHandler } from "./error-handler.js";
 import { registerIngestRoutes } from "./ingest/ingest.routes.js";
 import type { Metrics } from "./ops/metrics.js";
 import { registerOpsRoutes } from "./ops/ops.routes.js";
@@ -39,7 +40,13 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.maxBodyBytes,
     trustProxy: true,
-    return503OnClosing: true,
+    // Errors Fastify and Node answer themselves get the one JSON shape (src/api/error-handler.ts):
+    // routing errors, what the HTTP parser refuses, requests arriving while the server closes
+    // (answered by the shutdown hook below), and a missing Host, which Node would answer itself.
+    frameworkErrors,
+    clientErrorHandler: clientErrorHandler(logger as FastifyBaseLogger),
+    return503OnClosing: false,
+    http: { requireHostHeader: false },
     ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false } },
   });
   let shuttingDown = false;
@@ -50,9 +57,20 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const service = new ProjectService(parts.projects, parts.events, ledger, config.keyEnv, keys);
 
   registerErrorHandler(fastify);
+  fastify.addHook("onRequest", async (request, reply) => {
+    if (request.raw.httpVersion === "1.1" && !request.headers.host)
+      throw new AppError("bad_request", { message: "HTTP/1.1 requests need a Host header" });
+    if (shuttingDown && request.url !== "/ready" && request.url !== "/health") {
+      reply.header("Connection", "close");
+      throw new AppError("unavailable", { message: "This server is shutting down; retry", retryAfter: 1 });
+    }
+  });
   registerBodyParsing(fastify);
   await fastify.register(cors, {
     origin: true,
+    // An OPTIONS request that is not a CORS preflight is answered like one (204), rather than
+    // with the plugin's text/plain 400.
+    strictPreflight: false,
     methods: ["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
     allowedHeaders: ["Authorization", "X-API-Key", "Content-Type", "Content-Encoding"],
     exposedHeaders: ["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"],

@@ -126,6 +126,11 @@ export const ENV_SPEC = {
   REDIS_URL: { default: "", doc: "Redis (async, cdc; shared rate limit whenever set)" },
   KAFKA_BROKERS: { default: "", doc: "Kafka (cdc)" },
   CLICKHOUSE_URL: { default: "", doc: "ClickHouse (cdc)" },
+  TIDEMARK_CLICKHOUSE_DATABASE: {
+    default: "tidemark",
+    pattern: /^[A-Za-z_][A-Za-z0-9_]{0,62}$/,
+    doc: "cdc: the ClickHouse database of the events table (created at start)",
+  },
 } as const satisfies Record<string, EnvSpec>;
 
 interface EnvSpec {
@@ -161,6 +166,7 @@ export const ConfigSchema = Type.Object({
   redisUrl: Type.String(),
   kafkaBrokers: Type.String(),
   clickhouseUrl: Type.String(),
+  clickhouseDatabase: Type.String(),
 });
 export type Config = Readonly<Static<typeof ConfigSchema>>;
 
@@ -245,6 +251,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     redisUrl: readUrl(env, "REDIS_URL", ["redis:", "rediss:"]),
     kafkaBrokers: read(env, "KAFKA_BROKERS"),
     clickhouseUrl: readUrl(env, "CLICKHOUSE_URL", ["http:", "https:"]),
+    clickhouseDatabase: read(env, "TIDEMARK_CLICKHOUSE_DATABASE"),
   };
   if (!Value.Check(ConfigSchema, config)) throw new ConfigError("config", "internal: schema mismatch");
   const roles = PIPELINE_ROLES[config.pipeline];

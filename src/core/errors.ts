@@ -4,6 +4,7 @@
  * errors into responses (src/api/error-handler.ts).
  */
 export const ERRORS = {
+  bad_request: { status: 400, message: "The request is not valid HTTP" },
   validation_failed: { status: 400, message: "The request body is not valid" },
   invalid_json: { status: 400, message: "The request body is not valid JSON" },
   invalid_query: { status: 400, message: "The query spec is not valid" },
@@ -12,10 +13,17 @@ export const ERRORS = {
   forbidden: { status: 403, message: "This key may not do that" },
   not_found: { status: 404, message: "Not found" },
   method_not_allowed: { status: 405, message: "Method not allowed" },
+  request_timeout: { status: 408, message: "The request took too long to arrive" },
   payload_too_large: { status: 413, message: "The request body is too large" },
   batch_too_large: { status: 413, message: "The batch has too many events" },
+  uri_too_long: { status: 414, message: "The URL is too long" },
   unsupported_media_type: { status: 415, message: "Unsupported content type or encoding" },
+  expectation_failed: { status: 417, message: "Only the Expect value 100-continue is supported" },
   rate_limited: { status: 429, message: "Rate limit exceeded for this project" },
+  headers_too_large: { status: 431, message: "The request headers are too large" },
+  // Not a status any client reads (it has gone); 499 as nginx logs it, so metrics and logs tell a
+  // client that left apart from a server fault.
+  client_aborted: { status: 499, message: "The client closed the connection before sending the whole body" },
   internal: { status: 500, message: "Internal error" },
   unavailable: { status: 503, message: "Temporarily unavailable, retry later" },
   overloaded: { status: 503, message: "Ingest is behind; retry later" },

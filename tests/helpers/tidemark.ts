@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pino from "pino";
+import pino, { type Logger } from "pino";
 import { loadConfig } from "../../src/config/config.js";
 import { type RunningTidemark, startTidemark } from "../../src/roles/server.js";
 
@@ -30,8 +30,14 @@ export interface TestResponse {
   body: any;
 }
 
-/** Starts a real, listening Tidemark in this process on a free port with its own data dir. */
-export async function startTestTidemark(env: Record<string, string> = {}): Promise<TestTidemark> {
+/**
+ * Starts a real, listening Tidemark in this process on a free port with its own data dir; logs
+ * go nowhere unless a logger is given.
+ */
+export async function startTestTidemark(
+  env: Record<string, string> = {},
+  logger?: Logger,
+): Promise<TestTidemark> {
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-test-"));
   const token = `test-token-${Math.random().toString(36).slice(2)}`;
   const config = loadConfig({
@@ -42,7 +48,7 @@ export async function startTestTidemark(env: Record<string, string> = {}): Promi
     TIDEMARK_LOG_LEVEL: "silent",
     ...env,
   });
-  const running = await startTidemark(config, pino({ level: env.TIDEMARK_LOG_LEVEL ?? "silent" }));
+  const running = await startTidemark(config, logger ?? pino({ level: env.TIDEMARK_LOG_LEVEL ?? "silent" }));
   const url = running.url!;
   const request: TestTidemark["request"] = async (method, path, options = {}) => {
     const headers: Record<string, string> = { ...options.headers };

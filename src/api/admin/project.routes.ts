@@ -41,7 +41,8 @@ const uuidPattern = new RegExp(UUID_PATTERN);
 
 function projectId(request: FastifyRequest<{ Params: Static<typeof IdParams> }>): string {
   const { id } = request.params;
-  if (!uuidPattern.test(id)) throw new AppError("not_found", { message: `No project ${id}` });
+  // Not echoed: an error answer never reflects raw input.
+  if (!uuidPattern.test(id)) throw new AppError("not_found", { message: "No project with this id" });
   return id.toLowerCase();
 }
 
@@ -160,12 +161,11 @@ export function registerProjectRoutes(
       },
     },
     async (request) => {
+      // Who asks comes first: without a key, every id gets the same 401.
+      const project = keys.isAdmin(request) ? undefined : await keys.require(request, "read");
       const id = projectId(request);
-      if (!keys.isAdmin(request)) {
-        const project = await keys.require(request, "read");
-        if (project.id !== id)
-          throw new AppError("forbidden", { message: "This key belongs to another project" });
-      }
+      if (project && project.id !== id)
+        throw new AppError("forbidden", { message: "This key belongs to another project" });
       return service.stats(id);
     },
   );

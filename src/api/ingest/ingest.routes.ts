@@ -103,7 +103,7 @@ export function registerIngestRoutes(
     const context = request.ingest;
     if (!context || context.counted) return;
     context.counted = true;
-    const appError = toAppError(error);
+    const appError = toAppError(error, request);
     count(context.project.id, { received: 1, rejected: { [appError.code]: 1 } }, "rejected", 1);
   }
 

@@ -25,14 +25,22 @@ export function registerQueryRoutes(
     request: FastifyRequest<{ Querystring: { project_id?: string } }>,
   ): Promise<string> {
     if (keys.isAdmin(request)) {
-      const id = request.query.project_id;
-      if (!id) {
+      const id: unknown = request.query.project_id;
+      if (Array.isArray(id)) {
+        throw new AppError("invalid_query", {
+          message: "Name one project: ?project_id=<id> once",
+          details: [{ field: "project_id", message: "is given more than once" }],
+        });
+      }
+      if (typeof id !== "string" || id === "") {
         throw new AppError("invalid_query", {
           message: "With the admin token, name the project: ?project_id=<id>",
           details: [{ field: "project_id", message: "is required with the admin token" }],
         });
       }
-      if (!uuidPattern.test(id) || !(await projects.get(id.toLowerCase())))
+      // The id is echoed only once it is known to be a uuid: an error never reflects raw input.
+      if (!uuidPattern.test(id)) throw new AppError("not_found", { message: "No project with this id" });
+      if (!(await projects.get(id.toLowerCase())))
         throw new AppError("not_found", { message: `No project ${id}` });
       return id.toLowerCase();
     }
