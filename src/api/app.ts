@@ -16,6 +16,7 @@ import { registerIngestRoutes } from "./ingest/ingest.routes.js";
 import type { Metrics } from "./ops/metrics.js";
 import { registerOpsRoutes } from "./ops/ops.routes.js";
 import { registerQueryRoutes } from "./query/query.routes.js";
+import { registerWeb } from "./web.js";
 
 export interface AppDeps {
   config: Config;
@@ -112,6 +113,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerProjectRoutes(fastify, { service, keys });
   registerOpsRoutes(fastify, { parts: parts.lifecycle, metrics, isShuttingDown: () => shuttingDown });
   registerDocs(fastify);
+  await registerWeb(fastify);
   await fastify.ready();
   return {
     fastify,
