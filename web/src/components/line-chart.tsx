@@ -11,6 +11,16 @@ export interface ChartSeries {
 /** Colours that keep 3:1 contrast on white (WCAG non-text contrast). */
 export const SERIES_COLOURS = ["#1d4ed8", "#b45309", "#047857", "#9d174d", "#6d28d9", "#0e7490", "#4d7c0f"];
 
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+function tickLabel(seconds: number, hourly: boolean): string {
+  const date = new Date(seconds * 1000);
+  const day = `${MONTHS[date.getUTCMonth()]} ${date.getUTCDate()}`;
+  if (!hourly) return day;
+  const hour = `${String(date.getUTCHours()).padStart(2, "0")}:00`;
+  return date.getUTCHours() === 0 ? `${day}\n${hour}` : hour;
+}
+
 /**
  * A uPlot line chart over shared x values (epoch seconds). The canvas is an image for assistive
  * technology: `summary` describes it, and every view shows the same numbers in a table.
@@ -31,11 +41,31 @@ export function LineChart(props: {
       width: Math.max(element.clientWidth, 280),
       height,
       legend: { show: true },
+      // Tick positions at UTC midnights and hours, like the buckets.
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] } },
+      scales: {
+        x: { time: true },
+        y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] },
+      },
       axes: [
-        { stroke: "#374151", grid: { stroke: "#e5e7eb" }, ...(hourly ? {} : { space: 60 }) },
-        { stroke: "#374151", grid: { stroke: "#e5e7eb" }, size: 56 },
+        {
+          stroke: "#374151",
+          grid: { stroke: "#e5e7eb" },
+          space: hourly ? 50 : 60,
+          // Buckets are UTC hours or days: label them so, never with local 12am/12pm ticks.
+          values: (_u, ticks) => ticks.map((t) => tickLabel(t, hourly === true)),
+        },
+        {
+          stroke: "#374151",
+          grid: { stroke: "#e5e7eb" },
+          size: 56,
+          // Counts are whole numbers.
+          incrs: [
+            1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7, 1e8,
+          ],
+          values: (_u, ticks) => ticks.map((t) => t.toLocaleString("en-US")),
+        },
       ],
       series: [
         {

@@ -160,7 +160,7 @@ export function Funnel(props: { client: TidemarkClient; route: Route; projectKey
                     {index + 1}. {step.event}
                   </span>
                   <span class="funnel-count" data-count={step.count}>
-                    {formatNumber(step.count)} users
+                    {formatNumber(step.count)} {step.count === 1 ? "user" : "users"}
                   </span>
                 </div>
                 <div
@@ -175,7 +175,10 @@ export function Funnel(props: { client: TidemarkClient; route: Route; projectKey
                     Conversion {percent(step.conversion_rate)}
                   </span>
                   <span data-drop-off={step.drop_off}>
-                    Drop-off {index === 0 ? "–" : `${formatNumber(step.drop_off)} users`}
+                    Drop-off{" "}
+                    {index === 0
+                      ? "–"
+                      : `${formatNumber(step.drop_off)} ${step.drop_off === 1 ? "user" : "users"}`}
                   </span>
                 </div>
               </li>

@@ -31,7 +31,7 @@ function points(answer: TrendsAnswer): { t: string; value: number }[] {
 }
 
 function change(now: number, before: number): string {
-  if (before === 0) return now === 0 ? "no change" : "new";
+  if (before === 0) return now === 0 ? "no change" : "none in the previous period";
   const pct = ((now - before) / before) * 100;
   return `${pct >= 0 ? "+" : ""}${pct.toFixed(0)}% vs previous period`;
 }
