@@ -58,7 +58,12 @@ test("postgres change feed: committed events in commit order, resumed from the a
     await dropSlot(database.url, names.slot);
     await database.drop();
   });
-  const options = { url: database.url, ...names, lagWarnBytes: 1 << 30, log: process.env.DEBUG ? { info: console.log, warn: console.log, error: console.log } : undefined };
+  const options = {
+    url: database.url,
+    ...names,
+    lagWarnBytes: 1 << 30,
+    log: process.env.DEBUG ? { info: console.log, warn: console.log, error: console.log } : undefined,
+  };
   const db = new PostgresDatabase({ url: database.url });
   const store = new PostgresEventStore(db);
   await store.start();
