@@ -19,7 +19,7 @@ export const PIPELINE_ROLES: { readonly [P in Pipeline]: readonly Role[] } = {
   embedded: ["all", "api"],
   sync: ["all", "api"],
   async: ["all", "api", "worker"],
-  cdc: [], // coming: ["all", "api", "worker", "cdc", "sink"]
+  cdc: ["all", "api", "worker", "cdc", "sink"],
 };
 
 /** The pipelines this build can run. */
@@ -131,6 +131,46 @@ export const ENV_SPEC = {
     pattern: /^[A-Za-z_][A-Za-z0-9_]{0,62}$/,
     doc: "cdc: the ClickHouse database of the events table (created at start)",
   },
+  TIDEMARK_KAFKA_TOPIC: {
+    default: "tidemark.events",
+    pattern: /^[A-Za-z0-9._-]{1,200}$/,
+    doc: "cdc: the Kafka topic of committed events (created at start when missing)",
+  },
+  TIDEMARK_KAFKA_PARTITIONS: {
+    default: "4",
+    int: IntString(1, 10000),
+    doc: "cdc: partitions of the topic when Tidemark creates it (the most sink processes that share the work)",
+  },
+  TIDEMARK_KAFKA_REPLICAS: {
+    default: "1",
+    int: IntString(1, 100),
+    doc: "cdc: replication factor of the topic when Tidemark creates it",
+  },
+  TIDEMARK_KAFKA_GROUP: {
+    default: "tidemark-sink",
+    pattern: /^[A-Za-z0-9._-]{1,200}$/,
+    doc: "cdc: the sinks' Kafka consumer group",
+  },
+  TIDEMARK_CDC_SLOT: {
+    default: "tidemark_events",
+    pattern: /^[a-z0-9_]{1,63}$/,
+    doc: "cdc: the Postgres logical replication slot (one cdc process streams from it at a time)",
+  },
+  TIDEMARK_CDC_PUBLICATION: {
+    default: "tidemark_events",
+    pattern: /^[a-z0-9_]{1,63}$/,
+    doc: "cdc: the Postgres publication of the events table",
+  },
+  TIDEMARK_CDC_SLOT_LAG_WARN_BYTES: {
+    default: "1073741824",
+    int: IntString(1, Number.MAX_SAFE_INTEGER),
+    doc: "cdc: WAL kept for the slot past which the cdc role logs a warning",
+  },
+  TIDEMARK_SINK_BATCH: {
+    default: "10000",
+    int: IntString(1, 1000000),
+    doc: "cdc: most events the sink writes to ClickHouse at once",
+  },
 } as const satisfies Record<string, EnvSpec>;
 
 interface EnvSpec {
@@ -167,6 +207,14 @@ export const ConfigSchema = Type.Object({
   kafkaBrokers: Type.String(),
   clickhouseUrl: Type.String(),
   clickhouseDatabase: Type.String(),
+  kafkaTopic: Type.String(),
+  kafkaPartitions: Type.Integer(),
+  kafkaReplicas: Type.Integer(),
+  kafkaGroup: Type.String(),
+  cdcSlot: Type.String(),
+  cdcPublication: Type.String(),
+  cdcSlotLagWarnBytes: Type.Integer(),
+  sinkBatch: Type.Integer(),
 });
 export type Config = Readonly<Static<typeof ConfigSchema>>;
 
@@ -252,6 +300,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     kafkaBrokers: read(env, "KAFKA_BROKERS"),
     clickhouseUrl: readUrl(env, "CLICKHOUSE_URL", ["http:", "https:"]),
     clickhouseDatabase: read(env, "TIDEMARK_CLICKHOUSE_DATABASE"),
+    kafkaTopic: read(env, "TIDEMARK_KAFKA_TOPIC"),
+    kafkaPartitions: readInt(env, "TIDEMARK_KAFKA_PARTITIONS"),
+    kafkaReplicas: readInt(env, "TIDEMARK_KAFKA_REPLICAS"),
+    kafkaGroup: read(env, "TIDEMARK_KAFKA_GROUP"),
+    cdcSlot: read(env, "TIDEMARK_CDC_SLOT"),
+    cdcPublication: read(env, "TIDEMARK_CDC_PUBLICATION"),
+    cdcSlotLagWarnBytes: readInt(env, "TIDEMARK_CDC_SLOT_LAG_WARN_BYTES"),
+    sinkBatch: readInt(env, "TIDEMARK_SINK_BATCH"),
   };
   if (!Value.Check(ConfigSchema, config)) throw new ConfigError("config", "internal: schema mismatch");
   const roles = PIPELINE_ROLES[config.pipeline];
@@ -274,8 +330,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if ((config.pipeline === "async" || config.pipeline === "cdc") && config.redisUrl === "") {
     throw new ConfigError("REDIS_URL", `is required for TIDEMARK_PIPELINE=${config.pipeline}`);
   }
-  if (config.pipeline === "cdc" && (config.kafkaBrokers === "" || config.clickhouseUrl === "")) {
-    throw new ConfigError("KAFKA_BROKERS", "KAFKA_BROKERS and CLICKHOUSE_URL are required for cdc");
+  if (config.pipeline === "cdc" && config.kafkaBrokers === "") {
+    throw new ConfigError("KAFKA_BROKERS", "is required for TIDEMARK_PIPELINE=cdc");
+  }
+  if (config.pipeline === "cdc" && config.clickhouseUrl === "") {
+    throw new ConfigError("CLICKHOUSE_URL", "is required for TIDEMARK_PIPELINE=cdc");
   }
   return Object.freeze(config);
 }

@@ -1,8 +1,10 @@
+import type { Config } from "../config/config.js";
 import type { Log } from "../core/log.js";
 import { ok, retry, type StepResult } from "../core/result.js";
 import type { ChangeBatch, ChangeFeed } from "../pipeline/change-feed.js";
 import type { EventLogProducer } from "../pipeline/event-log.js";
 import type { Lifecycle } from "../pipeline/lifecycle.js";
+import type { PipelineParts } from "../pipeline/parts.js";
 
 export interface CdcOptions {
   /** Most events per publish (whole transactions: a larger one is published whole). */
@@ -14,6 +16,24 @@ export interface CdcOptions {
   log?: Log;
   /** After every batch the event log acknowledged: events published, rows dropped by the feed. */
   onPublished?: (events: number, dropped: number) => void;
+}
+
+/** The cdc role of the configured pipeline, from the parts the composition root made. */
+export function buildCdc(
+  config: Config,
+  parts: PipelineParts,
+  hooks: Pick<CdcOptions, "log" | "onPublished"> = {},
+): CdcRole {
+  if (!parts.changeFeed || !parts.eventLog) {
+    throw new Error(`the ${config.pipeline} pipeline gave this process no change feed and event log`);
+  }
+  return new CdcRole(parts.changeFeed, parts.eventLog, {
+    batchEvents: config.flushMaxEvents,
+    waitMs: 200,
+    retryMinMs: 100,
+    retryMaxMs: 5000,
+    ...hooks,
+  });
 }
 
 /**

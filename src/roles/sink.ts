@@ -1,9 +1,11 @@
+import type { Config } from "../config/config.js";
 import type { StoredEvent } from "../core/event.js";
 import type { Log } from "../core/log.js";
 import { drop, ok, retry, type StepResult } from "../core/result.js";
 import type { EventLogConsumer, LogBatch } from "../pipeline/event-log.js";
 import type { EventSink } from "../pipeline/event-sink.js";
 import type { Lifecycle } from "../pipeline/lifecycle.js";
+import type { PipelineParts } from "../pipeline/parts.js";
 import type { ProjectStore } from "../pipeline/project-store.js";
 
 export interface SinkOptions {
@@ -25,6 +27,24 @@ export interface SinkReport {
   durationMs: number;
   /** Per event: milliseconds from the API's receipt to the analytics store's acknowledgement. */
   visibilityMs: number[];
+}
+
+/** The sink role of the configured pipeline, from the parts the composition root made. */
+export function buildSink(
+  config: Config,
+  parts: PipelineParts,
+  hooks: Pick<SinkOptions, "log" | "onWritten" | "onDropped"> = {},
+): SinkRole {
+  if (!parts.logConsumer || !parts.sink) {
+    throw new Error(`the ${config.pipeline} pipeline gave this process no event log consumer and sink`);
+  }
+  return new SinkRole(parts.logConsumer, parts.sink, parts.projects, {
+    batchEvents: config.sinkBatch,
+    waitMs: 100,
+    retryMinMs: 100,
+    retryMaxMs: 5000,
+    ...hooks,
+  });
 }
 
 /**

@@ -40,3 +40,49 @@ export async function dropSlot(databaseUrl: string, slot: string): Promise<void>
     await client.end();
   }
 }
+
+/** Drops a test's ClickHouse database (its name must start with `test_`). */
+export async function dropClickHouseDatabase(url: string, database: string): Promise<void> {
+  if (!database.startsWith("test_")) throw new Error(`refusing to drop ClickHouse database ${database}`);
+  await fetch(new URL("/", url), { method: "POST", body: `DROP DATABASE IF EXISTS ${database}` }).catch(
+    () => undefined,
+  );
+}
+
+/**
+ * The environment of a cdc pipeline on services of its own within the shared ones: a Postgres
+ * database, Redis prefix, replication slot, publication, Kafka topic and group, and ClickHouse
+ * database no other test uses; `cleanups` receives what drops them afterwards. A string: the
+ * reason it cannot run here.
+ */
+export async function cdcPipelineEnv(
+  label: string,
+  cleanups: (() => Promise<void>)[],
+  services: { databaseUrl: string; redisUrl: string; kafkaBrokers: string; clickhouseUrl: string },
+): Promise<Record<string, string>> {
+  const { createTestDatabase, uniqueRedisPrefix, dropRedisPrefix } = await import("./services.js");
+  const names = uniqueCdcNames(label);
+  const db = await createTestDatabase(services.databaseUrl, label);
+  const prefix = uniqueRedisPrefix(label);
+  const clickhouseDatabase = names.slot; // test_<label>_<random>
+  cleanups.push(async () => {
+    await dropSlot(db.url, names.slot);
+    await db.drop();
+    await dropRedisPrefix(services.redisUrl, prefix);
+    await dropClickHouseDatabase(services.clickhouseUrl, clickhouseDatabase);
+  });
+  return {
+    TIDEMARK_PIPELINE: "cdc",
+    DATABASE_URL: db.url,
+    REDIS_URL: services.redisUrl,
+    TIDEMARK_REDIS_PREFIX: prefix,
+    KAFKA_BROKERS: services.kafkaBrokers,
+    CLICKHOUSE_URL: services.clickhouseUrl,
+    TIDEMARK_CLICKHOUSE_DATABASE: clickhouseDatabase,
+    TIDEMARK_CDC_SLOT: names.slot,
+    TIDEMARK_CDC_PUBLICATION: names.publication,
+    TIDEMARK_KAFKA_TOPIC: names.topic,
+    TIDEMARK_KAFKA_GROUP: names.group,
+    TIDEMARK_KAFKA_PARTITIONS: "2",
+  };
+}
