@@ -14,6 +14,16 @@ export interface SqlStatement {
   params: unknown[];
 }
 
+/**
+ * The statements SqlQueryRunner runs, one method per query kind, each with the row shape its doc
+ * states. SqlQueryBuilder writes them for DuckDB and Postgres; ClickHouseQueryBuilder
+ * (clickhouse-builder.ts) writes them for ClickHouse, whose SQL differs too much to be a dialect.
+ */
+export type QueryStatements = Pick<
+  SqlQueryBuilder,
+  "trends" | "funnel" | "retentionCohorts" | "retentionReturns" | "events" | "topEvents" | "topValues"
+>;
+
 /** Collects bound parameters and hands back their placeholders. */
 class Params {
   readonly values: unknown[] = [];

@@ -10,7 +10,7 @@ import {
   type TopValuesResult,
   type TrendsResult,
 } from "./spec.js";
-import { SqlQueryBuilder, type SqlStatement } from "./sql-builder.js";
+import { type QueryStatements, SqlQueryBuilder, type SqlStatement } from "./sql-builder.js";
 import type { SqlDialect } from "./sql-dialect.js";
 
 export type Row = Record<string, unknown>;
@@ -39,17 +39,17 @@ function bucketsBetween(unit: "hour" | "day" | "week", fromMs: number, toMs: num
 }
 
 /**
- * Runs any query kind on an engine with a SqlDialect and shapes the answer. The shaping lives
- * here once, so DuckDB and Postgres answer identically.
+ * Runs any query kind on an engine with a SqlDialect (or its own statement builder) and shapes
+ * the answer. The shaping lives here once, so DuckDB, Postgres and ClickHouse answer identically.
  */
 export class SqlQueryRunner {
-  private readonly builder: SqlQueryBuilder;
+  private readonly builder: QueryStatements;
 
   constructor(
-    dialect: SqlDialect,
+    dialectOrBuilder: SqlDialect | QueryStatements,
     private readonly run: RunSql,
   ) {
-    this.builder = new SqlQueryBuilder(dialect);
+    this.builder = "trends" in dialectOrBuilder ? dialectOrBuilder : new SqlQueryBuilder(dialectOrBuilder);
   }
 
   async query(projectId: string, spec: QuerySpec): Promise<QueryResult> {

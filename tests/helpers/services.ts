@@ -12,12 +12,15 @@ import { freePort } from "./child-server.js";
 
 /**
  * The real services of the integration tests (scripts/services.sh starts them). URLs come from
- * DATABASE_URL / REDIS_URL, else what services.sh uses. When a service is not reachable a test
- * skips with a loud banner, or fails when TIDEMARK_REQUIRE_SERVICES=1 (CI). Tests only ever
- * touch databases whose name contains `test`, and each makes its own database and Redis prefix.
+ * DATABASE_URL / REDIS_URL / CLICKHOUSE_URL / KAFKA_BROKERS, else what services.sh uses. When a
+ * service is not reachable a test skips with a loud banner, or fails when
+ * TIDEMARK_REQUIRE_SERVICES=1 (CI). Tests only ever touch databases whose name contains `test`,
+ * and each makes its own database and Redis prefix.
  */
 export const DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:55432/tidemark_test";
 export const DEFAULT_REDIS_URL = "redis://127.0.0.1:56379";
+export const DEFAULT_CLICKHOUSE_URL = "http://127.0.0.1:58123";
+export const DEFAULT_KAFKA_BROKERS = "127.0.0.1:59092";
 
 const required = () => process.env.TIDEMARK_REQUIRE_SERVICES === "1";
 
@@ -32,6 +35,11 @@ export function assertTestDatabase(url: string): string {
 
 function reachable(url: string, defaultPort: number): Promise<boolean> {
   const { hostname, port } = new URL(url);
+  return connects(hostname, Number(port || defaultPort));
+}
+
+/** True when something accepts a TCP connection on host:port within 1.5 s. */
+export function connects(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = new Socket();
     const done = (ok: boolean) => {
@@ -40,7 +48,7 @@ function reachable(url: string, defaultPort: number): Promise<boolean> {
     };
     socket.setTimeout(1500, () => done(false));
     socket.once("error", () => done(false));
-    socket.connect(Number(port || defaultPort), hostname, () => done(true));
+    socket.connect(port, host, () => done(true));
   });
 }
 
@@ -68,6 +76,40 @@ export async function requireRedis(t?: TestContext): Promise<Requirement> {
   const url = process.env.REDIS_URL || DEFAULT_REDIS_URL;
   if (await reachable(url, 6379)) return { ok: true, url };
   return { ok: false, reason: missing("Redis", url, t) };
+}
+
+/** ClickHouse answers `SELECT 1` over HTTP at CLICKHOUSE_URL (default the services.sh port). */
+export async function requireClickHouse(t?: TestContext): Promise<Requirement> {
+  const url = (process.env.CLICKHOUSE_URL || DEFAULT_CLICKHOUSE_URL).replace(/\/+$/, "");
+  if (await clickHouseAnswers(url)) return { ok: true, url };
+  return { ok: false, reason: missing("ClickHouse", url, t) };
+}
+
+export async function clickHouseAnswers(url: string): Promise<boolean> {
+  try {
+    const response = await fetch(`${url}/?query=${encodeURIComponent("SELECT 1")}`, {
+      signal: AbortSignal.timeout(2000),
+    });
+    return response.ok && (await response.text()).trim() === "1";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The first of KAFKA_BROKERS (`host:port[,host:port...]`, default the services.sh port) accepts
+ * connections; `url` is the whole broker list as given.
+ */
+export async function requireKafka(t?: TestContext): Promise<Requirement> {
+  const brokers = process.env.KAFKA_BROKERS || DEFAULT_KAFKA_BROKERS;
+  const [host, port] = splitBroker(brokers.split(",")[0] ?? "");
+  if (await connects(host, port)) return { ok: true, url: brokers };
+  return { ok: false, reason: missing("Kafka", brokers, t) };
+}
+
+export function splitBroker(broker: string): [string, number] {
+  const at = broker.trim().lastIndexOf(":");
+  return [broker.trim().slice(0, at), Number(broker.trim().slice(at + 1))];
 }
 
 /** A fresh database beside the base one (name `<base>_<label>_<random>`), and how to drop it. */
@@ -144,48 +186,107 @@ export function ensureFreshBuild(): string {
   return cli;
 }
 
-export interface PrivateServices {
-  databaseUrl: string;
-  redisUrl: string;
-  /**
-   * Runs a services.sh subcommand (stop-postgres, kill-redis...) on this pair, without blocking
-   * this process's event loop (load keeps flowing meanwhile).
-   */
-  run(...args: string[]): Promise<void>;
-  /** Stops both and removes their data. */
-  destroy(): void;
+export type ServiceName = "postgres" | "redis" | "clickhouse" | "kafka";
+
+/** Where each service's address lands on a PrivateServices (the names of services.sh env). */
+interface AddressOf {
+  postgres: "databaseUrl";
+  redis: "redisUrl";
+  clickhouse: "clickhouseUrl";
+  kafka: "kafkaBrokers";
 }
 
+const EXPORT_OF: Record<ServiceName, [keyof ExportedAddresses, string]> = {
+  postgres: ["databaseUrl", "DATABASE_URL"],
+  redis: ["redisUrl", "REDIS_URL"],
+  clickhouse: ["clickhouseUrl", "CLICKHOUSE_URL"],
+  kafka: ["kafkaBrokers", "KAFKA_BROKERS"],
+};
+
+interface ExportedAddresses {
+  databaseUrl: string;
+  redisUrl: string;
+  clickhouseUrl: string;
+  kafkaBrokers: string;
+}
+
+export type PrivateServices<S extends ServiceName = "postgres" | "redis"> = {
+  [K in S as AddressOf[K]]: string;
+} & {
+  /** The services.sh env exports of these instances (DATABASE_URL, KAFKA_BROKERS...). */
+  env: Record<string, string>;
+  /** The services.sh folder of these instances (their logs are in `logs/`). */
+  dir: string;
+  /**
+   * Runs a services.sh subcommand (stop-postgres, kill-redis...) on these instances, without
+   * blocking this process's event loop (load keeps flowing meanwhile).
+   */
+  run(...args: string[]): Promise<void>;
+  /** SIGKILL, as a crash would (Postgres: an immediate shutdown). */
+  kill(service: S): Promise<void>;
+  /** A clean stop. */
+  stop(service: S): Promise<void>;
+  /** Starts it again on the same port and data; resolves once it answers. */
+  start(service: S): Promise<void>;
+  /** Stops them all and removes their data. */
+  destroy(): void;
+};
+
 /**
- * A Postgres and a Redis of this test alone (own folder and ports, through scripts/services.sh),
- * for tests that stop and restart them: the shared pair stays up for the tests running beside.
+ * Services of this test alone (own folder and free ports, through scripts/services.sh), for tests
+ * that stop, kill and restart them: the shared instances stay up for the tests running beside.
+ * Postgres and Redis unless `services` says otherwise, e.g. ["clickhouse", "kafka"]. Returns the
+ * reason as a string when they cannot start (after a loud skip, or it throws in CI).
  */
-export async function startPrivateServices(
+export async function startPrivateServices<S extends ServiceName = "postgres" | "redis">(
   label: string,
   t?: TestContext,
-): Promise<PrivateServices | string> {
+  services: readonly S[] = ["postgres", "redis"] as unknown as readonly S[],
+): Promise<PrivateServices<S> | string> {
   const dir = mkdtempSync(join(tmpdir(), `tidemark-${label}-`));
   chmodSync(dir, 0o755);
-  const env = {
+  const env: NodeJS.ProcessEnv = {
     ...process.env,
     TIDEMARK_SERVICES_DIR: dir,
+    TIDEMARK_SERVICES: services.join(" "),
     TIDEMARK_PG_PORT: String(await freePort()),
     TIDEMARK_REDIS_PORT: String(await freePort()),
+    TIDEMARK_CLICKHOUSE_PORT: String(await freePort()),
+    TIDEMARK_CLICKHOUSE_TCP_PORT: String(await freePort()),
+    TIDEMARK_KAFKA_PORT: String(await freePort()),
+    TIDEMARK_KAFKA_CONTROLLER_PORT: String(await freePort()),
     TIDEMARK_PG_DB: "tidemark_test",
   };
-  const run = (...args: string[]) => {
+  // The exports of the shared instances must not leak into the private ones' commands.
+  delete env.KAFKA_BROKERS;
+  const runSync = (...args: string[]) => {
     const result = spawnSync("bash", [SERVICES_SCRIPT, ...args], { env, encoding: "utf8" });
     if (result.status !== 0) throw new Error(`services.sh ${args.join(" ")} failed:\n${result.stderr}`);
     return result.stdout;
   };
+  const run = (...args: string[]) =>
+    new Promise<void>((resolve, reject) => {
+      const child = spawn("bash", [SERVICES_SCRIPT, ...args], { env, stdio: ["ignore", "ignore", "pipe"] });
+      let stderr = "";
+      child.stderr.on("data", (chunk: Buffer) => {
+        stderr += chunk.toString();
+      });
+      child.on("exit", (code) =>
+        code === 0 ? resolve() : reject(new Error(`services.sh ${args.join(" ")} failed:\n${stderr}`)),
+      );
+    });
   try {
-    run("start");
+    await run("start");
   } catch (error) {
-    rmSync(dir, { recursive: true, force: true });
-    return missing("Postgres and Redis (private instances)", (error as Error).message, t);
+    try {
+      runSync("stop");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    return missing(`${services.join(", ")} (private instances)`, (error as Error).message, t);
   }
-  const exports = Object.fromEntries(
-    run("env")
+  const exports: Record<string, string> = Object.fromEntries(
+    runSync("env")
       .trim()
       .split("\n")
       .map(
@@ -196,28 +297,29 @@ export async function startPrivateServices(
             .slice(0, 2) as [string, string],
       ),
   );
+  const addresses: Partial<ExportedAddresses> = {};
+  for (const service of services) {
+    const [field, name] = EXPORT_OF[service];
+    const value = exports[name];
+    if (!value) throw new Error(`services.sh env printed no ${name}`);
+    addresses[field] = service === "postgres" ? assertTestDatabase(value) : value;
+  }
   return {
-    databaseUrl: assertTestDatabase(exports.DATABASE_URL!),
-    redisUrl: exports.REDIS_URL!,
-    run: (...args) =>
-      new Promise<void>((resolve, reject) => {
-        const child = spawn("bash", [SERVICES_SCRIPT, ...args], { env, stdio: ["ignore", "ignore", "pipe"] });
-        let stderr = "";
-        child.stderr.on("data", (chunk: Buffer) => {
-          stderr += chunk.toString();
-        });
-        child.on("exit", (code) =>
-          code === 0 ? resolve() : reject(new Error(`services.sh ${args.join(" ")} failed:\n${stderr}`)),
-        );
-      }),
+    ...addresses,
+    env: exports,
+    dir,
+    run,
+    kill: (service: S) => run(`kill-${service}`),
+    stop: (service: S) => run(`stop-${service}`),
+    start: (service: S) => run(`start-${service}`),
     destroy() {
       try {
-        run("stop");
+        runSync("stop");
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
     },
-  };
+  } as PrivateServices<S>;
 }
 
 /**

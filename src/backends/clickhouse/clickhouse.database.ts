@@ -1,0 +1,136 @@
+import { type ClickHouseClient, createClient } from "@clickhouse/client";
+import { AppError } from "../../core/errors.js";
+import type { Log } from "../../core/log.js";
+import { checkDatabaseName, schemaStatements } from "./clickhouse.schema.js";
+
+export interface ClickHouseOptions {
+  /** HTTP URL of the server, e.g. http://127.0.0.1:8123 (user and password may be in it). */
+  url: string;
+  /** The database holding Tidemark's tables; created at start. */
+  database: string;
+  /** How long start-up keeps trying to reach ClickHouse before giving up. */
+  connectTimeoutMs?: number;
+  /** Per request; a query or insert that takes longer fails (and the sink retries). */
+  requestTimeoutMs?: number;
+  log?: Log;
+}
+
+/**
+ * Settings sent with every request. 18.16 quotes 64-bit integers in JSON output unless told not
+ * to; best_effort keeps any ISO text a caller might send parseable (Tidemark sends epoch ms).
+ * Values travel inside the SQL text (no query parameters on 18.16), so a spec with twenty long
+ * filters or a sink's duplicate lookup can pass the default 256 KiB max_query_size.
+ */
+const SETTINGS = {
+  output_format_json_quote_64bit_integers: 0,
+  date_time_input_format: "best_effort",
+  max_query_size: "16777216",
+} as const;
+
+const TRANSIENT =
+  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|socket hang up|Timeout error|other side closed/i;
+
+/** True when the server could not be reached or went away: retrying later can succeed. */
+export function isTransientClickHouseError(error: unknown): boolean {
+  if (error instanceof AppError) return error.code === "unavailable";
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (typeof code === "string" && TRANSIENT.test(code)) return true;
+  return error instanceof Error && TRANSIENT.test(error.message);
+}
+
+/** An unreachable ClickHouse becomes a 503 with Retry-After; anything else is left as it is. */
+export function toClickHouseQueryError(error: unknown): unknown {
+  if (error instanceof AppError || !isTransientClickHouseError(error)) return error;
+  return new AppError("unavailable", {
+    message: "The analytics store is unavailable; retry",
+    retryAfter: 1,
+    cause: error,
+  });
+}
+
+/**
+ * One HTTP client to ClickHouse (keep-alive pool inside), owned by the parts that use it: opening
+ * waits for the server and applies the schema; closing releases the sockets. SQL goes in as text
+ * (ClickHouse 18.16 takes no query parameters; see src/query/clickhouse-literal.ts).
+ */
+export class ClickHouseDatabase {
+  readonly database: string;
+  /** The events table, qualified. */
+  readonly eventsTable: string;
+  private client: ClickHouseClient | undefined;
+  private opened: Promise<void> | undefined;
+  private users = 0;
+
+  constructor(private readonly options: ClickHouseOptions) {
+    this.database = checkDatabaseName(options.database);
+    this.eventsTable = `${this.database}.events`;
+  }
+
+  /** Connects and migrates; shared by the sink and the analytics store (the first call does it). */
+  open(): Promise<void> {
+    this.users++;
+    this.opened ??= this.connect();
+    return this.opened;
+  }
+
+  private async connect(): Promise<void> {
+    const url = new URL(this.options.url);
+    this.client = createClient({
+      url: `${url.protocol}//${url.host}`,
+      username: decodeURIComponent(url.username) || "default",
+      password: decodeURIComponent(url.password),
+      request_timeout: this.options.requestTimeoutMs ?? 30_000,
+      clickhouse_settings: SETTINGS,
+      compression: { request: false, response: false },
+      max_open_connections: 10,
+    });
+    const deadline = Date.now() + (this.options.connectTimeoutMs ?? 30_000);
+    for (;;) {
+      const problem = await this.ready();
+      if (problem === undefined) break;
+      if (Date.now() > deadline) throw new Error(`ClickHouse not reachable at ${url.host}: ${problem}`);
+      this.options.log?.warn({ problem }, "waiting for ClickHouse");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    for (const statement of schemaStatements(this.database)) await this.command(statement);
+  }
+
+  async ready(): Promise<string | undefined> {
+    if (!this.client) return "not started";
+    try {
+      const result = await this.client.ping();
+      if (result.success) return undefined;
+      return result.error.message;
+    } catch (error) {
+      return (error as Error).message;
+    }
+  }
+
+  /** Releases the connection once every part that opened it has closed it. */
+  async close(): Promise<void> {
+    this.users--;
+    if (this.users > 0) return;
+    await this.client?.close();
+    this.client = undefined;
+  }
+
+  private get open_(): ClickHouseClient {
+    if (!this.client) throw new Error("ClickHouseDatabase used before open()");
+    return this.client;
+  }
+
+  async query<T = Record<string, unknown>>(sql: string): Promise<T[]> {
+    const result = await this.open_.query({ query: sql, format: "JSONEachRow" });
+    return result.json<T>();
+  }
+
+  async command(sql: string): Promise<void> {
+    await this.open_.command({ query: sql });
+  }
+
+  /** One INSERT of JSONEachRow rows; resolves once the server acknowledged them. */
+  async insert(table: string, rows: readonly object[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.open_.insert({ table, values: rows as object[], format: "JSONEachRow" });
+  }
+}
