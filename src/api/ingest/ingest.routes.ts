@@ -131,7 +131,8 @@ export function registerIngestRoutes(
         ? validateBatch(body, project.id, receivedAt, limits)
         : validateEvent(body, project.id, receivedAt, limits);
     } catch (error) {
-      const code = error instanceof AppError ? error.code : "validation_failed";
+      // Anything but a validation error is a fault of ours: counted as internal, as it is answered.
+      const code = toAppError(error).code;
       count(project.id, { received: size, rejected: { [code]: size } }, "rejected", size);
       throw error;
     }
