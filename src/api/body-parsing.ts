@@ -40,11 +40,13 @@ export function registerBodyParsing(app: FastifyInstance): void {
     payload.pipe(counter).pipe(decoded);
     return decoded;
   });
-  app.addContentTypeParser("text/plain", { parseAs: "string" }, (_request, body, done) => {
-    try {
-      done(null, JSON.parse(body as string));
-    } catch {
-      done(new AppError("invalid_json"), undefined);
-    }
+  // Fastify's own JSON parser, so text/plain bodies get the same `__proto__` and `constructor`
+  // checks as application/json ones.
+  const parseJson = app.getDefaultJsonParser("error", "error");
+  app.addContentTypeParser("text/plain", { parseAs: "string" }, (request, body, done) => {
+    parseJson(request, body as string, (error, parsed) => {
+      if (error) done(new AppError("invalid_json"), undefined);
+      else done(null, parsed);
+    });
   });
 }

@@ -1,4 +1,12 @@
-import { type Static, Type } from "@sinclair/typebox";
+import {
+  type Static,
+  type TInteger,
+  type TLiteral,
+  type TSchema,
+  type TString,
+  type TUnion,
+  Type,
+} from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 
 /** Every pipeline Tidemark knows; see DESIGN section 1. */
@@ -35,188 +43,277 @@ export function processRoles(config: Pick<Config, "pipeline" | "role">): Exclude
   return roles.filter((role): role is Exclude<Role, "all"> => role !== "all");
 }
 
-const IntString = (min: number, max: number) => ({ min, max });
-
-/**
- * The environment variables Tidemark reads, with defaults. `.env.example` lists the same names
- * (a unit test checks that they agree).
- */
-export const ENV_SPEC = {
-  PORT: { default: "8000", int: IntString(0, 65535), doc: "HTTP port" },
-  HOST: { default: "127.0.0.1", doc: "HTTP bind address; 0.0.0.0 to serve other machines" },
-  SECRET_TOKEN: { default: "", doc: "Admin token; generated and kept in the data dir when empty" },
-  TIDEMARK_PIPELINE: {
-    default: "embedded",
-    oneOf: PIPELINES,
-    doc: `${AVAILABLE_PIPELINES.join(" | ")} (coming: ${COMING(PIPELINES, AVAILABLE_PIPELINES).join(", ") || "none"})`,
-  },
-  TIDEMARK_ROLE: {
-    default: "all",
-    oneOf: ROLES,
-    doc: `${AVAILABLE_ROLES.join(" | ")}: the pipeline's roles in one process, or one of them (coming: ${COMING(ROLES, AVAILABLE_ROLES).join(", ") || "none"})`,
-  },
-  TIDEMARK_DATA_DIR: { default: "./data", doc: "Where the embedded store and the generated token live" },
-  TIDEMARK_KEY_ENV: { default: "dev", pattern: /^[a-z0-9]{1,16}$/, doc: "The <env> in wk_<env>_..." },
-  TIDEMARK_LOG_LEVEL: {
-    default: "info",
-    oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"],
-    doc: "JSON log level: fatal | error | warn | info | debug | trace | silent",
-  },
-  TIDEMARK_MAX_BODY_BYTES: {
-    default: "1048576",
-    int: IntString(1024, 100 * 1024 * 1024),
-    doc: "Largest request body, after gunzip (413 above)",
-  },
-  TIDEMARK_MAX_BATCH_EVENTS: {
-    default: "1000",
-    int: IntString(1, 100000),
-    doc: "Most events in one batch (413 above)",
-  },
-  TIDEMARK_FLUSH_MAX_EVENTS: {
-    default: "5000",
-    int: IntString(1, 1000000),
-    doc: "Group commit: most events per commit",
-  },
-  TIDEMARK_FLUSH_INTERVAL_MS: {
-    default: "2",
-    int: IntString(0, 10000),
-    doc: "Group commit: how long the first waiting event waits for others to join",
-  },
-  TIDEMARK_MAX_PENDING_EVENTS: {
-    default: "200000",
-    int: IntString(1, 100000000),
-    doc: "events waiting for a commit before ingest answers 503",
-  },
-  TIDEMARK_FUTURE_TOLERANCE_MS: {
-    default: "86400000",
-    int: IntString(0, 10 * 365 * 86400000),
-    doc: "Event times further ahead of receipt are clamped to receipt time",
-  },
-  TIDEMARK_RATE_LIMIT_FAIL: {
-    default: "open",
-    oneOf: ["open", "closed"],
-    doc: "When the Redis rate limiter is unreachable: open (allow) or closed (503)",
-  },
-  TIDEMARK_AUTH_CACHE_MS: {
-    default: "5000",
-    int: IntString(0, 3600000),
-    doc: "How long an API process caches a key lookup (rotations reach other processes within it)",
-  },
-  TIDEMARK_REDIS_STREAM_MAXLEN: {
-    default: "1000000",
-    int: IntString(1, 1000000000),
-    doc: "async: stream length at which ingest answers 503 (never trimmed)",
-  },
-  TIDEMARK_WORKER_BATCH: {
-    default: "2000",
-    int: IntString(1, 100000),
-    doc: "async: stream entries a worker reads at once",
-  },
-  TIDEMARK_REDIS_PREFIX: {
-    default: "tidemark:",
-    pattern: /^[A-Za-z0-9:_.-]{0,64}$/,
-    doc: "Prefix of every Redis key, so several installations can share one Redis",
-  },
-  TIDEMARK_WORKER_CLAIM_IDLE_MS: {
-    default: "30000",
-    int: IntString(100, 86400000),
-    doc: "async: pending entries idle this long are claimed from a dead worker",
-  },
-  DATABASE_URL: { default: "", doc: "Postgres (sync, async, cdc)" },
-  REDIS_URL: { default: "", doc: "Redis (async, cdc; shared rate limit whenever set)" },
-  KAFKA_BROKERS: { default: "", doc: "Kafka (cdc)" },
-  CLICKHOUSE_URL: { default: "", doc: "ClickHouse (cdc)" },
-  TIDEMARK_CLICKHOUSE_DATABASE: {
-    default: "tidemark",
-    pattern: /^[A-Za-z_][A-Za-z0-9_]{0,62}$/,
-    doc: "cdc: the ClickHouse database of the events table (created at start)",
-  },
-  TIDEMARK_KAFKA_TOPIC: {
-    default: "tidemark.events",
-    pattern: /^[A-Za-z0-9._-]{1,200}$/,
-    doc: "cdc: the Kafka topic of committed events (created at start when missing)",
-  },
-  TIDEMARK_KAFKA_PARTITIONS: {
-    default: "4",
-    int: IntString(1, 10000),
-    doc: "cdc: partitions of the topic when Tidemark creates it (the most sink processes that share the work)",
-  },
-  TIDEMARK_KAFKA_REPLICAS: {
-    default: "1",
-    int: IntString(1, 100),
-    doc: "cdc: replication factor of the topic when Tidemark creates it",
-  },
-  TIDEMARK_KAFKA_GROUP: {
-    default: "tidemark-sink",
-    pattern: /^[A-Za-z0-9._-]{1,200}$/,
-    doc: "cdc: the sinks' Kafka consumer group",
-  },
-  TIDEMARK_CDC_SLOT: {
-    default: "tidemark_events",
-    pattern: /^[a-z0-9_]{1,63}$/,
-    doc: "cdc: the Postgres logical replication slot (one cdc process streams from it at a time)",
-  },
-  TIDEMARK_CDC_PUBLICATION: {
-    default: "tidemark_events",
-    pattern: /^[a-z0-9_]{1,63}$/,
-    doc: "cdc: the Postgres publication of the events table",
-  },
-  TIDEMARK_CDC_SLOT_LAG_WARN_BYTES: {
-    default: "1073741824",
-    int: IntString(1, Number.MAX_SAFE_INTEGER),
-    doc: "cdc: WAL kept for the slot past which the cdc role logs a warning",
-  },
-  TIDEMARK_SINK_BATCH: {
-    default: "10000",
-    int: IntString(1, 1000000),
-    doc: "cdc: most events the sink writes to ClickHouse at once",
-  },
-} as const satisfies Record<string, EnvSpec>;
-
-interface EnvSpec {
-  readonly default: string;
-  readonly doc: string;
-  readonly int?: { readonly min: number; readonly max: number };
-  readonly oneOf?: readonly string[];
-  readonly pattern?: RegExp;
+/** How one variable's text becomes a typed value: its schema and its parser. */
+interface Kind<S extends TSchema> {
+  readonly schema: S;
+  /** The value of `text`, or a ConfigError naming `name`. */
+  parse(text: string, name: string): Static<S>;
 }
 
-export const ConfigSchema = Type.Object({
-  port: Type.Integer(),
-  host: Type.String(),
-  secretToken: Type.String(),
-  pipeline: Type.Union(PIPELINES.map((p) => Type.Literal(p))),
-  role: Type.Union(ROLES.map((r) => Type.Literal(r))),
-  dataDir: Type.String(),
-  keyEnv: Type.String(),
-  logLevel: Type.String(),
-  maxBodyBytes: Type.Integer(),
-  maxBatchEvents: Type.Integer(),
-  flushMaxEvents: Type.Integer(),
-  flushIntervalMs: Type.Integer(),
-  maxPendingEvents: Type.Integer(),
-  futureToleranceMs: Type.Integer(),
-  rateLimitFailMode: Type.Union([Type.Literal("open"), Type.Literal("closed")]),
-  authCacheMs: Type.Integer(),
-  redisStreamMaxLen: Type.Integer(),
-  redisPrefix: Type.String(),
-  workerBatch: Type.Integer(),
-  workerClaimIdleMs: Type.Integer(),
-  databaseUrl: Type.String(),
-  redisUrl: Type.String(),
-  kafkaBrokers: Type.String(),
-  clickhouseUrl: Type.String(),
-  clickhouseDatabase: Type.String(),
-  kafkaTopic: Type.String(),
-  kafkaPartitions: Type.Integer(),
-  kafkaReplicas: Type.Integer(),
-  kafkaGroup: Type.String(),
-  cdcSlot: Type.String(),
-  cdcPublication: Type.String(),
-  cdcSlotLagWarnBytes: Type.Integer(),
-  sinkBatch: Type.Integer(),
+const text = (pattern?: RegExp): Kind<TString> => ({
+  schema: Type.String(pattern ? { pattern: pattern.source } : {}),
+  parse(value, name) {
+    if (pattern && !pattern.test(value)) throw new ConfigError(name, `must match ${pattern}, got "${value}"`);
+    return value;
+  },
 });
+
+const oneOf = <const T extends readonly string[]>(values: T): Kind<TUnion<TLiteral<T[number]>[]>> => ({
+  schema: Type.Union(values.map((v) => Type.Literal(v))),
+  parse(value, name) {
+    if (!values.includes(value)) {
+      throw new ConfigError(name, `must be one of ${values.join(", ")}, got "${value}"`);
+    }
+    return value as T[number];
+  },
+});
+
+const int = (min: number, max: number): Kind<TInteger> => ({
+  schema: Type.Integer({ minimum: min, maximum: max }),
+  parse(value, name) {
+    const n = Number(value);
+    if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(n)) {
+      throw new ConfigError(name, `must be an integer, got "${value}"`);
+    }
+    if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+    return n;
+  },
+});
+
+/** A URL with one of the protocols, or empty (not configured). */
+const url = (...protocols: string[]): Kind<TString> => ({
+  schema: Type.String(),
+  parse(value, name) {
+    if (value === "") return value;
+    let parsed: URL;
+    try {
+      parsed = new URL(value);
+    } catch {
+      throw new ConfigError(name, `is not a URL: "${value}"`);
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      throw new ConfigError(name, `must use ${protocols.join(" or ")}, got "${parsed.protocol}"`);
+    }
+    return value;
+  },
+});
+
+interface Variable<S extends TSchema> extends Kind<S> {
+  /** The environment variable's name. */
+  readonly env: string;
+  /** The text used when the variable is unset or empty. */
+  readonly default: string;
+  /** One line for `.env.example`. */
+  readonly doc: string;
+}
+
+const variable = <S extends TSchema>(
+  env: string,
+  fallback: string,
+  kind: Kind<S>,
+  doc: string,
+): Variable<S> => ({
+  ...kind,
+  env,
+  default: fallback,
+  doc,
+});
+
+/**
+ * Every environment variable Tidemark reads, once: its Config field, name, default, type and
+ * meaning. The schema, the Config type and the mapping from the environment all derive from this
+ * list, so a new variable is one line here (and its line in `.env.example`, which a unit test
+ * checks against this list).
+ */
+const VARIABLES = {
+  port: variable("PORT", "8000", int(0, 65535), "HTTP port"),
+  host: variable("HOST", "127.0.0.1", text(), "HTTP bind address; 0.0.0.0 to serve other machines"),
+  secretToken: variable(
+    "SECRET_TOKEN",
+    "",
+    text(),
+    "Admin token; generated and kept in the data dir when empty",
+  ),
+  pipeline: variable(
+    "TIDEMARK_PIPELINE",
+    "embedded",
+    oneOf(PIPELINES),
+    `${AVAILABLE_PIPELINES.join(" | ")} (coming: ${COMING(PIPELINES, AVAILABLE_PIPELINES).join(", ") || "none"})`,
+  ),
+  role: variable(
+    "TIDEMARK_ROLE",
+    "all",
+    oneOf(ROLES),
+    `${AVAILABLE_ROLES.join(" | ")}: the pipeline's roles in one process, or one of them (coming: ${COMING(ROLES, AVAILABLE_ROLES).join(", ") || "none"})`,
+  ),
+  dataDir: variable(
+    "TIDEMARK_DATA_DIR",
+    "./data",
+    text(),
+    "Where the embedded store and the generated token live",
+  ),
+  keyEnv: variable("TIDEMARK_KEY_ENV", "dev", text(/^[a-z0-9]{1,16}$/), "The <env> in wk_<env>_..."),
+  logLevel: variable(
+    "TIDEMARK_LOG_LEVEL",
+    "info",
+    oneOf(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+    "JSON log level: fatal | error | warn | info | debug | trace | silent",
+  ),
+  maxBodyBytes: variable(
+    "TIDEMARK_MAX_BODY_BYTES",
+    "1048576",
+    int(1024, 100 * 1024 * 1024),
+    "Largest request body, after gunzip (413 above)",
+  ),
+  maxBatchEvents: variable(
+    "TIDEMARK_MAX_BATCH_EVENTS",
+    "1000",
+    int(1, 100000),
+    "Most events in one batch (413 above)",
+  ),
+  flushMaxEvents: variable(
+    "TIDEMARK_FLUSH_MAX_EVENTS",
+    "5000",
+    int(1, 1000000),
+    "Group commit: most events per commit",
+  ),
+  flushIntervalMs: variable(
+    "TIDEMARK_FLUSH_INTERVAL_MS",
+    "2",
+    int(0, 10000),
+    "Group commit: how long the first waiting event waits for others to join",
+  ),
+  maxPendingEvents: variable(
+    "TIDEMARK_MAX_PENDING_EVENTS",
+    "200000",
+    int(1, 100000000),
+    "events waiting for a commit before ingest answers 503",
+  ),
+  futureToleranceMs: variable(
+    "TIDEMARK_FUTURE_TOLERANCE_MS",
+    "86400000",
+    int(0, 10 * 365 * 86400000),
+    "Event times further ahead of receipt are clamped to receipt time",
+  ),
+  rateLimitFailMode: variable(
+    "TIDEMARK_RATE_LIMIT_FAIL",
+    "open",
+    oneOf(["open", "closed"]),
+    "When the Redis rate limiter is unreachable: open (allow) or closed (503)",
+  ),
+  authCacheMs: variable(
+    "TIDEMARK_AUTH_CACHE_MS",
+    "5000",
+    int(0, 3600000),
+    "How long an API process caches a key lookup (rotations reach other processes within it)",
+  ),
+  redisStreamMaxLen: variable(
+    "TIDEMARK_REDIS_STREAM_MAXLEN",
+    "1000000",
+    int(1, 1000000000),
+    "async: stream length at which ingest answers 503 (never trimmed)",
+  ),
+  workerBatch: variable(
+    "TIDEMARK_WORKER_BATCH",
+    "2000",
+    int(1, 100000),
+    "async: stream entries a worker reads at once",
+  ),
+  redisPrefix: variable(
+    "TIDEMARK_REDIS_PREFIX",
+    "tidemark:",
+    text(/^[A-Za-z0-9:_.-]{0,64}$/),
+    "Prefix of every Redis key, so several installations can share one Redis",
+  ),
+  workerClaimIdleMs: variable(
+    "TIDEMARK_WORKER_CLAIM_IDLE_MS",
+    "30000",
+    int(100, 86400000),
+    "async: pending entries idle this long are claimed from a dead worker",
+  ),
+  databaseUrl: variable("DATABASE_URL", "", url("postgres:", "postgresql:"), "Postgres (sync, async, cdc)"),
+  redisUrl: variable(
+    "REDIS_URL",
+    "",
+    url("redis:", "rediss:"),
+    "Redis (async, cdc; shared rate limit whenever set)",
+  ),
+  kafkaBrokers: variable("KAFKA_BROKERS", "", text(), "Kafka (cdc)"),
+  clickhouseUrl: variable("CLICKHOUSE_URL", "", url("http:", "https:"), "ClickHouse (cdc)"),
+  clickhouseDatabase: variable(
+    "TIDEMARK_CLICKHOUSE_DATABASE",
+    "tidemark",
+    text(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/),
+    "cdc: the ClickHouse database of the events table (created at start)",
+  ),
+  kafkaTopic: variable(
+    "TIDEMARK_KAFKA_TOPIC",
+    "tidemark.events",
+    text(/^[A-Za-z0-9._-]{1,200}$/),
+    "cdc: the Kafka topic of committed events (created at start when missing)",
+  ),
+  kafkaPartitions: variable(
+    "TIDEMARK_KAFKA_PARTITIONS",
+    "4",
+    int(1, 10000),
+    "cdc: partitions of the topic when Tidemark creates it (the most sink processes that share the work)",
+  ),
+  kafkaReplicas: variable(
+    "TIDEMARK_KAFKA_REPLICAS",
+    "1",
+    int(1, 100),
+    "cdc: replication factor of the topic when Tidemark creates it",
+  ),
+  kafkaGroup: variable(
+    "TIDEMARK_KAFKA_GROUP",
+    "tidemark-sink",
+    text(/^[A-Za-z0-9._-]{1,200}$/),
+    "cdc: the sinks' Kafka consumer group",
+  ),
+  cdcSlot: variable(
+    "TIDEMARK_CDC_SLOT",
+    "tidemark_events",
+    text(/^[a-z0-9_]{1,63}$/),
+    "cdc: the Postgres logical replication slot (one cdc process streams from it at a time)",
+  ),
+  cdcPublication: variable(
+    "TIDEMARK_CDC_PUBLICATION",
+    "tidemark_events",
+    text(/^[a-z0-9_]{1,63}$/),
+    "cdc: the Postgres publication of the events table",
+  ),
+  cdcSlotLagWarnBytes: variable(
+    "TIDEMARK_CDC_SLOT_LAG_WARN_BYTES",
+    "1073741824",
+    int(1, Number.MAX_SAFE_INTEGER),
+    "cdc: WAL kept for the slot past which the cdc role logs a warning",
+  ),
+  sinkBatch: variable(
+    "TIDEMARK_SINK_BATCH",
+    "10000",
+    int(1, 1000000),
+    "cdc: most events the sink writes to ClickHouse at once",
+  ),
+};
+type Variables = typeof VARIABLES;
+type Field = keyof Variables;
+const FIELDS = Object.keys(VARIABLES) as Field[];
+
+/** The schema of Config, derived from the list. */
+export const ConfigSchema = Type.Object(
+  Object.fromEntries(FIELDS.map((field) => [field, VARIABLES[field].schema])) as {
+    [K in Field]: Variables[K]["schema"];
+  },
+);
+/** The checked configuration: one field per variable, typed from the list above. */
 export type Config = Readonly<Static<typeof ConfigSchema>>;
+
+/**
+ * The environment variables by name, with default and meaning: what `.env.example` lists (a unit
+ * test checks that they agree).
+ */
+export const ENV_SPEC: Readonly<Record<string, { readonly default: string; readonly doc: string }>> =
+  Object.fromEntries(FIELDS.map((field) => [VARIABLES[field].env, VARIABLES[field]]));
 
 /** A bad value in the environment: start-up stops with this message, naming the variable. */
 export class ConfigError extends Error {
@@ -229,86 +326,16 @@ export class ConfigError extends Error {
   }
 }
 
-type EnvName = keyof typeof ENV_SPEC;
-
-function read(env: Record<string, string | undefined>, name: EnvName): string {
-  const spec: EnvSpec = ENV_SPEC[name];
-  const raw = env[name];
-  const value = raw === undefined || raw === "" ? spec.default : raw.trim();
-  if (spec.oneOf && !spec.oneOf.includes(value)) {
-    throw new ConfigError(name, `must be one of ${spec.oneOf.join(", ")}, got "${value}"`);
-  }
-  if (spec.pattern && !spec.pattern.test(value)) {
-    throw new ConfigError(name, `must match ${spec.pattern}, got "${value}"`);
-  }
-  return value;
-}
-
-function readInt(env: Record<string, string | undefined>, name: EnvName): number {
-  const spec: EnvSpec = ENV_SPEC[name];
-  const value = read(env, name);
-  const n = Number(value);
-  if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(n)) {
-    throw new ConfigError(name, `must be an integer, got "${value}"`);
-  }
-  if (spec.int && (n < spec.int.min || n > spec.int.max)) {
-    throw new ConfigError(name, `must be between ${spec.int.min} and ${spec.int.max}, got ${n}`);
-  }
-  return n;
-}
-
-function readUrl(env: Record<string, string | undefined>, name: EnvName, protocols: string[]): string {
-  const value = read(env, name);
-  if (value === "") return value;
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new ConfigError(name, `is not a URL: "${value}"`);
-  }
-  if (!protocols.includes(url.protocol)) {
-    throw new ConfigError(name, `must use ${protocols.join(" or ")}, got "${url.protocol}"`);
-  }
-  return value;
+function read(env: Record<string, string | undefined>, field: Field): unknown {
+  const spec: Variable<TSchema> = VARIABLES[field];
+  const raw = env[spec.env];
+  return spec.parse(raw === undefined || raw === "" ? spec.default : raw.trim(), spec.env);
 }
 
 /** Reads and checks the environment once; the result is frozen and passed down explicitly. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const config: Config = {
-    port: readInt(env, "PORT"),
-    host: read(env, "HOST"),
-    secretToken: read(env, "SECRET_TOKEN"),
-    pipeline: read(env, "TIDEMARK_PIPELINE") as Pipeline,
-    role: read(env, "TIDEMARK_ROLE") as Role,
-    dataDir: read(env, "TIDEMARK_DATA_DIR"),
-    keyEnv: read(env, "TIDEMARK_KEY_ENV"),
-    logLevel: read(env, "TIDEMARK_LOG_LEVEL"),
-    maxBodyBytes: readInt(env, "TIDEMARK_MAX_BODY_BYTES"),
-    maxBatchEvents: readInt(env, "TIDEMARK_MAX_BATCH_EVENTS"),
-    flushMaxEvents: readInt(env, "TIDEMARK_FLUSH_MAX_EVENTS"),
-    flushIntervalMs: readInt(env, "TIDEMARK_FLUSH_INTERVAL_MS"),
-    maxPendingEvents: readInt(env, "TIDEMARK_MAX_PENDING_EVENTS"),
-    futureToleranceMs: readInt(env, "TIDEMARK_FUTURE_TOLERANCE_MS"),
-    rateLimitFailMode: read(env, "TIDEMARK_RATE_LIMIT_FAIL") as "open" | "closed",
-    authCacheMs: readInt(env, "TIDEMARK_AUTH_CACHE_MS"),
-    redisStreamMaxLen: readInt(env, "TIDEMARK_REDIS_STREAM_MAXLEN"),
-    redisPrefix: read(env, "TIDEMARK_REDIS_PREFIX"),
-    workerBatch: readInt(env, "TIDEMARK_WORKER_BATCH"),
-    workerClaimIdleMs: readInt(env, "TIDEMARK_WORKER_CLAIM_IDLE_MS"),
-    databaseUrl: readUrl(env, "DATABASE_URL", ["postgres:", "postgresql:"]),
-    redisUrl: readUrl(env, "REDIS_URL", ["redis:", "rediss:"]),
-    kafkaBrokers: read(env, "KAFKA_BROKERS"),
-    clickhouseUrl: readUrl(env, "CLICKHOUSE_URL", ["http:", "https:"]),
-    clickhouseDatabase: read(env, "TIDEMARK_CLICKHOUSE_DATABASE"),
-    kafkaTopic: read(env, "TIDEMARK_KAFKA_TOPIC"),
-    kafkaPartitions: readInt(env, "TIDEMARK_KAFKA_PARTITIONS"),
-    kafkaReplicas: readInt(env, "TIDEMARK_KAFKA_REPLICAS"),
-    kafkaGroup: read(env, "TIDEMARK_KAFKA_GROUP"),
-    cdcSlot: read(env, "TIDEMARK_CDC_SLOT"),
-    cdcPublication: read(env, "TIDEMARK_CDC_PUBLICATION"),
-    cdcSlotLagWarnBytes: readInt(env, "TIDEMARK_CDC_SLOT_LAG_WARN_BYTES"),
-    sinkBatch: readInt(env, "TIDEMARK_SINK_BATCH"),
-  };
+  const config: unknown = Object.fromEntries(FIELDS.map((field) => [field, read(env, field)]));
+  // Each parser checked its value; this check also gives the object its type.
   if (!Value.Check(ConfigSchema, config)) throw new ConfigError("config", "internal: schema mismatch");
   const roles = PIPELINE_ROLES[config.pipeline];
   if (roles.length === 0) {

@@ -15,6 +15,8 @@
  * `sent_at` says: every store takes it, and a 202 is never followed by a refusal from the store.
  */
 export const EARLIEST_TIMESTAMP_MS = Date.UTC(2000, 0, 1);
+/** The last millisecond of year 9999: no client time beyond it is read. */
+export const LATEST_TIMESTAMP_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 const ISO_8601 =
   /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?(Z|z|[+-]\d{2}(?::?\d{2})?)?$/;
 const DIGITS = /^\d{1,16}$/;
@@ -60,7 +62,7 @@ function checkRange(ms: number): TimestampParse {
   if (ms < EARLIEST_TIMESTAMP_MS) {
     return { ok: false, message: "is before 2000-01-01 (epoch seconds instead of milliseconds?)" };
   }
-  if (ms > 253402300799999) return { ok: false, message: "is after year 9999" };
+  if (ms > LATEST_TIMESTAMP_MS) return { ok: false, message: "is after year 9999" };
   return { ok: true, ms };
 }
 

@@ -23,6 +23,27 @@ const storable = (text: string) => {
 };
 const batchChecker = TypeCompiler.Compile(IncomingBatchSchema);
 
+/**
+ * How deeply `properties` may nest (the properties object itself is level 1). Analytics payloads
+ * are rarely more than 5 levels deep; 32 leaves room for any real one, while every step that
+ * walks the value recursively (JSON.stringify here, which overflows the stack at about 4,000
+ * levels; Postgres's JSON parser, bounded by max_stack_depth; the dashboard) handles it with a
+ * wide margin. The check itself walks with an explicit stack, so no depth can overflow it.
+ */
+export const MAX_PROPERTY_DEPTH = 32;
+
+/** Why `properties` cannot be stored, or undefined. */
+function propertiesProblem(properties: Record<string, unknown>): string | undefined {
+  const stack: [value: unknown, depth: number][] = [[properties, 1]];
+  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
+    const [value, depth] = item;
+    if (value === null || typeof value !== "object") continue;
+    if (depth > MAX_PROPERTY_DEPTH) return `nests deeper than ${MAX_PROPERTY_DEPTH} levels`;
+    for (const child of Array.isArray(value) ? value : Object.values(value)) stack.push([child, depth + 1]);
+  }
+  return undefined;
+}
+
 export interface ValidationLimits {
   maxBatchEvents: number;
   futureToleranceMs: number;
@@ -87,6 +108,21 @@ function normalise(
       problems.push(
         toProblem(raw.sent_at === undefined ? "/sent_at (batch)" : "/sent_at", parsed.message, index),
       );
+  }
+  if (typeof raw.distinct_id === "number" && !Number.isSafeInteger(raw.distinct_id)) {
+    // A JSON number beyond 2^53 has already lost digits when it reaches us: two users would
+    // become one. Their exact text survives only as a string.
+    problems.push(
+      toProblem(
+        "/distinct_id",
+        "is an integer outside ±(2^53 - 1), which a JSON number cannot carry exactly; send it as a string",
+        index,
+      ),
+    );
+  }
+  if (raw.properties !== undefined) {
+    const problem = propertiesProblem(raw.properties);
+    if (problem) problems.push(toProblem("/properties", problem, index));
   }
   if (problems.length > 0) return undefined;
   const time = resolveEventTime(clientMs, sentAtMs, receivedAt, limits.futureToleranceMs);

@@ -1,9 +1,13 @@
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { AppError, type Problem } from "../core/errors.js";
-import { parseTimestamp } from "../core/timestamps.js";
+import { EARLIEST_TIMESTAMP_MS, LATEST_TIMESTAMP_MS, parseTimestamp } from "../core/timestamps.js";
 
-const IsoTime = Type.String({ maxLength: 64, description: "ISO 8601 or epoch milliseconds" });
+// As ingest reads event times: ISO 8601 (UTC when no offset), or epoch milliseconds as a number or
+// a digit string.
+const IsoTime = Type.Union([Type.String({ maxLength: 64 }), Type.Number()], {
+  description: "ISO 8601 (UTC when no offset) or epoch milliseconds",
+});
 const PropertyName = Type.String({ minLength: 1, maxLength: 200 });
 const EventName = Type.String({ minLength: 1, maxLength: 200 });
 
@@ -222,13 +226,13 @@ function invalid(problems: Problem[]): never {
   });
 }
 
-function time(value: string, field: string): number {
+function time(value: string | number, field: string): number {
   const parsed = parseTimestamp(value);
   if (!parsed.ok) invalid([{ field, message: parsed.message }]);
   return parsed.ms;
 }
 
-function range(from: string, to: string): { fromMs: number; toMs: number } {
+function range(from: string | number, to: string | number): { fromMs: number; toMs: number } {
   const fromMs = time(from, "from");
   const toMs = time(to, "to");
   if (toMs <= fromMs) invalid([{ field: "to", message: "must be after from" }]);
@@ -252,15 +256,30 @@ export function encodeCursor(cursor: EventsCursor): string {
   return Buffer.from(`${cursor.timestamp}:${cursor.uuid}`).toString("base64url");
 }
 
+const CURSOR = /^(0|[1-9]\d{0,15}):([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+
+/**
+ * Reads a cursor as encodeCursor wrote it, checked in full here so that no forged one reaches a
+ * store (where a bad uuid or time is a conversion error): the exact encoding, a canonical uuid
+ * and a time within the range any stored event can have.
+ */
 function decodeCursor(text: string): EventsCursor {
-  const decoded = Buffer.from(text, "base64url").toString();
-  const match = /^(\d{1,16}):([0-9a-f-]{36})$/.exec(decoded);
-  if (!match)
+  const refuse = (message: string): never => {
     throw new AppError("invalid_cursor", {
-      message: "The cursor is not valid",
-      details: [{ field: "cursor", message: "is not a cursor this API returned" }],
+      message: `The cursor is not valid: it ${message}`,
+      details: [{ field: "cursor", message }],
     });
-  return { timestamp: Number(match[1]), uuid: match[2]! };
+  };
+  const decoded = Buffer.from(text, "base64url").toString();
+  // Base64 decoding skips characters it does not know; encoding again must give the text back.
+  if (Buffer.from(decoded).toString("base64url") !== text) refuse("is not a cursor this API returned");
+  const match = CURSOR.exec(decoded);
+  if (!match) return refuse("is not a cursor this API returned");
+  const timestamp = Number(match[1]);
+  if (timestamp < EARLIEST_TIMESTAMP_MS || timestamp > LATEST_TIMESTAMP_MS) {
+    refuse("holds a time outside the range of stored events");
+  }
+  return { timestamp, uuid: match[2]! };
 }
 
 /** Checks a query body and applies defaults; a bad spec is a 400 naming the field. */

@@ -217,3 +217,59 @@ test("the range rules apply to the time after clock-skew correction", () => {
     earliest,
   );
 });
+
+test("properties nest at most 32 levels; deeper is a 400 naming the field and the index", () => {
+  const nested = (levels: number) => {
+    let value: unknown = 1;
+    for (let i = 1; i < levels; i++) value = i % 2 === 0 ? [value] : { a: value };
+    return { a: value };
+  };
+  const ok = validateEvent({ event: "x", distinct_id: "u", properties: nested(32) }, project, now, limits);
+  assert.equal(ok.events.length, 1);
+  const single = problems(() =>
+    validateEvent({ event: "x", distinct_id: "u", properties: nested(33) }, project, now, limits),
+  );
+  assert.equal(single.status, 400);
+  assert.deepEqual(
+    single.details?.map((p) => p.field),
+    ["properties"],
+  );
+  // Far deeper than JSON.stringify's recursion survives: still a 400, not a stack overflow.
+  const batch = problems(() =>
+    validateBatch(
+      {
+        events: [
+          { event: "x", distinct_id: "u" },
+          { event: "x", distinct_id: "u", properties: nested(100_000) },
+        ],
+      },
+      project,
+      now,
+      limits,
+    ),
+  );
+  assert.equal(batch.status, 400);
+  assert.deepEqual(
+    batch.details?.map((p) => `${p.index}:${p.field}`),
+    ["1:properties"],
+  );
+});
+
+test("an integer distinct_id outside the exact range of a JSON number is refused: send it as a string", () => {
+  for (const id of [2 ** 53, -(2 ** 53), Number("12345678901234567890"), 1e21]) {
+    const error = problems(() => validateEvent({ event: "x", distinct_id: id }, project, now, limits));
+    assert.equal(error.status, 400, String(id));
+    assert.deepEqual(
+      error.details?.map((p) => p.field),
+      ["distinct_id"],
+    );
+    assert.match(error.details?.[0]?.message ?? "", /string/);
+  }
+  const largest = validateEvent({ event: "x", distinct_id: 2 ** 53 - 1 }, project, now, limits);
+  assert.equal(largest.events[0]!.distinctId, "9007199254740991");
+  assert.equal(
+    validateEvent({ event: "x", distinct_id: "12345678901234567890" }, project, now, limits).events[0]!
+      .distinctId,
+    "12345678901234567890",
+  );
+});
