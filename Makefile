@@ -1,24 +1,35 @@
 # Tidemark: `make start` runs the platform, `make test` runs every test.
-.PHONY: start test deps build services services-stop lint typecheck bench clean
+.PHONY: start test deps build check-node services services-stop lint typecheck bench clean
 
 NODE_MODULES_STAMP := node_modules/.package-lock.json
+# dist/ is rebuilt only when one of these is newer than dist/cli.js (npm ci refreshes the stamp).
+BUILD_INPUTS := $(shell find src -name '*.ts') tsconfig.json tsconfig.build.json $(NODE_MODULES_STAMP)
 
-$(NODE_MODULES_STAMP): package.json package-lock.json
+## Stops with a plain message when Node.js is older than Tidemark supports (20.19, or 22.12).
+check-node:
+	@node scripts/check-node.mjs
+
+$(NODE_MODULES_STAMP): package.json package-lock.json | check-node
 	npm ci --no-audit --no-fund
 
 deps: $(NODE_MODULES_STAMP)
 
-build: deps
+dist/cli.js: $(BUILD_INPUTS) | check-node
 	npm run build
+	@touch $@
+
+build: dist/cli.js
 
 ## Run Tidemark on http://localhost:8000 with data in ./data (embedded: no services needed).
-start: build
+start: check-node build
 	node dist/cli.js serve
 
-## Every test: unit, integration (starts Postgres and Redis when it can), load smoke.
-test: build
+## Every test: unit, integration (starts the services it can, says which), load smoke.
+## KEEP_SERVICES=1 leaves running the services it started.
+test: check-node build
 	bash scripts/test.sh
 
+## Postgres, Redis, ClickHouse and Kafka on 127.0.0.1 (scripts/services.sh; README has the ports).
 services:
 	bash scripts/services.sh start
 
