@@ -36,7 +36,10 @@ async function createEmbedded(config: Config, hooks: PartHooks): Promise<Pipelin
   const { DuckDbEventStore } = await import("./embedded/duckdb.event-store.js");
   const { DuckDbProjectStore } = await import("./embedded/duckdb.project-store.js");
   const { MemoryRateLimiter } = await import("./memory/memory.rate-limiter.js");
-  const db = new DuckDbDatabase(config.dataDir);
+  const db = new DuckDbDatabase(config.dataDir, {
+    memoryLimit: config.duckdbMemoryLimit,
+    threads: config.duckdbThreads,
+  });
   const projects = new DuckDbProjectStore(db);
   // Two commits at once keep DuckDB busy while the previous one waits for its fsync.
   const writers = 2;

@@ -152,6 +152,18 @@ const VARIABLES = {
     text(),
     "Where the embedded store and the generated token live",
   ),
+  duckdbMemoryLimit: variable(
+    "TIDEMARK_DUCKDB_MEMORY_LIMIT",
+    "512MB",
+    text(/^[1-9][0-9]{0,5}(\.[0-9]{1,3})?\s?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/),
+    "embedded: DuckDB's memory cap (e.g. 512MB, 2GiB); its default, 80% of RAM, lets a long-lived server grow",
+  ),
+  duckdbThreads: variable(
+    "TIDEMARK_DUCKDB_THREADS",
+    "2",
+    int(1, 256),
+    "embedded: DuckDB worker threads (the target machine has 2 cores, shared with the API)",
+  ),
   keyEnv: variable("TIDEMARK_KEY_ENV", "dev", text(/^[a-z0-9]{1,16}$/), "The <env> in wk_<env>_..."),
   logLevel: variable(
     "TIDEMARK_LOG_LEVEL",
