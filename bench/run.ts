@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { type LoadResult, percentile, runLoad, startNoopServer } from "./load.js";
+import { QUERIES } from "./queries.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -135,68 +136,6 @@ async function generateDataset(dataDir: string, projectId: string, count: number
     `\n  dataset of ${count} events generated in ${((performance.now() - started) / 1000).toFixed(1)} s`,
   );
 }
-
-const QUERIES: [string, Record<string, unknown>][] = [
-  [
-    "trends total/day 30d",
-    { kind: "trends", math: "total", interval: "day", from: "2026-09-01", to: "2026-10-01" },
-  ],
-  [
-    "trends unique users/day 30d",
-    { kind: "trends", math: "unique_users", interval: "day", from: "2026-09-01", to: "2026-10-01" },
-  ],
-  [
-    "trends Purchase/week 90d",
-    { kind: "trends", event: "Purchase", interval: "week", from: "2026-08-01", to: "2026-11-01" },
-  ],
-  [
-    "trends breakdown plan/day 30d",
-    {
-      kind: "trends",
-      event: "Page View",
-      interval: "day",
-      breakdown: "plan",
-      from: "2026-09-01",
-      to: "2026-10-01",
-    },
-  ],
-  [
-    "trends filter price>100/hour 7d",
-    {
-      kind: "trends",
-      interval: "hour",
-      from: "2026-09-01",
-      to: "2026-09-08",
-      filters: [{ property: "price", op: "gt", value: 100 }],
-    },
-  ],
-  [
-    "funnel 3 steps 1d window 30d",
-    {
-      kind: "funnel",
-      steps: ["Page View", "Add To Cart", "Purchase"],
-      window_seconds: 86400,
-      from: "2026-09-01",
-      to: "2026-10-01",
-    },
-  ],
-  [
-    "retention week x8 90d",
-    {
-      kind: "retention",
-      start_event: "Sign Up",
-      return_event: "Purchase",
-      interval: "week",
-      periods: 8,
-      from: "2026-08-01",
-      to: "2026-11-01",
-    },
-  ],
-  ["events newest 100", { kind: "events", limit: 100 }],
-  ["events of one user", { kind: "events", distinct_id: "user_42", limit: 100 }],
-  ["top events 30d", { kind: "top_events", from: "2026-09-01", to: "2026-10-01" }],
-  ["top values path 30d", { kind: "top_values", property: "path", from: "2026-09-01", to: "2026-10-01" }],
-];
 
 async function benchQueries(url: string, readKey: string): Promise<void> {
   console.log(

@@ -31,6 +31,8 @@ export async function registerWeb(app: FastifyInstance, root = WEB_ROOT): Promis
       reply.header("X-Content-Type-Options", "nosniff");
     },
     schemaHide: true,
+    // The docs page (@fastify/swagger-ui) registers @fastify/static too and owns reply.sendFile.
+    decorateReply: false,
   });
   return true;
 }

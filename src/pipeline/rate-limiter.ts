@@ -8,6 +8,8 @@ export interface RateDecision {
   resetAt: number;
   /** Seconds to wait before a retry can succeed; 0 when allowed. */
   retryAfter: number;
+  /** When allowed and recorded: the request's place in the window, for `release`. */
+  slot?: string;
 }
 
 /**
@@ -17,6 +19,13 @@ export interface RateDecision {
  */
 export interface RateLimiter extends Lifecycle {
   consume(projectId: string, limitPerMinute: number, nowMs: number): Promise<RateDecision>;
+  /**
+   * Takes an allowed request back out of the window, as if it had never been made, so its slot
+   * is free again (the ingest API gives back requests it ends up refusing). Releasing a slot
+   * twice, or one that has left the window, does nothing. Never throws: a limiter that cannot
+   * reach its store leaves the slot counted.
+   */
+  release(projectId: string, slot: string): Promise<void>;
 }
 
 export const RATE_WINDOW_MS = 60_000;

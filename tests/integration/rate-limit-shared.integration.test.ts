@@ -99,7 +99,7 @@ test("two API processes share one rate limit: 150 requests on a FREE key give ex
   assert.equal(ledger.stored, 100);
 });
 
-test("the Redis limiter decides as the in-memory one does, window edges included", async (t) => {
+test("the Redis limiter decides as the in-memory one does, window edges and releases included", async (t) => {
   const redis = await requireRedis(t);
   if (!redis.ok) return;
   const prefix = uniqueRedisPrefix("ratelimit-edges");
@@ -118,10 +118,16 @@ test("the Redis limiter decides as the in-memory one does, window edges included
     times.push(now);
   }
   const project = randomUUID();
-  for (const time of times) {
-    const expected = memory.consumeSync(project, 5, time);
-    const actual = await shared.consume(project, 5, time);
+  for (const [i, time] of times.entries()) {
+    const { slot: memorySlot, ...expected } = memory.consumeSync(project, 5, time);
+    const { slot: redisSlot, ...actual } = await shared.consume(project, 5, time);
     assert.deepEqual(actual, expected, `at ${time - times[0]!} ms`);
+    assert.equal(redisSlot === undefined, memorySlot === undefined);
+    // Every third allowed request is given back, in both.
+    if (memorySlot && redisSlot && i % 3 === 0) {
+      memory.releaseSync(project, memorySlot);
+      await shared.release(project, redisSlot);
+    }
   }
 });
 

@@ -47,3 +47,23 @@ test("a plan change keeps the requests already made", () => {
   const downgraded = limiter.consumeSync("p", 100, t0 + 2);
   assert.equal(downgraded.allowed, false);
 });
+
+test("a released request leaves the window as if never made; releasing twice or late does nothing", () => {
+  const limiter = new MemoryRateLimiter();
+  const t0 = 3_000_000;
+  const slots: string[] = [];
+  for (let i = 0; i < 5; i++) slots.push(limiter.consumeSync("p", 5, t0 + i * 1000).slot!);
+  assert.equal(limiter.consumeSync("p", 5, t0 + 5000).allowed, false);
+  limiter.releaseSync("p", slots[2]!);
+  limiter.releaseSync("p", slots[2]!);
+  const again = limiter.consumeSync("p", 5, t0 + 6000);
+  assert.equal(again.allowed, true);
+  assert.equal(again.remaining, 0);
+  assert.equal(limiter.consumeSync("p", 5, t0 + 6000).allowed, false, "one release frees one slot");
+  // The oldest request now frees its slot at t0 + 60 s, the one after it at t0 + 61 s.
+  assert.equal(limiter.consumeSync("p", 5, t0 + 60_000).allowed, true);
+  assert.equal(limiter.consumeSync("p", 5, t0 + 60_500).allowed, false);
+  limiter.releaseSync("p", String(t0));
+  limiter.releaseSync("unknown", slots[0]!);
+  assert.equal(limiter.consumeSync("p", 5, t0 + 60_600).allowed, false, "a slot out of the window is gone");
+});

@@ -95,35 +95,59 @@ export function registerIngestRoutes(
     const project = await keys.require(request, "write");
     const decision = await rateLimiter.consume(project.id, PLAN_RATE_LIMIT_RPM[project.plan], Date.now());
     setRateHeaders(reply, decision);
-    request.ingest = { project, decision, counted: false };
-  }
-
-  /** A body that could not be read (too large, not JSON, bad gzip) counts as one rejected event. */
-  async function countUnreadable(request: FastifyRequest, _reply: FastifyReply, error: Error): Promise<void> {
-    const context = request.ingest;
-    if (!context || context.counted) return;
-    context.counted = true;
-    const appError = toAppError(error, request);
-    count(context.project.id, { received: 1, rejected: { [appError.code]: 1 } }, "rejected", 1);
-  }
-
-  async function handle(
-    request: FastifyRequest,
-    batch: boolean,
-  ): Promise<ValidatedEvents & { project: Project; duplicates?: number[] }> {
-    const context = request.ingest;
-    if (!context) throw new AppError("internal");
-    const { project, decision } = context;
-    const body = request.body as { events?: unknown } | undefined;
-    const size = batch && Array.isArray(body?.events) ? Math.max(1, body.events.length) : 1;
-    context.counted = true;
+    request.ingest = { project, decision, counted: !decision.allowed };
     if (!decision.allowed) {
-      count(project.id, { received: size, rate_limited: size }, "rate_limited", size);
+      // Refused before the body is read, so a client past its limit costs no parsing; its events
+      // are unknown and it counts as one, as an unreadable body does.
+      count(project.id, { received: 1, rate_limited: 1 }, "rate_limited", 1);
       throw new AppError("rate_limited", {
         message: `Rate limit of ${decision.limit} requests per minute exceeded for plan ${project.plan}`,
         retryAfter: decision.retryAfter,
       });
     }
+  }
+
+  /**
+   * Gives the slot of a refused request back to the project's rate limit: only requests that
+   * reach the store spend it. A refusal of the client's body (invalid, unreadable, too large, cut
+   * short) is free while the project's refused requests of the last minute stay within its plan's
+   * limit, and beyond that counts like any request, so a key holder sending garbage is limited
+   * too. A request the store could not take (503) always gets its slot back.
+   */
+  async function giveBack(context: IngestContext, reply: FastifyReply, clientFault: boolean): Promise<void> {
+    const { project, decision } = context;
+    if (!decision.allowed || decision.slot === undefined) return;
+    if (clientFault) {
+      const allowance = await rateLimiter
+        .consume(`${project.id}:refused`, decision.limit, Date.now())
+        .catch(() => undefined);
+      if (!allowance?.allowed) return;
+    }
+    await rateLimiter.release(project.id, decision.slot);
+    reply.header("X-RateLimit-Remaining", decision.remaining + 1);
+  }
+
+  /** A body that could not be read (too large, not JSON, bad gzip) counts as one rejected event. */
+  async function countUnreadable(request: FastifyRequest, reply: FastifyReply, error: Error): Promise<void> {
+    const context = request.ingest;
+    if (!context || context.counted) return;
+    context.counted = true;
+    const appError = toAppError(error, request);
+    count(context.project.id, { received: 1, rejected: { [appError.code]: 1 } }, "rejected", 1);
+    await giveBack(context, reply, appError.status < 500);
+  }
+
+  async function handle(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    batch: boolean,
+  ): Promise<ValidatedEvents & { project: Project; duplicates?: number[] }> {
+    const context = request.ingest;
+    if (!context) throw new AppError("internal");
+    const { project } = context;
+    const body = request.body as { events?: unknown } | undefined;
+    const size = batch && Array.isArray(body?.events) ? Math.max(1, body.events.length) : 1;
+    context.counted = true;
     const receivedAt = Date.now();
     let validated: ValidatedEvents;
     try {
@@ -134,6 +158,7 @@ export function registerIngestRoutes(
       // Anything but a validation error is a fault of ours: counted as internal, as it is answered.
       const code = toAppError(error).code;
       count(project.id, { received: size, rejected: { [code]: size } }, "rejected", size);
+      await giveBack(context, reply, true);
       throw error;
     }
     try {
@@ -145,6 +170,7 @@ export function registerIngestRoutes(
     } catch (error) {
       const code = error instanceof AppError ? error.code : "unavailable";
       count(project.id, { received: size, rejected: { [code]: size } }, "unavailable", size);
+      await giveBack(context, reply, error instanceof AppError && error.status < 500);
       throw error;
     }
   }
@@ -167,7 +193,7 @@ export function registerIngestRoutes(
       },
     },
     async (request, reply) => {
-      const result = await handle(request, false);
+      const result = await handle(request, reply, false);
       const event = result.events[0]!;
       return reply.status(202).send({
         status: "accepted",
@@ -196,7 +222,7 @@ export function registerIngestRoutes(
       },
     },
     async (request, reply) => {
-      const result = await handle(request, true);
+      const result = await handle(request, reply, true);
       const duplicates = result.duplicates;
       return reply.status(202).send({
         status: "accepted",

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from "fastify";
+import { VERSION, VERSION_HEADER } from "../../core/version.js";
 import type { Lifecycle } from "../../pipeline/lifecycle.js";
 import type { Metrics } from "./metrics.js";
 
@@ -6,9 +7,20 @@ export function registerOpsRoutes(
   app: FastifyInstance,
   deps: { parts: readonly Lifecycle[]; metrics: Metrics; isShuttingDown: () => boolean },
 ): void {
-  app.get("/health", { schema: { tags: ["ops"], summary: "The process is alive" } }, async () => ({
-    status: "ok",
-  }));
+  app.get(
+    "/health",
+    {
+      schema: {
+        tags: ["ops"],
+        summary: "The process is alive",
+        description: `Also names the service and its version (body and ${VERSION_HEADER}), so the CLI sends the admin token only to Tidemark.`,
+      },
+    },
+    async (_request, reply) => {
+      reply.header(VERSION_HEADER, VERSION);
+      return { status: "ok", service: "tidemark", version: VERSION };
+    },
+  );
 
   app.get(
     "/ready",

@@ -8,8 +8,10 @@ import { type ClickHouseEventRow, toClickHouseRow } from "./clickhouse.rows.js";
 const RANGE_GAP_MS = 3_600_000;
 /** Past this many ranges, one range covers the batch: a longer OR costs more than it saves. */
 const MAX_RANGES = 64;
-/** uuids per lookup query, so the SQL text stays well under ClickHouse's max_query_size (256 KiB). */
-const LOOKUP_CHUNK = 2000;
+/** Past this many distinct event names in a chunk, the lookup leaves the name out. */
+const MAX_NAMES = 50;
+/** uuids per lookup query: bounds the SQL text (the client raises max_query_size to 16 MiB). */
+const LOOKUP_CHUNK = 10_000;
 
 /**
  * Writes events into ClickHouse so that a replay never shows twice (the EventSink contract): a batch
@@ -71,11 +73,12 @@ export class ClickHouseEventSink implements EventSink {
     for (let i = 0; i < rows.length; i += LOOKUP_CHUNK) {
       const chunk = rows.slice(i, i + LOOKUP_CHUNK);
       const names = [...new Set(chunk.map((r) => r.event))];
+      // A few names narrow the key range per name; hundreds cost more to analyse than they save.
+      const byName = names.length <= MAX_NAMES ? `AND event IN (${names.map((n) => lit(n)).join(", ")})` : "";
       const sql = `SELECT uuid FROM ${this.db.eventsTable}
-        WHERE project_id = ${lit(projectId)}
-          AND event IN (${names.map((n) => lit(n)).join(", ")})
+        WHERE project_id = ${lit(projectId)} ${byName}
           AND (${timeRanges(chunk.map((r) => r.ts))})
-          AND uuid IN (${chunk.map((r) => lit(r.uuid)).join(", ")})`;
+          AND uuid IN (${uuidSet(chunk.map((r) => r.uuid))})`;
       for (const row of await this.db.query<{ uuid: string }>(sql)) found.add(row.uuid);
     }
     return found;
@@ -100,6 +103,20 @@ export class ClickHouseEventSink implements EventSink {
     );
     return Number(row?.n ?? 0);
   }
+}
+
+const PLAIN_UUID = /^[0-9a-f-]+$/;
+
+/**
+ * The uuids as the right side of IN. 18.16 takes ~40 ms just to analyse a literal list of 2,000
+ * strings, but splits one string literal into an array in well under a millisecond; the list
+ * form remains for a uuid that is not plain hex (the API only accepts uuids, so never in practice).
+ */
+function uuidSet(uuids: readonly string[]): string {
+  if (uuids.every((u) => PLAIN_UUID.test(u))) {
+    return `SELECT arrayJoin(splitByChar(',', ${lit(uuids.join(","))}))`;
+  }
+  return uuids.map((u) => lit(u)).join(", ");
 }
 
 /** `ts BETWEEN a AND b OR ...` covering every timestamp, merged where they are close. */

@@ -25,6 +25,15 @@ export class MemoryRateLimiter implements RateLimiter {
     return this.consumeSync(projectId, limit, nowMs);
   }
 
+  async release(projectId: string, slot: string): Promise<void> {
+    this.releaseSync(projectId, slot);
+  }
+
+  releaseSync(projectId: string, slot: string): void {
+    const window = this.windows.get(projectId);
+    if (window) removeTime(window, Number(slot));
+  }
+
   consumeSync(projectId: string, limit: number, nowMs: number): RateDecision {
     let window = this.windows.get(projectId);
     if (!window || window.times.length !== limit) {
@@ -46,6 +55,7 @@ export class MemoryRateLimiter implements RateLimiter {
         remaining: limit - window.count,
         resetAt: Math.ceil((oldest + RATE_WINDOW_MS) / 1000),
         retryAfter: 0,
+        slot: String(nowMs),
       };
     }
     const oldest = window.times[window.head] ?? nowMs;
@@ -58,6 +68,26 @@ export class MemoryRateLimiter implements RateLimiter {
       retryAfter: Math.max(1, Math.ceil((freesAt - nowMs) / 1000)),
     };
   }
+}
+
+/**
+ * Removes one request made at `time` from the window; requests at the same millisecond are
+ * interchangeable, so any of them will do. O(limit), and only refused requests pay it.
+ */
+function removeTime(window: Window, time: number): void {
+  const size = window.times.length;
+  let found = -1;
+  for (let i = window.count - 1; i >= 0; i--) {
+    if (window.times[(window.head + i) % size] === time) {
+      found = i;
+      break;
+    }
+  }
+  if (found < 0) return;
+  for (let i = found; i < window.count - 1; i++) {
+    window.times[(window.head + i) % size] = window.times[(window.head + i + 1) % size] ?? 0;
+  }
+  window.count--;
 }
 
 /** A new ring of `limit` slots keeping the newest times of the old one (a plan changed). */

@@ -74,12 +74,13 @@ export class RedisRateLimiter implements RateLimiter {
 
   async consume(projectId: string, limit: number, nowMs: number): Promise<RateDecision> {
     const now = Math.floor(nowMs);
+    const member = `${now}:${this.instance}:${this.sequence++}`;
     let reply: unknown;
     try {
       reply = await CONSUME.run(
         this.redis.client,
         [rateLimitKey(this.options.prefix, projectId)],
-        [now, RATE_WINDOW_MS, limit, `${now}:${this.instance}:${this.sequence++}`],
+        [now, RATE_WINDOW_MS, limit, member],
       );
     } catch (error) {
       return this.unavailable(error, limit, now);
@@ -94,6 +95,7 @@ export class RedisRateLimiter implements RateLimiter {
         remaining: Math.max(0, limit - count),
         resetAt: Math.ceil(freesAt / 1000),
         retryAfter: 0,
+        slot: member,
       };
     }
     return {
@@ -103,6 +105,17 @@ export class RedisRateLimiter implements RateLimiter {
       resetAt: Math.ceil(freesAt / 1000),
       retryAfter: Math.max(1, Math.ceil((freesAt - now) / 1000)),
     };
+  }
+
+  async release(projectId: string, slot: string): Promise<void> {
+    try {
+      await this.redis.client.zrem(rateLimitKey(this.options.prefix, projectId), slot);
+    } catch (error) {
+      this.options.log?.warn(
+        { err: error },
+        "rate limiter cannot reach redis: a refused request stays counted",
+      );
+    }
   }
 
   private unavailable(error: unknown, limit: number, now: number): RateDecision {

@@ -1,0 +1,301 @@
+/**
+ * The cdc pipeline's analytics store on its own: loads the bench dataset into ClickHouse through
+ * the sink (the EventSink the sink role uses, with its insert-time duplicate lookup), in arrival
+ * order, and times every query kind there and, on the same events, in the embedded DuckDB store.
+ * At the checkpoint and at the end it also measures the read-time dedup options (FINAL, LIMIT 1
+ * BY uuid) against plain reads, and what the sink's duplicate lookup costs.
+ * Method and results: bench/README.md and benchmarks/README.md.
+ *
+ *   node --import tsx bench/clickhouse.ts [--events 10000000] [--checkpoint 1000000] [--batch 20000]
+ *     [--query-runs 20] [--no-duckdb] [--clickhouse-url http://127.0.0.1:58123]
+ *     [--data-dir DIR --keep] [--reuse]   (--reuse: time the queries on the data a --keep run left)
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { ClickHouseAnalyticsStore } from "../src/backends/clickhouse/clickhouse.analytics-store.js";
+import { ClickHouseDatabase } from "../src/backends/clickhouse/clickhouse.database.js";
+import { ClickHouseEventSink } from "../src/backends/clickhouse/clickhouse.event-sink.js";
+import { toClickHouseRow } from "../src/backends/clickhouse/clickhouse.rows.js";
+import { DuckDbDatabase } from "../src/backends/embedded/duckdb.database.js";
+import { DuckDbEventStore } from "../src/backends/embedded/duckdb.event-store.js";
+import type { StoredEvent } from "../src/core/event.js";
+import type { AnalyticsStore } from "../src/pipeline/event-store.js";
+import { ClickHouseQueryBuilder } from "../src/query/clickhouse-builder.js";
+import { clickhouseLiteral } from "../src/query/clickhouse-literal.js";
+import { parseQuerySpec, type QuerySpec } from "../src/query/spec.js";
+import { percentile } from "./load.js";
+import { QUERIES } from "./queries.js";
+
+const { values: args } = parseArgs({
+  options: {
+    events: { type: "string", default: "10000000" },
+    checkpoint: { type: "string", default: "1000000" },
+    batch: { type: "string", default: "20000" },
+    "query-runs": { type: "string", default: "20" },
+    "no-duckdb": { type: "boolean", default: false },
+    "clickhouse-url": { type: "string", default: process.env.CLICKHOUSE_URL || "http://127.0.0.1:58123" },
+    "data-dir": { type: "string" },
+    keep: { type: "boolean", default: false },
+    reuse: { type: "boolean", default: false },
+  },
+});
+const EVENTS = Number(args.events);
+const CHECKPOINT = Number(args.checkpoint);
+const BATCH = Number(args.batch);
+const RUNS = Number(args["query-runs"]);
+
+const START = Date.UTC(2026, 7, 1);
+const SPAN = 90 * 86_400_000;
+const NAMES = [
+  "Page View",
+  "Page View",
+  "Page View",
+  "Click",
+  "Click",
+  "Sign Up",
+  "Add To Cart",
+  "Purchase",
+  "Search",
+  "Logout",
+];
+const PATHS = ["/", "/pricing", "/docs", "/blog", "/checkout", "/signup"];
+const PLANS = ["free", "pro", "team"];
+const BROWSERS = ["Chrome", "Firefox", "Safari", "Edge"];
+
+function mulberry32(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const random = mulberry32(7);
+const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)] as T;
+
+/**
+ * Event `i` of the dataset as it arrives: the shape and skew of bench/run.ts (100K users, 90
+ * days, 10 names, four properties), with event times a little behind arrival: 90 % within a
+ * minute, 9 % within an hour, 1 % up to three days late (devices that were offline).
+ */
+function eventAt(projectId: string, i: number): StoredEvent {
+  const arrival = START + Math.floor(((i + random()) / EVENTS) * SPAN);
+  const r = random();
+  const late = r < 0.9 ? random() * 60_000 : r < 0.99 ? random() * 3_600_000 : random() * 3 * 86_400_000;
+  return {
+    projectId,
+    uuid: randomUUID(),
+    event: pick(NAMES),
+    distinctId: `user_${Math.floor(random() ** 1.5 * 100_000)}`,
+    timestamp: Math.max(START, arrival - Math.floor(late)),
+    properties: JSON.stringify({
+      path: pick(PATHS),
+      plan: pick(PLANS),
+      browser: pick(BROWSERS),
+      price: Math.round(random() * 20_000) / 100,
+    }),
+    receivedAt: arrival,
+  };
+}
+
+const f = (x: number) => x.toFixed(1);
+const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
+
+async function time<T>(work: () => Promise<T>): Promise<[number, T]> {
+  const started = performance.now();
+  const result = await work();
+  return [performance.now() - started, result];
+}
+
+async function p99(runs: number, work: () => Promise<unknown>): Promise<{ p50: number; p99: number }> {
+  const times: number[] = [];
+  for (let i = 0; i < runs + 2; i++) {
+    const [ms] = await time(work);
+    if (i >= 2) times.push(ms);
+  }
+  const s = sorted(times);
+  return { p50: percentile(s, 50), p99: percentile(s, 99) };
+}
+
+/** The read-time dedup variants of a statement, for the measurement only. */
+function variants(sql: string, table: string, projectId: string, spec: QuerySpec): Record<string, string> {
+  const range =
+    "fromMs" in spec && spec.fromMs !== undefined && spec.toMs !== undefined
+      ? ` AND ts >= ${spec.fromMs} AND ts < ${spec.toMs}`
+      : "";
+  const deduped = `(SELECT project_id, uuid, event, distinct_id, ts, prop_keys, prop_values, num_keys, num_values
+    FROM ${table} WHERE project_id = ${clickhouseLiteral(projectId)}${range} LIMIT 1 BY uuid)`;
+  return {
+    plain: sql,
+    FINAL: sql.replaceAll(`FROM ${table} WHERE`, `FROM ${table} FINAL WHERE`),
+    "LIMIT 1 BY uuid": sql.replaceAll(`FROM ${table} WHERE`, `FROM ${deduped} WHERE`),
+  };
+}
+
+async function measureDedup(
+  label: string,
+  db: ClickHouseDatabase,
+  projectId: string,
+  sink: ClickHouseEventSink,
+  recent: StoredEvent[],
+): Promise<void> {
+  const builder = new ClickHouseQueryBuilder(db.eventsTable);
+  const kinds = QUERIES.filter(([name]) =>
+    [
+      "trends total/day 30d",
+      "trends unique users/day 30d",
+      "funnel 3 steps 1d window 30d",
+      "top values path 30d",
+    ].includes(name),
+  );
+  const [parts] = await db.query<{ n: number }>(
+    `SELECT count() AS n FROM system.parts WHERE active AND database = '${db.database}' AND table = 'events'`,
+  );
+  console.log(`\n#### Dedup options at ${label} events (${parts?.n} active parts)\n`);
+  console.log("| query | plain P50 / P99 ms | FINAL P50 / P99 ms | LIMIT 1 BY uuid P50 / P99 ms |");
+  console.log("| --- | ---: | ---: | ---: |");
+  for (const [name, body] of kinds) {
+    const spec = parseQuerySpec(body);
+    const statement =
+      spec.kind === "trends"
+        ? builder.trends(projectId, spec)
+        : spec.kind === "funnel"
+          ? builder.funnel(projectId, spec)
+          : spec.kind === "top_values"
+            ? builder.topValues(projectId, spec)
+            : undefined;
+    if (!statement) continue;
+    const cells: string[] = [];
+    for (const sql of Object.values(variants(statement.sql, db.eventsTable, projectId, spec))) {
+      const { p50, p99: q99 } = await p99(Math.min(RUNS, 10), () => db.query(sql));
+      cells.push(`${f(p50)} / ${f(q99)}`);
+    }
+    console.log(`| ${name} | ${cells.join(" | ")} |`);
+  }
+  // The sink's lookup: a replayed batch of recent events is all lookup and no insert.
+  const lookups: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const slice = recent.slice(i * 2000, (i + 1) * 2000);
+    if (slice.length === 0) break;
+    lookups.push((await time(() => sink.write(slice)))[0]);
+  }
+  const [allMs] = await time(() => sink.write(recent));
+  console.log(
+    `\nsink duplicate lookup (a replay of recent events, nothing inserted): 2,000 events ${f(
+      percentile(sorted(lookups), 50),
+    )} ms median of ${lookups.length}; ${recent.length.toLocaleString("en")} events ${f(allMs)} ms`,
+  );
+}
+
+async function main(): Promise<void> {
+  const url = args["clickhouse-url"];
+  const database = "tidemark_bench";
+  const db = new ClickHouseDatabase({ url, database, requestTimeoutMs: 300_000 });
+  const reuse = args.reuse;
+  if (!reuse) {
+    const setup = new ClickHouseDatabase({ url, database: "default" });
+    await setup.open();
+    await setup.command(`DROP DATABASE IF EXISTS ${database}`);
+    await setup.close();
+  }
+  const sink = new ClickHouseEventSink(db);
+  const clickhouse = new ClickHouseAnalyticsStore(db);
+  await sink.start();
+  await clickhouse.start();
+
+  const useDuck = !args["no-duckdb"];
+  const dataDir = args["data-dir"] ?? mkdtempSync(join(tmpdir(), "tidemark-bench-ch-"));
+  mkdirSync(dataDir, { recursive: true });
+  const duck = useDuck ? new DuckDbEventStore(new DuckDbDatabase(dataDir)) : undefined;
+  await duck?.start();
+
+  const projectFile = join(dataDir, "bench-project.txt");
+  const projectId = reuse ? readFileSync(projectFile, "utf8").trim() : randomUUID();
+  writeFileSync(projectFile, projectId);
+  console.log(
+    `Tidemark ClickHouse bench: ${EVENTS.toLocaleString("en")} events in batches of ${BATCH.toLocaleString("en")} through the sink${useDuck ? ", and the same events into DuckDB" : ""}`,
+  );
+  let chMs = 0;
+  let duckMs = 0;
+  let bulkMs = 0;
+  let recent: StoredEvent[] = [];
+  for (let offset = 0; offset < (reuse ? 0 : EVENTS); ) {
+    // Through the sink (duplicate lookup + insert, batches of --batch) up to the checkpoint; past
+    // it, plain bulk inserts of 100,000 rows, so the 10M dataset loads in minutes on a shared
+    // machine. The store is the same either way: the sink's inserts are these rows.
+    const viaSink = offset < CHECKPOINT;
+    const size = Math.min(viaSink ? BATCH : 100_000, EVENTS - offset);
+    const batch = Array.from({ length: size }, (_, k) => eventAt(projectId, offset + k));
+    if (viaSink) chMs += (await time(() => sink.write(batch)))[0];
+    else bulkMs += (await time(() => db.insert(db.eventsTable, batch.map(toClickHouseRow))))[0];
+    if (duck) duckMs += (await time(() => duck.insert(batch)))[0];
+    recent = batch.slice(-BATCH);
+    offset += size;
+    const loaded = offset;
+    process.stdout.write(`  loaded ${loaded.toLocaleString("en")}\r`);
+    if (loaded === CHECKPOINT) {
+      console.log(
+        `\n${loaded.toLocaleString("en")} events: ClickHouse sink ${Math.round(loaded / (chMs / 1000))} events/s`,
+      );
+      if (CHECKPOINT < EVENTS) await measureDedup(loaded.toLocaleString("en"), db, projectId, sink, recent);
+    }
+  }
+  if (!reuse) {
+    console.log(
+      `\n${EVENTS.toLocaleString("en")} events loaded: ClickHouse bulk insert ${Math.round((EVENTS - CHECKPOINT) / (bulkMs / 1000))} events/s past the checkpoint` +
+        (duck
+          ? `; DuckDB insert ${Math.round(EVENTS / (duckMs / 1000))} events/s (${f(duckMs / 1000)} s)`
+          : ""),
+    );
+    assert.equal(await sink.countEvents(projectId), EVENTS);
+    await measureDedup(EVENTS.toLocaleString("en"), db, projectId, sink, recent);
+    assert.equal(await sink.countEvents(projectId), EVENTS, "replays were stored again");
+  }
+
+  console.log(
+    `\n#### Queries on ${EVENTS.toLocaleString("en")} events (${RUNS} runs each after 2 warm-up runs)\n`,
+  );
+  console.log(
+    "| query | ClickHouse 18.16 P50 ms | ClickHouse P99 ms | DuckDB P50 ms | DuckDB P99 ms | same answer |",
+  );
+  console.log("| --- | ---: | ---: | ---: | ---: | --- |");
+  const stores: [string, AnalyticsStore | undefined][] = [
+    ["clickhouse", clickhouse],
+    ["duckdb", duck],
+  ];
+  for (const [name, body] of QUERIES) {
+    const spec = parseQuerySpec(body);
+    const cells: string[] = [];
+    const answers: unknown[] = [];
+    for (const [, store] of stores) {
+      if (!store) {
+        cells.push("—", "—");
+        continue;
+      }
+      answers.push(await store.query(projectId, spec));
+      const { p50, p99: q99 } = await p99(RUNS, () => store.query(projectId, spec));
+      cells.push(f(p50), f(q99));
+    }
+    let same = "—";
+    if (answers.length === 2) {
+      try {
+        assert.deepEqual(answers[0], answers[1]);
+        same = "yes";
+      } catch {
+        same = "NO";
+      }
+    }
+    console.log(`| ${name} | ${cells.join(" | ")} | ${same} |`);
+  }
+  await sink.close();
+  await clickhouse.close();
+  await duck?.close();
+  if (!args.keep) rmSync(dataDir, { recursive: true, force: true });
+}
+
+await main();
