@@ -105,6 +105,7 @@ async function capture(page: Page, name: string): Promise<void> {
   await page.setViewportSize({ width: 375, height: 800 });
   await page.waitForTimeout(150);
   await shoot(page, `${name}-375px`);
+  await audit(page, `${name} at 375 px`);
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `${name} scrolls sideways at 375 px by ${overflow} px`);
   await page.setViewportSize({ width: 1280, height: 900 });
