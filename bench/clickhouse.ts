@@ -238,7 +238,7 @@ async function main(): Promise<void> {
     offset += size;
     const loaded = offset;
     process.stdout.write(`  loaded ${loaded.toLocaleString("en")}\r`);
-    if (loaded === CHECKPOINT) {
+    if (loaded === CHECKPOINT && chMs > 0) {
       console.log(
         `\n${loaded.toLocaleString("en")} events: ClickHouse sink ${Math.round(loaded / (chMs / 1000))} events/s`,
       );

@@ -4,10 +4,8 @@ import { clickhouseLiteral as lit } from "../../query/clickhouse-literal.js";
 import type { ClickHouseDatabase } from "./clickhouse.database.js";
 import { type ClickHouseEventRow, toClickHouseRow } from "./clickhouse.rows.js";
 
-/** Timestamps closer than this share one range in the duplicate lookup (see `stored`). */
-const RANGE_GAP_MS = 3_600_000;
-/** Past this many ranges, one range covers the batch: a longer OR costs more than it saves. */
-const MAX_RANGES = 64;
+/** Time ranges per duplicate lookup, over all event names: bounds the SQL and its analysis. */
+const MAX_RANGES = 256;
 /** Past this many distinct event names in a chunk, the lookup leaves the name out. */
 const MAX_NAMES = 50;
 /** uuids per lookup query: bounds the SQL text (the client raises max_query_size to 16 MiB). */
@@ -64,20 +62,19 @@ export class ClickHouseEventSink implements EventSink {
   }
 
   /**
-   * The uuids among `rows` that ClickHouse already holds for the project. The query names the
-   * batch's event names and time ranges as well, so the primary key (project, event, ts, uuid)
-   * narrows it to the granules that can hold them: a replayed row has the same event and time.
+   * The uuids among `rows` that ClickHouse already holds for the project. A replayed row has the
+   * same event name and time as the stored one, so the query names, per event name, the time
+   * ranges of the batch's events: the primary key (project, event, ts, uuid) then narrows the read
+   * to the granules that can hold them, a few thousand rows for a batch of recent events, however
+   * large the table (README.md beside this file has the figures).
    */
   private async stored(projectId: string, rows: readonly ClickHouseEventRow[]): Promise<Set<string>> {
     const found = new Set<string>();
     for (let i = 0; i < rows.length; i += LOOKUP_CHUNK) {
       const chunk = rows.slice(i, i + LOOKUP_CHUNK);
-      const names = [...new Set(chunk.map((r) => r.event))];
-      // A few names narrow the key range per name; hundreds cost more to analyse than they save.
-      const byName = names.length <= MAX_NAMES ? `AND event IN (${names.map((n) => lit(n)).join(", ")})` : "";
       const sql = `SELECT uuid FROM ${this.db.eventsTable}
-        WHERE project_id = ${lit(projectId)} ${byName}
-          AND (${timeRanges(chunk.map((r) => r.ts))})
+        WHERE project_id = ${lit(projectId)}
+          AND (${keyRanges(chunk)})
           AND uuid IN (${uuidSet(chunk.map((r) => r.uuid))})`;
       for (const row of await this.db.query<{ uuid: string }>(sql)) found.add(row.uuid);
     }
@@ -119,15 +116,48 @@ function uuidSet(uuids: readonly string[]): string {
   return uuids.map((u) => lit(u)).join(", ");
 }
 
-/** `ts BETWEEN a AND b OR ...` covering every timestamp, merged where they are close. */
-function timeRanges(timestamps: readonly number[]): string {
-  const sorted = [...timestamps].sort((a, b) => a - b);
-  const ranges: [number, number][] = [];
-  for (const t of sorted) {
-    const last = ranges.at(-1);
-    if (last && t - last[1] <= RANGE_GAP_MS) last[1] = t;
-    else ranges.push([t, t]);
+/**
+ * `(event = 'A' AND (ts BETWEEN .. OR ..)) OR ...` covering every row; past MAX_NAMES names, time
+ * ranges alone (the names would cost more to analyse than they save).
+ */
+function keyRanges(rows: readonly ClickHouseEventRow[]): string {
+  const byName = new Map<string, number[]>();
+  for (const row of rows) {
+    const list = byName.get(row.event);
+    if (list) list.push(row.ts);
+    else byName.set(row.event, [row.ts]);
   }
-  const list = ranges.length > MAX_RANGES ? [[sorted[0] ?? 0, sorted.at(-1) ?? 0]] : ranges;
-  return list.map(([a, b]) => `ts BETWEEN ${lit(a ?? 0)} AND ${lit(b ?? 0)}`).join(" OR ");
+  if (byName.size > MAX_NAMES)
+    return timeRanges(
+      rows.map((r) => r.ts),
+      MAX_RANGES,
+    );
+  const perName = Math.max(4, Math.floor(MAX_RANGES / byName.size));
+  return [...byName]
+    .map(([name, times]) => `(event = ${lit(name)} AND (${timeRanges(times, perName)}))`)
+    .join(" OR ");
+}
+
+/**
+ * `ts BETWEEN a AND b OR ...` covering every timestamp in at most `max` ranges, split at the
+ * widest gaps: a batch of recent events plus a few late ones reads a few granules, not the days
+ * between them.
+ */
+function timeRanges(timestamps: readonly number[], max: number): string {
+  const sorted = [...new Set(timestamps)].sort((a, b) => a - b);
+  const cuts = sorted
+    .slice(1)
+    .map((t, i) => ({ at: i + 1, gap: t - (sorted[i] ?? t) }))
+    .sort((a, b) => b.gap - a.gap)
+    .slice(0, max - 1)
+    .map((c) => c.at)
+    .sort((a, b) => a - b);
+  const bounds = [0, ...cuts, sorted.length];
+  const ranges: string[] = [];
+  for (let i = 0; i + 1 < bounds.length; i++) {
+    const from = sorted[bounds[i] ?? 0] ?? 0;
+    const to = sorted[(bounds[i + 1] ?? 0) - 1] ?? from;
+    ranges.push(from === to ? `ts = ${lit(from)}` : `ts BETWEEN ${lit(from)} AND ${lit(to)}`);
+  }
+  return ranges.join(" OR ");
 }
