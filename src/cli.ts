@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-import { Command, Option } from "commander";
+import { Argument, Command, Option } from "commander";
 import { ProjectService } from "./admin/project.service.js";
 import { createParts } from "./backends/create.js";
-import { AVAILABLE_ROLES, type Config, ConfigError, loadConfig, ROLES, type Role } from "./config/config.js";
+import { AVAILABLE_ROLES, type Config, ConfigError, loadConfig, type Role } from "./config/config.js";
 import { PLANS, type Plan } from "./core/plans.js";
+import { VERSION, VERSION_HEADER } from "./core/version.js";
 import { LedgerRecorder } from "./pipeline/ledger-recorder.js";
 import { resolveSecretToken } from "./roles/secret-token.js";
 import { startTidemark } from "./roles/server.js";
@@ -12,28 +13,46 @@ function configFor(role?: Role) {
   return loadConfig(role ? { ...process.env, TIDEMARK_ROLE: role } : process.env);
 }
 
+/** A running server that answers on PORT, with the admin token to send it. */
+interface Server {
+  url: string;
+  token: string;
+}
+
 /**
- * The running server, when one answers on the configured port: admin commands then go through
- * its API (the embedded store file has a single writer, the server).
+ * The running Tidemark, when one answers on the configured port: admin commands then go through
+ * its API (the embedded store file has a single writer, the server). Whatever answers must show
+ * it is Tidemark (its /health names the service and carries X-Tidemark-Version) before the admin
+ * token is read or sent; anything else stops the command.
  */
-async function runningServer(config: Config): Promise<{ url: string; token: string } | undefined> {
-  const host = config.host === "0.0.0.0" ? "127.0.0.1" : config.host;
+async function runningServer(config: Config): Promise<Server | undefined> {
+  const host = config.host === "0.0.0.0" ? "127.0.0.1" : config.host === "::" ? "::1" : config.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${config.port}`;
+  let response: Response;
   try {
-    const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
-    if (!response.ok) return undefined;
+    response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2000) });
   } catch {
-    return undefined;
+    return undefined; // nothing answers: work on the store directly
   }
+  const body: unknown = await response.json().catch(() => undefined);
+  const isTidemark =
+    response.headers.has(VERSION_HEADER) &&
+    typeof body === "object" &&
+    body !== null &&
+    (body as { service?: unknown }).service === "tidemark";
+  if (!isTidemark) {
+    throw new Error(
+      `something other than Tidemark answers on ${url} (GET /health gave ${response.status} without ` +
+        `${VERSION_HEADER}); the admin token was not sent. Set PORT (and HOST) to Tidemark's, or stop ` +
+        "what holds that port to work on the store directly.",
+    );
+  }
+  if (!response.ok)
+    throw new Error(`Tidemark on ${url} is not serving (GET /health: ${response.status}); retry`);
   return { url, token: resolveSecretToken(config.dataDir, config.secretToken).token };
 }
 
-async function adminRequest(
-  server: { url: string; token: string },
-  method: string,
-  path: string,
-  body?: unknown,
-) {
+async function adminRequest(server: Server, method: string, path: string, body?: unknown): Promise<unknown> {
   const response = await fetch(`${server.url}${path}`, {
     method,
     headers: {
@@ -42,8 +61,14 @@ async function adminRequest(
     },
     body: body ? JSON.stringify(body) : undefined,
   });
-  const answer: unknown = await response.json();
-  if (!response.ok) throw new Error(`the server answered ${response.status}: ${JSON.stringify(answer)}`);
+  const text = await response.text();
+  const answer: unknown = text === "" ? undefined : JSON.parse(text);
+  if (!response.ok) {
+    const message = (answer as { error?: { message?: unknown } } | undefined)?.error?.message;
+    throw new Error(
+      `${typeof message === "string" ? message : text} (HTTP ${response.status} from ${server.url})`,
+    );
+  }
   return answer;
 }
 
@@ -63,6 +88,7 @@ async function withProjects<T>(work: (service: ProjectService) => Promise<T>): P
 
 const program = new Command("tidemark")
   .description("Tidemark: self-hosted event analytics")
+  .version(VERSION)
   .showHelpAfterError();
 
 program
@@ -71,7 +97,7 @@ program
   .addOption(
     new Option(
       "--role <role>",
-      `which role this process plays (coming: ${ROLES.filter((r) => !AVAILABLE_ROLES.includes(r)).join(", ")})`,
+      "which role this process plays; all (the default) runs every role of the pipeline",
     ).choices(AVAILABLE_ROLES),
   )
   .action(async (options: { role?: Role }) => {
@@ -93,6 +119,19 @@ program
     process.on("SIGINT", () => stop("SIGINT"));
   });
 
+/**
+ * An admin command: through the running server's API when Tidemark answers on PORT, else on the
+ * store directly. Prints the answer as JSON.
+ */
+async function admin(
+  throughServer: (server: Server) => Promise<unknown>,
+  onStore: (service: ProjectService) => Promise<unknown>,
+): Promise<void> {
+  const server = await runningServer(configFor());
+  const answer = server ? await throughServer(server) : await withProjects(onStore);
+  process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
+}
+
 const project = program
   .command("project")
   .description(
@@ -100,22 +139,71 @@ const project = program
   );
 project
   .command("create")
+  .description("Create a project; its keys are shown once")
   .requiredOption("--name <name>", "project name")
   .addOption(new Option("--plan <plan>", "plan").choices(PLANS).default("FREE"))
-  .action(async (options: { name: string; plan: Plan }) => {
-    const server = await runningServer(configFor());
-    const created = server
-      ? await adminRequest(server, "POST", "/api/v1/project", { name: options.name, plan: options.plan })
-      : await withProjects((service) => service.create(options.name, options.plan));
-    process.stdout.write(`${JSON.stringify(created, null, 2)}\n`);
-  });
-project.command("list").action(async () => {
-  const server = await runningServer(configFor());
-  const answer = server
-    ? await adminRequest(server, "GET", "/api/v1/project")
-    : { projects: await withProjects((service) => service.list()) };
-  process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
-});
+  .action((options: { name: string; plan: Plan }) =>
+    admin(
+      (server) => adminRequest(server, "POST", "/api/v1/project", { name: options.name, plan: options.plan }),
+      (service) => service.create(options.name, options.plan),
+    ),
+  );
+project
+  .command("list")
+  .description("List projects")
+  .action(() =>
+    admin(
+      (server) => adminRequest(server, "GET", "/api/v1/project"),
+      async (service) => ({ projects: await service.list() }),
+    ),
+  );
+project
+  .command("set-plan")
+  .description("Change a project's plan (and so its rate limit)")
+  .argument("<id>", "project id")
+  .addArgument(new Argument("<plan>", "new plan").choices(PLANS))
+  .action((id: string, plan: Plan) =>
+    admin(
+      (server) => adminRequest(server, "PATCH", `/api/v1/project/${encodeURIComponent(id)}`, { plan }),
+      (service) => service.setPlan(id, plan),
+    ),
+  );
+project
+  .command("rotate-keys")
+  .description("Replace both keys of a project; the old ones stop working, the new ones are shown once")
+  .argument("<id>", "project id")
+  .action((id: string) =>
+    admin(
+      (server) => adminRequest(server, "POST", `/api/v1/project/${encodeURIComponent(id)}/rotate-keys`),
+      (service) => service.rotateKeys(id),
+    ),
+  );
+project
+  .command("stats")
+  .description("A project's loss ledger: what happened to every event received")
+  .argument("<id>", "project id")
+  .action((id: string) =>
+    admin(
+      (server) => adminRequest(server, "GET", `/api/v1/project/${encodeURIComponent(id)}/stats`),
+      (service) => service.stats(id),
+    ),
+  );
+project
+  .command("delete")
+  .description("Delete a project, its keys and its events")
+  .argument("<id>", "project id")
+  .action((id: string) =>
+    admin(
+      async (server) => {
+        await adminRequest(server, "DELETE", `/api/v1/project/${encodeURIComponent(id)}`);
+        return { deleted: id.toLowerCase() };
+      },
+      async (service) => {
+        await service.delete(id);
+        return { deleted: id.toLowerCase() };
+      },
+    ),
+  );
 
 program
   .command("migrate")

@@ -1,11 +1,14 @@
 import { randomUUID } from "node:crypto";
 import { AppError } from "../core/errors.js";
 import type { Ledger } from "../core/event.js";
+import { UUID_PATTERN } from "../core/event-schema.js";
 import { generateKey, hashKey } from "../core/keys.js";
 import { PLAN_RATE_LIMIT_RPM, type Plan } from "../core/plans.js";
 import type { EventStore } from "../pipeline/event-store.js";
 import type { LedgerRecorder } from "../pipeline/ledger-recorder.js";
 import type { Project, ProjectStore } from "../pipeline/project-store.js";
+
+const uuidPattern = new RegExp(UUID_PATTERN);
 
 export interface ProjectView {
   id: string;
@@ -68,20 +71,29 @@ export class ProjectService {
     return (await this.projects.list()).map(projectView);
   }
 
-  async get(id: string): Promise<Project> {
+  /** A project id as stored (lower case); anything that is not a uuid names no project. */
+  private idOf(id: string): string {
+    if (!uuidPattern.test(id)) throw new AppError("not_found", { message: `No project ${id.slice(0, 100)}` });
+    return id.toLowerCase();
+  }
+
+  async get(rawId: string): Promise<Project> {
+    const id = this.idOf(rawId);
     const project = await this.projects.get(id);
     if (!project) throw new AppError("not_found", { message: `No project ${id}` });
     return project;
   }
 
-  async setPlan(id: string, plan: Plan): Promise<ProjectView> {
+  async setPlan(rawId: string, plan: Plan): Promise<ProjectView> {
+    const id = this.idOf(rawId);
     const project = await this.projects.setPlan(id, plan);
     if (!project) throw new AppError("not_found", { message: `No project ${id}` });
     this.keys?.forgetProject(id);
     return projectView(project);
   }
 
-  async rotateKeys(id: string): Promise<ProjectWithKeys> {
+  async rotateKeys(rawId: string): Promise<ProjectWithKeys> {
+    const id = this.idOf(rawId);
     const { apiKey, readKey, hashes } = this.newKeys();
     const project = await this.projects.setKeys(id, hashes);
     if (!project) throw new AppError("not_found", { message: `No project ${id}` });
@@ -90,14 +102,15 @@ export class ProjectService {
   }
 
   /** The project's loss ledger, with what the API has counted but not yet written. */
-  async stats(id: string): Promise<Ledger> {
-    await this.get(id);
+  async stats(rawId: string): Promise<Ledger> {
+    const { id } = await this.get(rawId);
     await this.ledger.flush();
     return this.events.readLedger(id);
   }
 
   /** Deletes the project's keys first (no new events), then its events and ledger. */
-  async delete(id: string): Promise<void> {
+  async delete(rawId: string): Promise<void> {
+    const id = this.idOf(rawId);
     const deleted = await this.projects.delete(id);
     if (!deleted) throw new AppError("not_found", { message: `No project ${id}` });
     this.keys?.forgetProject(id);

@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { ProjectService } from "../admin/project.service.js";
 import type { Config } from "../config/config.js";
 import { AppError } from "../core/errors.js";
+import { VERSION } from "../core/version.js";
 import { LedgerRecorder } from "../pipeline/ledger-recorder.js";
 import type { PipelineParts } from "../pipeline/parts.js";
 import { registerProjectRoutes } from "./admin/project.routes.js";
@@ -80,7 +81,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     openapi: {
       info: {
         title: "Tidemark",
-        version: "0.1.0",
+        version: VERSION,
         description: "Event ingest, analytics queries and administration.",
       },
       components: {
@@ -111,7 +112,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerQueryRoutes(fastify, { keys, projects: parts.projects, analytics: parts.analytics, metrics });
   registerProjectRoutes(fastify, { service, keys });
   registerOpsRoutes(fastify, { parts: parts.lifecycle, metrics, isShuttingDown: () => shuttingDown });
-  registerDocs(fastify);
+  await registerDocs(fastify);
   await fastify.ready();
   return {
     fastify,

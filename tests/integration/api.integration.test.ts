@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
 import type { FastifyInstance } from "fastify";
@@ -635,7 +636,10 @@ describe("query API", () => {
 
 describe("operations", () => {
   test("/health, /ready, /metrics, /docs", async () => {
-    assert.deepEqual((await app.inject({ url: "/health" })).json(), { status: "ok" });
+    const health = await app.inject({ url: "/health" });
+    const { version } = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));
+    assert.deepEqual(health.json(), { status: "ok", service: "tidemark", version });
+    assert.equal(health.headers["x-tidemark-version"], version, "the CLI tells Tidemark by this header");
     const ready = await app.inject({ url: "/ready" });
     assert.equal(ready.statusCode, 200);
     assert.equal(ready.json().status, "ready");
@@ -649,7 +653,7 @@ describe("operations", () => {
     ]) {
       assert.ok(metrics.body.includes(name), name);
     }
-    const docs = await app.inject({ url: "/docs" });
+    const docs = await app.inject({ url: "/docs/json" });
     assert.equal(docs.statusCode, 200);
     const spec = docs.json();
     assert.match(spec.openapi, /^3\./);
