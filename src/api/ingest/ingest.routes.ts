@@ -152,8 +152,11 @@ export function registerIngestRoutes(
     let validated: ValidatedEvents;
     try {
       validated = batch
-        ? validateBatch(body, project.id, receivedAt, limits)
-        : validateEvent(body, project.id, receivedAt, limits);
+        ? validateBatch(body, project.id, receivedAt, { ...limits, roundedIntegers: request.inexactIntegers })
+        : validateEvent(body, project.id, receivedAt, {
+            ...limits,
+            roundedIntegers: request.inexactIntegers,
+          });
     } catch (error) {
       // Anything but a validation error is a fault of ours: counted as internal, as it is answered.
       const code = toAppError(error).code;
