@@ -88,7 +88,9 @@ export class Metrics {
       help: "Events accepted by the API and not yet committed to the store of record",
       registers: [this.registry],
       async collect() {
-        if (depth) this.set(await depth());
+        // A backend that cannot say its depth (Redis down) must not fail the whole scrape: the
+        // other metrics matter most exactly then. NaN is Prometheus' "unknown".
+        if (depth) this.set(await depth().catch(() => Number.NaN));
       },
     });
     const metrics = this;
