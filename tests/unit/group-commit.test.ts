@@ -56,7 +56,11 @@ test("concurrent requests share one commit, and each resolves only after it", as
   const queue = new GroupCommitQueue(store, options);
   const requests = [[event()], [event(), event()], [event()]];
   let settled = 0;
-  const answers = requests.map((events) => queue.enqueue(events).then((r) => (settled++, r)));
+  const answers = requests.map(async (events) => {
+    const answer = await queue.enqueue(events);
+    settled++;
+    return answer;
+  });
   store.gated = true;
   await store.waitForGates(1);
   assert.equal(settled, 0, "no request resolves before its commit returned");
