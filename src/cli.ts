@@ -2,7 +2,7 @@
 import { Argument, Command, Option } from "commander";
 import { ProjectService } from "./admin/project.service.js";
 import { createParts } from "./backends/create.js";
-import { AVAILABLE_ROLES, type Config, ConfigError, loadConfig, ROLES, type Role } from "./config/config.js";
+import { AVAILABLE_ROLES, type Config, ConfigError, loadConfig, type Role } from "./config/config.js";
 import { PLANS, type Plan } from "./core/plans.js";
 import { VERSION, VERSION_HEADER } from "./core/version.js";
 import { LedgerRecorder } from "./pipeline/ledger-recorder.js";
@@ -97,7 +97,7 @@ program
   .addOption(
     new Option(
       "--role <role>",
-      `which role this process plays (coming: ${ROLES.filter((r) => !AVAILABLE_ROLES.includes(r)).join(", ")})`,
+      "which role this process plays; all (the default) runs every role of the pipeline",
     ).choices(AVAILABLE_ROLES),
   )
   .action(async (options: { role?: Role }) => {

@@ -112,7 +112,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerQueryRoutes(fastify, { keys, projects: parts.projects, analytics: parts.analytics, metrics });
   registerProjectRoutes(fastify, { service, keys });
   registerOpsRoutes(fastify, { parts: parts.lifecycle, metrics, isShuttingDown: () => shuttingDown });
-  registerDocs(fastify);
+  await registerDocs(fastify);
   await fastify.ready();
   return {
     fastify,

@@ -37,7 +37,9 @@ const FASTIFY_MESSAGES: Record<string, string> = {
  */
 const BY_STATUS: Record<number, ErrorCode> = {
   400: "bad_request",
-  403: "forbidden",
+  // The static files of /docs refuse paths that climb out of their folder with a 403; to the
+  // client such a file simply does not exist.
+  403: "not_found",
   404: "not_found",
   405: "method_not_allowed",
   408: "request_timeout",
@@ -228,7 +230,8 @@ export function registerErrorHandler(app: FastifyInstance): void {
     for (const route of routes) {
       if (route.pattern.test(path)) for (const method of route.methods) allowed.add(method);
     }
-    if (allowed.size > 0) {
+    // A route of this method that found nothing (a missing static file) is a plain 404.
+    if (allowed.size > 0 && !allowed.has(request.method)) {
       allowed.add("OPTIONS");
       reply.header("Allow", [...allowed].sort().join(", "));
       sendError(

@@ -23,6 +23,8 @@ export async function createParts(config: Config, hooks: PartHooks = {}): Promis
       return createSync(config, hooks);
     case "async":
       return createAsync(config, hooks);
+    case "cdc":
+      return createCdc(config, hooks);
     default:
       // loadConfig refuses a pipeline with no roles in PIPELINE_ROLES; this is the second lock.
       throw new Error(`TIDEMARK_PIPELINE=${config.pipeline} is not available in this build`);
@@ -34,7 +36,10 @@ async function createEmbedded(config: Config, hooks: PartHooks): Promise<Pipelin
   const { DuckDbEventStore } = await import("./embedded/duckdb.event-store.js");
   const { DuckDbProjectStore } = await import("./embedded/duckdb.project-store.js");
   const { MemoryRateLimiter } = await import("./memory/memory.rate-limiter.js");
-  const db = new DuckDbDatabase(config.dataDir);
+  const db = new DuckDbDatabase(config.dataDir, {
+    memoryLimit: config.duckdbMemoryLimit,
+    threads: config.duckdbThreads,
+  });
   const projects = new DuckDbProjectStore(db);
   // Two commits at once keep DuckDB busy while the previous one waits for its fsync.
   const writers = 2;
@@ -82,7 +87,7 @@ async function createPostgres(config: Config, hooks: PartHooks, maxConnections: 
   const { PostgresEventStore } = await import("./postgres/postgres.event-store.js");
   const { PostgresProjectStore } = await import("./postgres/postgres.project-store.js");
   const db = new PostgresDatabase({ url: config.databaseUrl, maxConnections, log: hooks.log });
-  return { projects: new PostgresProjectStore(db), events: new PostgresEventStore(db) };
+  return { db, projects: new PostgresProjectStore(db), events: new PostgresEventStore(db) };
 }
 
 /** Redis when REDIS_URL is set, so every API process shares the limit; else this process's memory. */
@@ -153,6 +158,94 @@ async function createAsync(config: Config, hooks: PartHooks): Promise<PipelinePa
       log: hooks.log,
     });
     lifecycle.push(parts.consumer);
+  }
+  return parts;
+}
+
+/**
+ * Stage 3: the async pipeline's API and worker (Redis Stream -> Postgres), then the cdc role
+ * streams Postgres's committed events (logical replication, pgoutput) to Kafka and the sink role
+ * writes them to ClickHouse, which answers the queries. The ledger reads Postgres and adds what
+ * ClickHouse holds; deleting a project deletes it in both.
+ *
+ * Every process of this pipeline makes sure the publication and the replication slot exist at
+ * start, before any event is stored: a slot created after an insert would never see it.
+ */
+async function createCdc(config: Config, hooks: PartHooks): Promise<PipelineParts> {
+  const roles = processRoles(config);
+  const runsApi = roles.includes("api");
+  const runsWorker = roles.includes("worker");
+  const runsCdc = roles.includes("cdc");
+  const runsSink = roles.includes("sink");
+  const { db, projects, events: record } = await createPostgres(config, hooks, runsApi ? 10 : 4);
+  const { ReplicationSetup } = await import("./postgres/postgres.replication-setup.js");
+  const names = { slot: config.cdcSlot, publication: config.cdcPublication };
+  const lifecycle: Lifecycle[] = [new ReplicationSetup(db, names)];
+
+  const { createClickHouseParts } = await import("./clickhouse/create-clickhouse-parts.js");
+  const clickhouse = createClickHouseParts({
+    url: config.clickhouseUrl,
+    database: config.clickhouseDatabase,
+    log: hooks.log,
+  });
+  const { MirroredEventStore } = await import("../pipeline/mirrored-event-store.js");
+  const events = runsApi ? new MirroredEventStore(record, clickhouse.sink) : record;
+
+  const { RedisStreamQueue } = await import("./redis/redis.queue.js");
+  const redis = await createRedisConnection(config, hooks);
+  if (!redis) throw new Error("REDIS_URL is required for the cdc pipeline");
+  const queue = new RedisStreamQueue(redis, {
+    prefix: config.redisPrefix,
+    maxLength: config.redisStreamMaxLen,
+  });
+  const rateLimiter = await createRateLimiter(config, hooks, redis);
+  const parts: PipelineParts = {
+    projects,
+    events,
+    analytics: clickhouse.analytics,
+    queue,
+    rateLimiter,
+    lifecycle,
+  };
+  if (runsApi) lifecycle.push(projects, events, clickhouse.analytics, queue, rateLimiter);
+  else if (runsWorker) lifecycle.push(events);
+  if (runsWorker) {
+    const { RedisStreamConsumer } = await import("./redis/redis.stream-consumer.js");
+    parts.consumer = new RedisStreamConsumer({
+      url: config.redisUrl,
+      prefix: config.redisPrefix,
+      claimIdleMs: config.workerClaimIdleMs,
+      log: hooks.log,
+    });
+    lifecycle.push(parts.consumer);
+  }
+  const brokers = config.kafkaBrokers.split(",").map((b) => b.trim());
+  const topic = {
+    brokers,
+    topic: config.kafkaTopic,
+    partitions: config.kafkaPartitions,
+    replicas: config.kafkaReplicas,
+    log: hooks.log,
+  };
+  if (runsCdc) {
+    const { PostgresChangeFeed } = await import("./postgres/postgres.change-feed.js");
+    const { KafkaEventLogProducer } = await import("./kafka/kafka.producer.js");
+    parts.eventLog = new KafkaEventLogProducer(topic);
+    parts.changeFeed = new PostgresChangeFeed(db, {
+      url: config.databaseUrl,
+      ...names,
+      lagWarnBytes: config.cdcSlotLagWarnBytes,
+      log: hooks.log,
+    });
+    lifecycle.push(parts.eventLog, parts.changeFeed);
+  }
+  if (runsSink) {
+    const { KafkaEventLogConsumer } = await import("./kafka/kafka.consumer.js");
+    parts.sink = clickhouse.sink;
+    parts.logConsumer = new KafkaEventLogConsumer({ ...topic, groupId: config.kafkaGroup });
+    // The sink asks the project store whether a project was deleted before writing its events.
+    if (!runsApi) lifecycle.push(projects);
+    lifecycle.push(parts.sink, parts.logConsumer);
   }
   return parts;
 }

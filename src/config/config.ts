@@ -27,7 +27,7 @@ export const PIPELINE_ROLES: { readonly [P in Pipeline]: readonly Role[] } = {
   embedded: ["all", "api"],
   sync: ["all", "api"],
   async: ["all", "api", "worker"],
-  cdc: [], // coming: ["all", "api", "worker", "cdc", "sink"]
+  cdc: ["all", "api", "worker", "cdc", "sink"],
 };
 
 /** The pipelines this build can run. */
@@ -152,6 +152,18 @@ const VARIABLES = {
     text(),
     "Where the embedded store and the generated token live",
   ),
+  duckdbMemoryLimit: variable(
+    "TIDEMARK_DUCKDB_MEMORY_LIMIT",
+    "512MB",
+    text(/^[1-9][0-9]{0,5}(\.[0-9]{1,3})?\s?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/),
+    "embedded: DuckDB's memory cap (e.g. 512MB, 2GiB); its default, 80% of RAM, lets a long-lived server grow",
+  ),
+  duckdbThreads: variable(
+    "TIDEMARK_DUCKDB_THREADS",
+    "2",
+    int(1, 256),
+    "embedded: DuckDB worker threads (the target machine has 2 cores, shared with the API)",
+  ),
   keyEnv: variable("TIDEMARK_KEY_ENV", "dev", text(/^[a-z0-9]{1,16}$/), "The <env> in wk_<env>_..."),
   logLevel: variable(
     "TIDEMARK_LOG_LEVEL",
@@ -246,6 +258,54 @@ const VARIABLES = {
     text(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/),
     "cdc: the ClickHouse database of the events table (created at start)",
   ),
+  kafkaTopic: variable(
+    "TIDEMARK_KAFKA_TOPIC",
+    "tidemark.events",
+    text(/^[A-Za-z0-9._-]{1,200}$/),
+    "cdc: the Kafka topic of committed events (created at start when missing)",
+  ),
+  kafkaPartitions: variable(
+    "TIDEMARK_KAFKA_PARTITIONS",
+    "4",
+    int(1, 10000),
+    "cdc: partitions of the topic when Tidemark creates it (the most sink processes that share the work)",
+  ),
+  kafkaReplicas: variable(
+    "TIDEMARK_KAFKA_REPLICAS",
+    "1",
+    int(1, 100),
+    "cdc: replication factor of the topic when Tidemark creates it",
+  ),
+  kafkaGroup: variable(
+    "TIDEMARK_KAFKA_GROUP",
+    "tidemark-sink",
+    text(/^[A-Za-z0-9._-]{1,200}$/),
+    "cdc: the sinks' Kafka consumer group",
+  ),
+  cdcSlot: variable(
+    "TIDEMARK_CDC_SLOT",
+    "tidemark_events",
+    text(/^[a-z0-9_]{1,63}$/),
+    "cdc: the Postgres logical replication slot (one cdc process streams from it at a time)",
+  ),
+  cdcPublication: variable(
+    "TIDEMARK_CDC_PUBLICATION",
+    "tidemark_events",
+    text(/^[a-z0-9_]{1,63}$/),
+    "cdc: the Postgres publication of the events table",
+  ),
+  cdcSlotLagWarnBytes: variable(
+    "TIDEMARK_CDC_SLOT_LAG_WARN_BYTES",
+    "1073741824",
+    int(1, Number.MAX_SAFE_INTEGER),
+    "cdc: WAL kept for the slot past which the cdc role logs a warning",
+  ),
+  sinkBatch: variable(
+    "TIDEMARK_SINK_BATCH",
+    "10000",
+    int(1, 1000000),
+    "cdc: most events the sink writes to ClickHouse at once",
+  ),
 };
 type Variables = typeof VARIABLES;
 type Field = keyof Variables;
@@ -309,8 +369,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if ((config.pipeline === "async" || config.pipeline === "cdc") && config.redisUrl === "") {
     throw new ConfigError("REDIS_URL", `is required for TIDEMARK_PIPELINE=${config.pipeline}`);
   }
-  if (config.pipeline === "cdc" && (config.kafkaBrokers === "" || config.clickhouseUrl === "")) {
-    throw new ConfigError("KAFKA_BROKERS", "KAFKA_BROKERS and CLICKHOUSE_URL are required for cdc");
+  if (config.pipeline === "cdc" && config.kafkaBrokers === "") {
+    throw new ConfigError("KAFKA_BROKERS", "is required for TIDEMARK_PIPELINE=cdc");
+  }
+  if (config.pipeline === "cdc" && config.clickhouseUrl === "") {
+    throw new ConfigError("CLICKHOUSE_URL", "is required for TIDEMARK_PIPELINE=cdc");
   }
   return Object.freeze(config);
 }

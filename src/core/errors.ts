@@ -73,4 +73,10 @@ export class AppError extends Error {
   }
 }
 
+/**
+ * The outcome of checking a request body on its own: the typed value, or the AppError to answer.
+ * It is the shape a Fastify validator returns, so routes use such checks as their validators.
+ */
+export type BodyCheck<T> = { value: T; error?: undefined } | { value?: undefined; error: AppError };
+
 export const isAppError = (error: unknown): error is AppError => error instanceof AppError;

@@ -23,10 +23,24 @@ export const IncomingEventSchema = Type.Object(
 );
 export type IncomingEvent = Static<typeof IncomingEventSchema>;
 
-export const IncomingBatchSchema = Type.Object(
+/**
+ * A batch as the wire carries it: checked first as a whole, so each event's problems can then be
+ * reported with its index (src/core/validation.ts).
+ */
+export const BatchEnvelopeSchema = Type.Object(
   {
     events: Type.Array(Type.Unknown(), { description: "Events, each as for POST /api/v1/event" }),
     sent_at: Type.Optional(Timestamp),
   },
   { additionalProperties: false },
 );
+
+/** A batch of events, accepted or rejected whole. */
+export const IncomingBatchSchema = Type.Object(
+  {
+    events: Type.Array(IncomingEventSchema, { description: "Events, each as for POST /api/v1/event" }),
+    sent_at: Type.Optional(Timestamp),
+  },
+  { additionalProperties: false },
+);
+export type IncomingBatch = Static<typeof IncomingBatchSchema>;

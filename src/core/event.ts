@@ -42,4 +42,9 @@ export interface Ledger {
   rate_limited: number;
   rejected: Record<string, number>;
   stored: number;
+  /**
+   * cdc: events the analytics store holds for the project (ClickHouse). Below `stored` while the
+   * pipeline is catching up, so the lag is visible; absent where one store answers everything.
+   */
+  analytics_stored?: number;
 }

@@ -1,8 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
-import { AppError, type Problem } from "./errors.js";
+import { AppError, type BodyCheck, type Problem } from "./errors.js";
 import type { StoredEvent } from "./event.js";
-import { IncomingBatchSchema, type IncomingEvent, IncomingEventSchema } from "./event-schema.js";
+import {
+  BatchEnvelopeSchema,
+  type IncomingBatch,
+  type IncomingEvent,
+  IncomingEventSchema,
+} from "./event-schema.js";
 import { parseTimestamp, resolveEventTime } from "./timestamps.js";
 
 const eventChecker = TypeCompiler.Compile(IncomingEventSchema);
@@ -21,7 +26,7 @@ const storable = (text: string) => {
   const wellFormed = text.isWellFormed() ? text : text.toWellFormed();
   return wellFormed.includes("\0") ? wellFormed.replaceAll("\0", "\ufffd") : wellFormed;
 };
-const batchChecker = TypeCompiler.Compile(IncomingBatchSchema);
+const envelopeChecker = TypeCompiler.Compile(BatchEnvelopeSchema);
 
 /**
  * How deeply `properties` may nest (the properties object itself is level 1). Analytics payloads
@@ -83,28 +88,20 @@ function schemaProblems(value: unknown, index: number | undefined): Problem[] {
   return problems.length > 0 ? problems : [toProblem("", "is not a valid event", index)];
 }
 
-function normalise(
-  raw: IncomingEvent,
-  index: number | undefined,
-  projectId: string,
-  receivedAt: number,
-  batchSentAt: unknown,
-  limits: ValidationLimits,
-  problems: Problem[],
-  warnings: ValidatedEvents["warnings"],
-): StoredEvent | undefined {
-  let clientMs: number | undefined;
-  let sentAtMs: number | undefined;
+/**
+ * Everything one event's body alone can get wrong, beyond its schema: times that cannot be read,
+ * a distinct_id a JSON number cannot carry exactly, properties nested too deeply.
+ */
+function contentProblems(raw: IncomingEvent, index: number | undefined, batchSentAt: unknown): Problem[] {
+  const problems: Problem[] = [];
   if (raw.timestamp !== undefined) {
     const parsed = parseTimestamp(raw.timestamp);
-    if (parsed.ok) clientMs = parsed.ms;
-    else problems.push(toProblem("/timestamp", parsed.message, index));
+    if (!parsed.ok) problems.push(toProblem("/timestamp", parsed.message, index));
   }
   const sentAt = raw.sent_at ?? batchSentAt;
   if (sentAt !== undefined) {
     const parsed = parseTimestamp(sentAt);
-    if (parsed.ok) sentAtMs = parsed.ms;
-    else
+    if (!parsed.ok)
       problems.push(
         toProblem(raw.sent_at === undefined ? "/sent_at (batch)" : "/sent_at", parsed.message, index),
       );
@@ -124,7 +121,113 @@ function normalise(
     const problem = propertiesProblem(raw.properties);
     if (problem) problems.push(toProblem("/properties", problem, index));
   }
-  if (problems.length > 0) return undefined;
+  return problems;
+}
+
+/** One event, checked: typed when both its shape and its content are right, else its problems. */
+function checkEvent(
+  raw: unknown,
+  index: number | undefined,
+  batchSentAt: unknown,
+): { event: IncomingEvent; problems?: undefined } | { event?: undefined; problems: Problem[] } {
+  if (!eventChecker.Check(raw)) return { problems: schemaProblems(raw, index) };
+  const problems = contentProblems(raw, index, batchSentAt);
+  return problems.length === 0 ? { event: raw } : { problems };
+}
+
+/**
+ * Checks one event body on its own (no project, no clock): the typed event when its shape is
+ * right and its times can be read, else a 400 listing every problem. The ingest route uses it as
+ * its body validator; `normaliseEvent` then takes the typed event.
+ */
+export function checkEventBody(body: unknown): BodyCheck<IncomingEvent> {
+  const checked = checkEvent(body, undefined, undefined);
+  if (checked.event) return { value: checked.event };
+  return {
+    error: new AppError("validation_failed", {
+      message: "The event is not valid",
+      details: checked.problems,
+    }),
+  };
+}
+
+/**
+ * Checks a batch body on its own, as a whole: the typed batch when it holds 1..maxBatchEvents
+ * events, each as checkEventBody wants it; else a 400 listing every problem of every event with
+ * its index, or a 413 when it holds too many events.
+ */
+export function checkBatchBody(body: unknown, maxBatchEvents: number): BodyCheck<IncomingBatch> {
+  if (!envelopeChecker.Check(body)) {
+    const problems: Problem[] = [];
+    for (const error of envelopeChecker.Errors(body)) {
+      problems.push(toProblem(error.path, error.message, undefined));
+      if (problems.length >= 20) break;
+    }
+    return {
+      error: new AppError("validation_failed", {
+        message: 'The body must be {"events": [...]}',
+        details: problems,
+      }),
+    };
+  }
+  const rawEvents = body.events;
+  if (rawEvents.length === 0) {
+    return {
+      error: new AppError("validation_failed", {
+        message: "The batch is empty",
+        details: [{ field: "events", message: "is empty" }],
+      }),
+    };
+  }
+  if (rawEvents.length > maxBatchEvents) {
+    return {
+      error: new AppError("batch_too_large", {
+        message: `The batch has ${rawEvents.length} events; at most ${maxBatchEvents} are allowed`,
+      }),
+    };
+  }
+  const problems: Problem[] = [];
+  const events: IncomingEvent[] = [];
+  rawEvents.forEach((raw, index) => {
+    const checked = checkEvent(raw, index, body.sent_at);
+    if (checked.event) events.push(checked.event);
+    else problems.push(...checked.problems);
+  });
+  if (problems.length === 0) {
+    return { value: body.sent_at === undefined ? { events } : { events, sent_at: body.sent_at } };
+  }
+  return {
+    error: new AppError("validation_failed", {
+      message: `${problems.length} problem(s) in the batch`,
+      details: problems.slice(0, 1000),
+    }),
+  };
+}
+
+/** A timestamp that checkEventBody or checkBatchBody has already read successfully. */
+function checkedTime(value: string | number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const parsed = parseTimestamp(value);
+  if (!parsed.ok) throw new AppError("internal", { message: "an unchecked timestamp reached normalise" });
+  return parsed.ms;
+}
+
+/**
+ * One checked event as stored: its time corrected for clock skew against the receipt time and
+ * clamped (a warning), or a problem when the correction moves it out of range.
+ */
+function normalise(
+  raw: IncomingEvent,
+  index: number | undefined,
+  projectId: string,
+  receivedAt: number,
+  batchSentAt: string | number | undefined,
+  limits: ValidationLimits,
+  problems: Problem[],
+  warnings: ValidatedEvents["warnings"],
+): StoredEvent | undefined {
+  const clientMs = checkedTime(raw.timestamp);
+  const sentAtMs = checkedTime(raw.sent_at ?? batchSentAt);
   const time = resolveEventTime(clientMs, sentAtMs, receivedAt, limits.futureToleranceMs);
   if (!time.ok) {
     problems.push(toProblem("/timestamp", time.message, index));
@@ -148,19 +251,13 @@ function normalise(
   };
 }
 
-/** Validates one event body; throws a 400 listing every problem. */
-export function validateEvent(
-  body: unknown,
+/** A checked event (checkEventBody) as stored; throws a 400 when its corrected time is out of range. */
+export function normaliseEvent(
+  body: IncomingEvent,
   projectId: string,
   receivedAt: number,
   limits: ValidationLimits,
 ): ValidatedEvents {
-  if (!eventChecker.Check(body)) {
-    throw new AppError("validation_failed", {
-      message: "The event is not valid",
-      details: schemaProblems(body, undefined),
-    });
-  }
   const problems: Problem[] = [];
   const warnings: ValidatedEvents["warnings"] = [];
   const event = normalise(body, undefined, projectId, receivedAt, undefined, limits, problems, warnings);
@@ -169,48 +266,23 @@ export function validateEvent(
   return { events: [event], warnings };
 }
 
-/** Validates a batch as a whole: one bad event rejects the batch, and every problem is listed. */
-export function validateBatch(
-  body: unknown,
+/**
+ * A checked batch (checkBatchBody) as stored, whole or not at all: throws a 400 listing every
+ * event whose corrected time is out of range.
+ */
+export function normaliseBatch(
+  body: IncomingBatch,
   projectId: string,
   receivedAt: number,
   limits: ValidationLimits,
 ): ValidatedEvents {
-  if (!batchChecker.Check(body)) {
-    const problems: Problem[] = [];
-    for (const error of batchChecker.Errors(body)) {
-      problems.push(toProblem(error.path, error.message, undefined));
-      if (problems.length >= 20) break;
-    }
-    throw new AppError("validation_failed", {
-      message: 'The body must be {"events": [...]}',
-      details: problems,
-    });
-  }
-  const rawEvents = body.events;
-  if (rawEvents.length === 0) {
-    throw new AppError("validation_failed", {
-      message: "The batch is empty",
-      details: [{ field: "events", message: "is empty" }],
-    });
-  }
-  if (rawEvents.length > limits.maxBatchEvents) {
-    throw new AppError("batch_too_large", {
-      message: `The batch has ${rawEvents.length} events; at most ${limits.maxBatchEvents} are allowed`,
-    });
-  }
   const problems: Problem[] = [];
   const warnings: ValidatedEvents["warnings"] = [];
   const events: StoredEvent[] = [];
-  for (let index = 0; index < rawEvents.length; index++) {
-    const raw = rawEvents[index];
-    if (!eventChecker.Check(raw)) {
-      problems.push(...schemaProblems(raw, index));
-      continue;
-    }
+  body.events.forEach((raw, index) => {
     const event = normalise(raw, index, projectId, receivedAt, body.sent_at, limits, problems, warnings);
     if (event) events.push(event);
-  }
+  });
   if (problems.length > 0) {
     throw new AppError("validation_failed", {
       message: `${problems.length} problem(s) in the batch`,
@@ -218,4 +290,28 @@ export function validateBatch(
     });
   }
   return { events, warnings };
+}
+
+/** Checks and normalises one event body in one step; throws a 400 listing every problem. */
+export function validateEvent(
+  body: unknown,
+  projectId: string,
+  receivedAt: number,
+  limits: ValidationLimits,
+): ValidatedEvents {
+  const checked = checkEventBody(body);
+  if (checked.error) throw checked.error;
+  return normaliseEvent(checked.value, projectId, receivedAt, limits);
+}
+
+/** Checks and normalises a batch in one step: one bad event rejects the batch; every problem is listed. */
+export function validateBatch(
+  body: unknown,
+  projectId: string,
+  receivedAt: number,
+  limits: ValidationLimits,
+): ValidatedEvents {
+  const checked = checkBatchBody(body, limits.maxBatchEvents);
+  if (checked.error) throw checked.error;
+  return normaliseBatch(checked.value, projectId, receivedAt, limits);
 }

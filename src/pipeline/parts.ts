@@ -1,5 +1,8 @@
 import type { Log } from "../core/log.js";
+import type { ChangeFeed } from "./change-feed.js";
+import type { EventLogConsumer, EventLogProducer } from "./event-log.js";
 import type { EventQueue } from "./event-queue.js";
+import type { EventSink } from "./event-sink.js";
 import type { AnalyticsStore, CommitReport, EventStore } from "./event-store.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { ProjectStore } from "./project-store.js";
@@ -21,6 +24,12 @@ export interface PipelineParts {
   rateLimiter: RateLimiter;
   /** The worker's side of the ingest queue: present when this process runs the worker role. */
   consumer?: QueueConsumer;
+  /** cdc role: the store of record's committed events, and the log they are published to. */
+  changeFeed?: ChangeFeed;
+  eventLog?: EventLogProducer;
+  /** sink role: the log read as a consumer group, and the analytics store written from it. */
+  logConsumer?: EventLogConsumer;
+  sink?: EventSink;
   /**
    * Every part this process starts, in start order; closed in reverse. A process that runs no API
    * leaves the API's parts out: they exist for the type but never start.

@@ -1,6 +1,6 @@
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
-import { AppError, type Problem } from "../core/errors.js";
+import { AppError, type BodyCheck, type Problem } from "../core/errors.js";
 import { EARLIEST_TIMESTAMP_MS, LATEST_TIMESTAMP_MS, parseTimestamp } from "../core/timestamps.js";
 
 // As ingest reads event times: ISO 8601 (UTC when no offset), or epoch milliseconds as a number or
@@ -107,9 +107,19 @@ const CHECKERS = Object.fromEntries(
 ) as { [K in QueryKind]: ReturnType<typeof TypeCompiler.Compile<(typeof SCHEMAS)[K]>> };
 
 /** The request body of POST /api/v1/query, as documented in OpenAPI. */
-export const QueryBodySchema = Type.Union(Object.values(SCHEMAS), {
-  description: "A query spec; `kind` selects the shape",
-});
+export const QueryBodySchema = Type.Union(
+  [
+    TrendsSpecSchema,
+    FunnelSpecSchema,
+    RetentionSpecSchema,
+    EventsSpecSchema,
+    TopEventsSpecSchema,
+    TopValuesSpecSchema,
+  ],
+  { description: "A query spec; `kind` selects the shape" },
+);
+export type QueryBody = Static<typeof QueryBodySchema>;
+const bodyChecker = TypeCompiler.Compile(QueryBodySchema);
 
 // The specs after defaults are applied and times parsed: what the SQL builders receive.
 export interface TrendsQuery {
@@ -282,29 +292,56 @@ function decodeCursor(text: string): EventsCursor {
   return { timestamp, uuid: match[2]! };
 }
 
-/** Checks a query body and applies defaults; a bad spec is a 400 naming the field. */
-export function parseQuerySpec(body: unknown): QuerySpec {
+const isQueryKind = (kind: unknown): kind is QueryKind =>
+  typeof kind === "string" && Object.hasOwn(CHECKERS, kind);
+
+function invalidBody(problems: Problem[]): BodyCheck<never> {
+  return {
+    error: new AppError("invalid_query", {
+      message: `The query spec is not valid: ${problems[0]?.field} ${problems[0]?.message}`,
+      details: problems,
+    }),
+  };
+}
+
+/**
+ * Checks a query body against its kind's schema: the typed spec, or a 400 naming each wrong
+ * field. The query route uses it as its body validator; `toQuerySpec` then takes the typed spec.
+ */
+export function checkQueryBody(body: unknown): BodyCheck<QueryBody> {
+  if (bodyChecker.Check(body)) return { value: body };
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
-    invalid([{ field: "(body)", message: "must be a JSON object" }]);
+    return invalidBody([{ field: "(body)", message: "must be a JSON object" }]);
   }
   const kind = (body as { kind?: unknown }).kind;
-  if (typeof kind !== "string" || !Object.hasOwn(CHECKERS, kind)) {
-    invalid([{ field: "kind", message: `must be one of ${QUERY_KINDS.join(", ")}` }]);
+  if (!isQueryKind(kind)) {
+    return invalidBody([{ field: "kind", message: `must be one of ${QUERY_KINDS.join(", ")}` }]);
   }
-  const checker = CHECKERS[kind as QueryKind];
-  if (!checker.Check(body)) {
-    const problems: Problem[] = [];
-    const seen = new Set<string>();
-    for (const error of checker.Errors(body)) {
-      const field = error.path.replace(/^\//, "").replaceAll("/", ".") || "(body)";
-      if (seen.has(field)) continue;
-      seen.add(field);
-      problems.push({ field, message: error.message });
-      if (problems.length >= 20) break;
-    }
-    invalid(problems);
+  // The union's errors name every branch; the spec's own kind names the fields that are wrong.
+  const problems: Problem[] = [];
+  const seen = new Set<string>();
+  for (const error of CHECKERS[kind].Errors(body)) {
+    const field = error.path.replace(/^\//, "").replaceAll("/", ".") || "(body)";
+    if (seen.has(field)) continue;
+    seen.add(field);
+    problems.push({ field, message: error.message });
+    if (problems.length >= 20) break;
   }
-  const spec = body as Static<(typeof SCHEMAS)[QueryKind]>;
+  return invalidBody(problems.length > 0 ? problems : [{ field: "(body)", message: "is not a valid spec" }]);
+}
+
+/** Checks a query body and applies defaults; a bad spec is a 400 naming the field. */
+export function parseQuerySpec(body: unknown): QuerySpec {
+  const checked = checkQueryBody(body);
+  if (checked.error) throw checked.error;
+  return toQuerySpec(checked.value);
+}
+
+/**
+ * A checked spec (checkQueryBody) with its defaults applied, times parsed and cursor decoded; a
+ * range, filter or cursor that cannot work is a 400 naming the field.
+ */
+export function toQuerySpec(spec: QueryBody): QuerySpec {
   switch (spec.kind) {
     case "trends": {
       const interval = spec.interval ?? "day";

@@ -16,7 +16,7 @@ export function resolveSecretToken(
     const token = readFileSync(path, "utf8").trim();
     if (token.length >= 16) return { token, generated: false, path };
   }
-  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const token = `st_${randomBytes(24).toString("base64url")}`;
   writeFileSync(path, `${token}\n`, { mode: 0o600 });
   chmodSync(path, 0o600);

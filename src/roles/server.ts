@@ -6,7 +6,9 @@ import { type Config, processRoles, type Role } from "../config/config.js";
 import type { Lifecycle } from "../pipeline/lifecycle.js";
 import type { PipelineParts } from "../pipeline/parts.js";
 import { ApiRole } from "./api.js";
+import { buildCdc } from "./cdc.js";
 import { resolveSecretToken } from "./secret-token.js";
+import { buildSink } from "./sink.js";
 import { buildWorker } from "./worker.js";
 
 export interface RunningTidemark {
@@ -36,6 +38,24 @@ const ROLE_LOOPS: { readonly [R in Exclude<Role, "all">]?: (context: RoleContext
   api: (context) => new ApiRole(context),
   worker: ({ config, parts, metrics, logger }) =>
     buildWorker(config, parts, { log: logger, onFlush: metrics.recordFlush }),
+  cdc: ({ config, parts, metrics, logger }) =>
+    buildCdc(config, parts, {
+      log: logger,
+      onPublished: (events, dropped) => {
+        metrics.cdcPublished.inc(events);
+        if (dropped > 0) metrics.dropped.inc({ step: "cdc", reason: "unreadable_row" }, dropped);
+      },
+    }),
+  sink: ({ config, parts, metrics, logger }) =>
+    buildSink(config, parts, {
+      log: logger,
+      onWritten: (report) => {
+        metrics.sinkBatchEvents.observe(report.events);
+        metrics.sinkWriteDuration.observe(report.durationMs / 1000);
+        for (const ms of report.visibilityMs) metrics.visibility.observe(ms / 1000);
+      },
+      onDropped: (reason, events) => metrics.dropped.inc({ step: "sink", reason }, events),
+    }),
 };
 
 export function createLogger(config: Config): Logger {
@@ -56,6 +76,10 @@ export async function startTidemark(
   const metrics = new Metrics({ queueDepth: () => queueDepth() });
   const parts = await createParts(baseConfig, { onFlush: metrics.recordFlush, log: logger });
   queueDepth = () => parts.queue.depth();
+  metrics.watchLag({
+    slotLag: parts.changeFeed?.lagBytes.bind(parts.changeFeed),
+    consumerLag: parts.logConsumer?.lag.bind(parts.logConsumer),
+  });
 
   let config = baseConfig;
   if (roles.includes("api")) {

@@ -299,6 +299,8 @@ interface LedgerBody {
   accepted: number;
   duplicate: number;
   stored: number;
+  /** cdc: what the analytics store (ClickHouse) holds; queries read it. */
+  analytics_stored?: number;
 }
 
 async function waitForLedger(
@@ -316,8 +318,17 @@ async function waitForLedger(
   }
 }
 
-/** Waits until the store holds `count` events (the async pipeline stores after the 202). */
+/**
+ * Waits until the store holds `count` events (the async pipeline stores after the 202), and, where
+ * queries read a store fed after that (cdc: ClickHouse), until that one holds them too.
+ */
 export async function waitForStored(tidemark: TestTidemark, projectId: string, count: number): Promise<void> {
-  const stats = await waitForLedger(tidemark, projectId, (s) => s.stored >= count);
+  const stats = await waitForLedger(
+    tidemark,
+    projectId,
+    (s) => s.stored >= count && (s.analytics_stored === undefined || s.analytics_stored >= count),
+  );
   assert.equal(stats.stored, count, "events stored");
+  if (stats.analytics_stored !== undefined)
+    assert.equal(stats.analytics_stored, count, "events in the analytics store");
 }

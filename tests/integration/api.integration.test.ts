@@ -653,7 +653,7 @@ describe("operations", () => {
     ]) {
       assert.ok(metrics.body.includes(name), name);
     }
-    const docs = await app.inject({ url: "/docs" });
+    const docs = await app.inject({ url: "/docs/json" });
     assert.equal(docs.statusCode, 200);
     const spec = docs.json();
     assert.match(spec.openapi, /^3\./);

@@ -54,13 +54,24 @@ test(".env.example lists every variable with its default", () => {
 });
 
 const services = { DATABASE_URL: "postgres://localhost/x", REDIS_URL: "redis://localhost" };
+const cdcServices = { KAFKA_BROKERS: "localhost:9092", CLICKHOUSE_URL: "http://localhost:8123" };
 
 test("an unknown pipeline or role, or one this build lacks, fails naming the variable", () => {
   const cases: [Record<string, string>, string, RegExp][] = [
     [{ TIDEMARK_PIPELINE: "kafka" }, "TIDEMARK_PIPELINE", /must be one of/],
     [{ TIDEMARK_ROLE: "reader" }, "TIDEMARK_ROLE", /must be one of/],
-    [{ TIDEMARK_PIPELINE: "cdc", ...services }, "TIDEMARK_PIPELINE", /not available in this build yet/],
-    [{ TIDEMARK_PIPELINE: "cdc" }, "TIDEMARK_PIPELINE", /not available in this build yet/],
+    [{ TIDEMARK_PIPELINE: "cdc", ...services }, "KAFKA_BROKERS", /required/],
+    [
+      { TIDEMARK_PIPELINE: "cdc", ...services, KAFKA_BROKERS: "127.0.0.1:9092" },
+      "CLICKHOUSE_URL",
+      /required/,
+    ],
+    [{ TIDEMARK_PIPELINE: "cdc" }, "DATABASE_URL", /required/],
+    [
+      { ...services, TIDEMARK_PIPELINE: "cdc", TIDEMARK_CDC_SLOT: "Bad-Slot" },
+      "TIDEMARK_CDC_SLOT",
+      /must match/,
+    ],
     [{ TIDEMARK_ROLE: "worker" }, "TIDEMARK_ROLE", /embedded pipeline has the roles all, api/],
     [{ TIDEMARK_PIPELINE: "sync", TIDEMARK_ROLE: "worker", ...services }, "TIDEMARK_ROLE", /sync/],
     [{ TIDEMARK_PIPELINE: "async", TIDEMARK_ROLE: "cdc", ...services }, "TIDEMARK_ROLE", /async/],
@@ -77,11 +88,16 @@ test("an unknown pipeline or role, or one this build lacks, fails naming the var
 });
 
 test("each pipeline runs the roles its table lists, and all of them in one process", () => {
-  assert.deepEqual(AVAILABLE_PIPELINES, ["embedded", "sync", "async"]);
-  assert.deepEqual(AVAILABLE_ROLES, ["all", "api", "worker"]);
+  assert.deepEqual(AVAILABLE_PIPELINES, ["embedded", "sync", "async", "cdc"]);
+  assert.deepEqual(AVAILABLE_ROLES, ["all", "api", "worker", "cdc", "sink"]);
   for (const pipeline of AVAILABLE_PIPELINES) {
     for (const role of PIPELINE_ROLES[pipeline]) {
-      const config = loadConfig({ TIDEMARK_PIPELINE: pipeline, TIDEMARK_ROLE: role, ...services });
+      const config = loadConfig({
+        TIDEMARK_PIPELINE: pipeline,
+        TIDEMARK_ROLE: role,
+        ...services,
+        ...cdcServices,
+      });
       assert.equal(config.role, role);
     }
   }
@@ -92,6 +108,12 @@ test("each pipeline runs the roles its table lists, and all of them in one proce
     processRoles(loadConfig({ ...services, TIDEMARK_PIPELINE: "async", TIDEMARK_ROLE: "worker" })),
     ["worker"],
   );
+  assert.deepEqual(processRoles(loadConfig({ ...services, ...cdcServices, TIDEMARK_PIPELINE: "cdc" })), [
+    "api",
+    "worker",
+    "cdc",
+    "sink",
+  ]);
 });
 
 test(".env.example offers only what this build runs", () => {
@@ -100,8 +122,8 @@ test(".env.example offers only what this build runs", () => {
     const lines = example.split("\n");
     return lines[lines.findIndex((line) => line.startsWith(`${name}=`)) - 1] ?? "";
   };
-  assert.match(doc("TIDEMARK_PIPELINE"), /^# embedded \| sync \| async \(coming: cdc\)/);
-  assert.match(doc("TIDEMARK_ROLE"), /^# all \| api \| worker:.*\(coming: cdc, sink\)/);
+  assert.match(doc("TIDEMARK_PIPELINE"), /^# embedded \| sync \| async \| cdc \(coming: none\)/);
+  assert.match(doc("TIDEMARK_ROLE"), /^# all \| api \| worker \| cdc \| sink:.*\(coming: none\)/);
   assert.equal(doc("TIDEMARK_PIPELINE"), `# ${ENV_SPEC.TIDEMARK_PIPELINE?.doc}`);
   assert.equal(doc("TIDEMARK_ROLE"), `# ${ENV_SPEC.TIDEMARK_ROLE?.doc}`);
 });

@@ -35,6 +35,7 @@ const LedgerSchema = Type.Object({
   rate_limited: Type.Integer(),
   rejected: Type.Record(Type.String(), Type.Integer()),
   stored: Type.Integer(),
+  analytics_stored: Type.Optional(Type.Integer()),
 });
 const security = [{ adminToken: [] }];
 const uuidPattern = new RegExp(UUID_PATTERN);

@@ -1,3 +1,4 @@
+import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Config } from "../../config/config.js";
@@ -5,7 +6,13 @@ import { AppError } from "../../core/errors.js";
 import type { LedgerDelta } from "../../core/event.js";
 import { IncomingBatchSchema, IncomingEventSchema } from "../../core/event-schema.js";
 import { PLAN_RATE_LIMIT_RPM } from "../../core/plans.js";
-import { type ValidatedEvents, validateBatch, validateEvent } from "../../core/validation.js";
+import {
+  checkBatchBody,
+  checkEventBody,
+  normaliseBatch,
+  normaliseEvent,
+  type ValidatedEvents,
+} from "../../core/validation.js";
 import type { EventQueue } from "../../pipeline/event-queue.js";
 import type { LedgerRecorder } from "../../pipeline/ledger-recorder.js";
 import type { Project } from "../../pipeline/project-store.js";
@@ -13,7 +20,7 @@ import type { RateDecision, RateLimiter } from "../../pipeline/rate-limiter.js";
 import type { KeyResolver } from "../auth.js";
 import { toAppError } from "../error-handler.js";
 import type { Metrics } from "../ops/metrics.js";
-import { documentOnly, ErrorSchema } from "../schemas.js";
+import { ErrorSchema } from "../schemas.js";
 
 interface IngestContext {
   project: Project;
@@ -127,33 +134,49 @@ export function registerIngestRoutes(
     reply.header("X-RateLimit-Remaining", decision.remaining + 1);
   }
 
-  /** A body that could not be read (too large, not JSON, bad gzip) counts as one rejected event. */
-  async function countUnreadable(request: FastifyRequest, reply: FastifyReply, error: Error): Promise<void> {
-    const context = request.ingest;
-    if (!context || context.counted) return;
-    context.counted = true;
-    const appError = toAppError(error, request);
-    count(context.project.id, { received: 1, rejected: { [appError.code]: 1 } }, "rejected", 1);
-    await giveBack(context, reply, appError.status < 500);
-  }
+  /** How many events a refused body holds, as far as it can be read: a batch's length, else one. */
+  const refusedSize = (batch: boolean, body: unknown): number => {
+    const events = batch && typeof body === "object" && body !== null && "events" in body ? body.events : [];
+    return Array.isArray(events) ? Math.max(1, events.length) : 1;
+  };
 
-  async function handle(
+  /**
+   * A request refused before its handler ran: a body that could not be read (too large, not JSON,
+   * bad gzip) counts as one rejected event; one its validator refused (src/core/validation.ts)
+   * counts as the events it holds.
+   */
+  const countRefused =
+    (batch: boolean) =>
+    async (request: FastifyRequest, reply: FastifyReply, error: Error): Promise<void> => {
+      const context = request.ingest;
+      if (!context || context.counted) return;
+      context.counted = true;
+      const appError = toAppError(error, request);
+      const size =
+        appError.code === "validation_failed" || appError.code === "batch_too_large"
+          ? refusedSize(batch, request.body)
+          : 1;
+      count(context.project.id, { received: size, rejected: { [appError.code]: size } }, "rejected", size);
+      await giveBack(context, reply, appError.status < 500);
+    };
+
+  /**
+   * Stores a checked body: `normalise` resolves its times against the receipt time (a 400 when a
+   * correction moves one out of range), then the queue makes it durable.
+   */
+  async function accept(
     request: FastifyRequest,
     reply: FastifyReply,
-    batch: boolean,
-  ): Promise<ValidatedEvents & { project: Project; duplicates?: number[] }> {
+    size: number,
+    normalise: (projectId: string, receivedAt: number) => ValidatedEvents,
+  ): Promise<ValidatedEvents & { duplicates?: number[] }> {
     const context = request.ingest;
     if (!context) throw new AppError("internal");
     const { project } = context;
-    const body = request.body as { events?: unknown } | undefined;
-    const size = batch && Array.isArray(body?.events) ? Math.max(1, body.events.length) : 1;
     context.counted = true;
-    const receivedAt = Date.now();
     let validated: ValidatedEvents;
     try {
-      validated = batch
-        ? validateBatch(body, project.id, receivedAt, limits)
-        : validateEvent(body, project.id, receivedAt, limits);
+      validated = normalise(project.id, Date.now());
     } catch (error) {
       // Anything but a validation error is a fault of ours: counted as internal, as it is answered.
       const code = toAppError(error).code;
@@ -166,7 +189,7 @@ export function registerIngestRoutes(
       // Accepted and duplicate events are counted in /metrics where the store commits them
       // (Metrics.recordFlush), as the ledger counts them.
       ledger.add(project.id, { received: size });
-      return { ...validated, project, ...(result.duplicates ? { duplicates: result.duplicates } : {}) };
+      return { ...validated, ...(result.duplicates ? { duplicates: result.duplicates } : {}) };
     } catch (error) {
       const code = error instanceof AppError ? error.code : "unavailable";
       count(project.id, { received: size, rejected: { [code]: size } }, "unavailable", size);
@@ -175,14 +198,14 @@ export function registerIngestRoutes(
     }
   }
 
-  app.post(
+  const typed = app.withTypeProvider<TypeBoxTypeProvider>();
+  typed.post(
     "/api/v1/event",
     {
       onRequest: authorise,
-      onError: countUnreadable,
-      // src/core/validation.ts checks the body: it lists every problem with its index and answers
-      // 413 for oversized batches. The schema documents the body.
-      validatorCompiler: documentOnly,
+      onError: countRefused(false),
+      // The core check lists every problem with its field; the body is then an IncomingEvent.
+      validatorCompiler: () => checkEventBody,
       schema: {
         tags: ["ingest"],
         summary: "Send one event",
@@ -193,7 +216,10 @@ export function registerIngestRoutes(
       },
     },
     async (request, reply) => {
-      const result = await handle(request, reply, false);
+      const { body } = request;
+      const result = await accept(request, reply, 1, (projectId, receivedAt) =>
+        normaliseEvent(body, projectId, receivedAt, limits),
+      );
       const event = result.events[0]!;
       return reply.status(202).send({
         status: "accepted",
@@ -204,14 +230,14 @@ export function registerIngestRoutes(
     },
   );
 
-  app.post(
+  typed.post(
     "/api/v1/event/batch",
     {
       onRequest: authorise,
-      onError: countUnreadable,
-      // src/core/validation.ts checks the body: it lists every problem with its index and answers
-      // 413 for oversized batches. The schema documents the body.
-      validatorCompiler: documentOnly,
+      onError: countRefused(true),
+      // The core check lists every problem with its index and field and answers 413 above the
+      // batch limit; the body is then an IncomingBatch.
+      validatorCompiler: () => (body: unknown) => checkBatchBody(body, config.maxBatchEvents),
       schema: {
         tags: ["ingest"],
         summary: "Send a batch of events, accepted or rejected whole",
@@ -222,7 +248,10 @@ export function registerIngestRoutes(
       },
     },
     async (request, reply) => {
-      const result = await handle(request, reply, true);
+      const { body } = request;
+      const result = await accept(request, reply, body.events.length, (projectId, receivedAt) =>
+        normaliseBatch(body, projectId, receivedAt, limits),
+      );
       const duplicates = result.duplicates;
       return reply.status(202).send({
         status: "accepted",

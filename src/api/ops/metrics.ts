@@ -48,6 +48,38 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly cdcPublished = new Counter({
+    name: "tidemark_cdc_published_events_total",
+    help: "cdc: events the cdc role published to Kafka and acknowledged on the replication slot",
+    registers: [this.registry],
+  });
+  readonly sinkBatchEvents = new Histogram({
+    name: "tidemark_sink_batch_events",
+    help: "cdc: events per sink write to ClickHouse",
+    buckets: [1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000],
+    registers: [this.registry],
+  });
+  readonly sinkWriteDuration = new Histogram({
+    name: "tidemark_sink_write_duration_seconds",
+    help: "cdc: time per sink write to ClickHouse",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly visibility = new Histogram({
+    name: "tidemark_visibility_seconds",
+    help: "cdc: end-to-end lag per event, from the API's receipt (202) until ClickHouse acknowledged it (visible to queries)",
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
+  readonly dropped = new Counter({
+    name: "tidemark_pipeline_dropped_events_total",
+    help: "Events a pipeline step dropped, by step and reason (each is also logged)",
+    labelNames: ["step", "reason"] as const,
+    registers: [this.registry],
+  });
+  private slotLag?: () => Promise<number | undefined>;
+  private consumerLag?: () => Promise<number | undefined>;
+
   constructor(options: { queueDepth?: () => Promise<number> } = {}) {
     collectDefaultMetrics({ register: this.registry, prefix: "tidemark_" });
     const depth = options.queueDepth;
@@ -56,9 +88,39 @@ export class Metrics {
       help: "Events accepted by the API and not yet committed to the store of record",
       registers: [this.registry],
       async collect() {
-        if (depth) this.set(await depth());
+        // A backend that cannot say its depth (Redis down) must not fail the whole scrape: the
+        // other metrics matter most exactly then. NaN is Prometheus' "unknown".
+        if (depth) this.set(await depth().catch(() => Number.NaN));
       },
     });
+    const metrics = this;
+    new Gauge({
+      name: "tidemark_cdc_slot_lag_bytes",
+      help: "cdc: WAL the Postgres replication slot keeps (pg_current_wal_lsn() - confirmed_flush_lsn); in the cdc role's process",
+      registers: [this.registry],
+      async collect() {
+        const lag = await metrics.slotLag?.();
+        if (lag !== undefined) this.set(lag);
+      },
+    });
+    new Gauge({
+      name: "tidemark_kafka_consumer_lag_messages",
+      help: "cdc: messages in Kafka the sinks' consumer group has not committed; in each sink role's process",
+      registers: [this.registry],
+      async collect() {
+        const lag = await metrics.consumerLag?.();
+        if (lag !== undefined) this.set(lag);
+      },
+    });
+  }
+
+  /** The cdc pipeline's lag sources, where this process runs the cdc or sink role. */
+  watchLag(sources: {
+    slotLag?: () => Promise<number | undefined>;
+    consumerLag?: () => Promise<number | undefined>;
+  }): void {
+    this.slotLag = sources.slotLag;
+    this.consumerLag = sources.consumerLag;
   }
 
   /**

@@ -25,9 +25,15 @@ export function registerOpsRoutes(
   app.get(
     "/ready",
     { schema: { tags: ["ops"], summary: "Every backend is reachable" } },
-    async (_request, reply) => {
+    async (request, reply) => {
+      // A check that throws is a failing check, not a 500; its error is logged, not answered.
+      const check = (part: Lifecycle) =>
+        part.ready().catch((error: unknown) => {
+          request.log.warn({ err: error, part: part.name }, "readiness check failed");
+          return "check failed";
+        });
       const checks = await Promise.all(
-        deps.parts.map(async (part) => [part.name, await part.ready()] as const),
+        deps.parts.map(async (part) => [part.name, await check(part)] as const),
       );
       const failing = checks.filter(([, problem]) => problem !== undefined);
       const body = {

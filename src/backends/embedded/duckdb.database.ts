@@ -1,5 +1,5 @@
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, existsSync, mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { type DuckDBConnection, DuckDBInstance } from "@duckdb/node-api";
 
 const SCHEMA = `
@@ -41,6 +41,33 @@ const SCHEMA = `
  * `write()` on a single connection, one at a time; reads use their own connection and see the
  * last committed state.
  */
+export interface DuckDbOptions {
+  /** DuckDB's `memory_limit` (e.g. `512MB`): its own default, 80% of RAM, lets RSS keep growing. */
+  memoryLimit: string;
+  /** DuckDB's worker threads. */
+  threads: number;
+}
+
+/** Another process holds the file: DuckDB allows one writing process per database file. */
+export class StoreLockedError extends Error {
+  constructor(message: string, options: { cause: unknown }) {
+    super(message, options);
+    this.name = "StoreLockedError";
+  }
+}
+
+/** DuckDB's lock error names the holder: `Conflicting lock is held in /usr/bin/node (PID 123)`. */
+function lockedError(error: unknown, path: string): StoreLockedError | undefined {
+  const message = error instanceof Error ? error.message : String(error);
+  if (!/Could not set lock on file/i.test(message)) return undefined;
+  const pid = /\(PID (\d+)\)/.exec(message)?.[1];
+  const holder = pid ? `another process (PID ${pid})` : "another process";
+  return new StoreLockedError(
+    `the data folder ${dirname(path)} is in use by ${holder}, most likely a running Tidemark server: set PORT to that server's port to go through its API, or choose another TIDEMARK_DATA_DIR`,
+    { cause: error },
+  );
+}
+
 export class DuckDbDatabase {
   private instance?: DuckDBInstance;
   private writer?: DuckDBConnection;
@@ -50,16 +77,38 @@ export class DuckDbDatabase {
   private extra: DuckDBConnection[] = [];
   readonly path: string;
 
-  constructor(dataDir: string) {
+  constructor(
+    dataDir: string,
+    private readonly options: DuckDbOptions = { memoryLimit: "512MB", threads: 2 },
+  ) {
     this.path = join(dataDir, "tidemark.duckdb");
   }
 
-  /** Opens the file on first use; later calls share it. */
+  /**
+   * Opens the file on first use; later calls share it.
+   *
+   * The file holds every event and key hash, so only this user may read it: the data folder is
+   * made 0700 and the files 0600 (also those of an older installation). DuckDB creates files
+   * later too (a new WAL after each checkpoint, spill files), so the process keeps umask 0077 from
+   * here on, as Postgres's postmaster does: every file it creates is born private.
+   */
   async open(): Promise<void> {
     this.openCount++;
     if (this.instance) return;
-    mkdirSync(join(this.path, ".."), { recursive: true });
-    this.instance = await DuckDBInstance.create(this.path, { threads: "2" });
+    const dir = dirname(this.path);
+    process.umask(0o077);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+    for (const file of [this.path, `${this.path}.wal`]) if (existsSync(file)) chmodSync(file, 0o600);
+    try {
+      this.instance = await DuckDBInstance.create(this.path, {
+        threads: String(this.options.threads),
+        memory_limit: this.options.memoryLimit,
+      });
+    } catch (error) {
+      this.openCount--;
+      throw lockedError(error, this.path) ?? error;
+    }
     this.writer = await this.instance.connect();
     this.reader = await this.instance.connect();
     await this.writer.run(SCHEMA);

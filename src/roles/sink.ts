@@ -1,0 +1,187 @@
+import type { Config } from "../config/config.js";
+import type { StoredEvent } from "../core/event.js";
+import type { Log } from "../core/log.js";
+import { drop, ok, retry, type StepResult } from "../core/result.js";
+import type { EventLogConsumer, LogBatch } from "../pipeline/event-log.js";
+import type { EventSink } from "../pipeline/event-sink.js";
+import type { Lifecycle } from "../pipeline/lifecycle.js";
+import type { PipelineParts } from "../pipeline/parts.js";
+import type { ProjectStore } from "../pipeline/project-store.js";
+
+export interface SinkOptions {
+  batchEvents: number;
+  waitMs: number;
+  retryMinMs: number;
+  retryMaxMs: number;
+  /** How long "this project exists" is believed before asking again (a deletion is believed forever). */
+  projectCacheMs?: number;
+  log?: Log;
+  /** After every batch the analytics store acknowledged. */
+  onWritten?: (report: SinkReport) => void;
+  /** Events dropped, by reason (counted and logged). */
+  onDropped?: (reason: string, events: number) => void;
+}
+
+export interface SinkReport {
+  events: number;
+  durationMs: number;
+  /** Per event: milliseconds from the API's receipt to the analytics store's acknowledgement. */
+  visibilityMs: number[];
+}
+
+/** The sink role of the configured pipeline, from the parts the composition root made. */
+export function buildSink(
+  config: Config,
+  parts: PipelineParts,
+  hooks: Pick<SinkOptions, "log" | "onWritten" | "onDropped"> = {},
+): SinkRole {
+  if (!parts.logConsumer || !parts.sink) {
+    throw new Error(`the ${config.pipeline} pipeline gave this process no event log consumer and sink`);
+  }
+  return new SinkRole(parts.logConsumer, parts.sink, parts.projects, {
+    batchEvents: config.sinkBatch,
+    waitMs: 100,
+    retryMinMs: 100,
+    retryMaxMs: 5000,
+    ...hooks,
+  });
+}
+
+/**
+ * The sink role: reads the event log in batches as one member of a consumer group, writes each
+ * batch to the analytics store, and commits the offsets only once the store acknowledged. Any
+ * number of sinks share the partitions; a crash or a rebalance replays from the last commit, and
+ * the store's idempotent write (by project and uuid) keeps answers exact.
+ *
+ * - Store unreachable: the batch is written again with backoff, never skipped or committed.
+ * - Events of a deleted project (a replay after the deletion, or events in flight when it
+ *   happened) are dropped, counted and logged, so a deleted project never comes back.
+ * - Messages that are not events are dropped by the consumer (counted and logged).
+ */
+export class SinkRole implements Lifecycle {
+  readonly name = "sink";
+  private stopping = false;
+  private loop?: Promise<void>;
+  private wake?: () => void;
+  private readonly deleted = new Set<string>();
+  private readonly existing = new Map<string, number>();
+
+  constructor(
+    private readonly consumer: EventLogConsumer,
+    private readonly sink: EventSink,
+    private readonly projects: ProjectStore,
+    private readonly options: SinkOptions,
+  ) {}
+
+  async start(): Promise<void> {
+    this.loop = this.run();
+  }
+
+  async ready(): Promise<string | undefined> {
+    return this.stopping ? "sink: stopping" : undefined;
+  }
+
+  /** Finishes the batch in hand (unless the store is away: then it is read again after restart). */
+  async close(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    let backoff = this.options.retryMinMs;
+    while (!this.stopping) {
+      let batch: LogBatch;
+      try {
+        batch = await this.consumer.read(this.options.batchEvents, this.options.waitMs);
+        backoff = this.options.retryMinMs;
+      } catch (error) {
+        this.options.log?.warn({ err: error }, "sink cannot read the event log; retrying");
+        await this.sleep(backoff);
+        backoff = Math.min(backoff * 2, this.options.retryMaxMs);
+        continue;
+      }
+      if (batch.events.length === 0 && batch.dropped === 0) continue;
+      if (batch.dropped > 0) this.options.onDropped?.("undecodable", batch.dropped);
+      if (!(await this.writeUntilDone(batch.events))) return;
+      await this.consumer.commit(batch);
+    }
+  }
+
+  /** True once the batch is in the analytics store; false when the role stopped first. */
+  private async writeUntilDone(events: readonly StoredEvent[]): Promise<boolean> {
+    let backoff = this.options.retryMinMs;
+    for (;;) {
+      const result = await this.write(events);
+      if (result.kind === "ok" || result.kind === "drop") return true;
+      if (this.stopping) return false;
+      this.options.log?.warn(
+        { err: result.kind === "retry" ? result.error : undefined, events: events.length },
+        "sink cannot write to the analytics store; retrying",
+      );
+      await this.sleep(backoff);
+      backoff = Math.min(backoff * 2, this.options.retryMaxMs);
+    }
+  }
+
+  private async write(events: readonly StoredEvent[]): Promise<StepResult<number>> {
+    let kept: StoredEvent[];
+    try {
+      kept = await this.withoutDeletedProjects(events);
+    } catch (error) {
+      return retry("project store unavailable", error);
+    }
+    if (kept.length === 0) return events.length === 0 ? ok(0) : drop("deleted project");
+    const started = performance.now();
+    try {
+      await this.sink.write(kept);
+    } catch (error) {
+      return retry("analytics store unavailable", error);
+    }
+    const now = Date.now();
+    this.options.onWritten?.({
+      events: kept.length,
+      durationMs: performance.now() - started,
+      visibilityMs: kept.map((e) => now - e.receivedAt),
+    });
+    return ok(kept.length);
+  }
+
+  private async withoutDeletedProjects(events: readonly StoredEvent[]): Promise<StoredEvent[]> {
+    const now = Date.now();
+    const ttl = this.options.projectCacheMs ?? 2000;
+    for (const projectId of new Set(events.map((e) => e.projectId))) {
+      if (this.deleted.has(projectId) || (this.existing.get(projectId) ?? 0) > now) continue;
+      if (await this.projects.get(projectId)) this.existing.set(projectId, now + ttl);
+      else {
+        this.existing.delete(projectId);
+        this.deleted.add(projectId);
+      }
+    }
+    const kept = events.filter((e) => !this.deleted.has(e.projectId));
+    if (kept.length < events.length) {
+      const dropped = events.length - kept.length;
+      this.options.onDropped?.("deleted_project", dropped);
+      this.options.log?.warn(
+        {
+          events: dropped,
+          projects: [...new Set(events.filter((e) => this.deleted.has(e.projectId)).map((e) => e.projectId))],
+        },
+        "sink dropped events of deleted projects",
+      );
+    }
+    return kept;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.stopping) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}

@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { DuckDbDatabase } from "../../src/backends/embedded/duckdb.database.js";
+import { loadConfig } from "../../src/config/config.js";
+import { freePort, startChildServer } from "../helpers/child-server.js";
+import { ensureFreshBuild } from "../helpers/services.js";
+
+/** The embedded store's file as a long-lived server holds it: memory cap, modes, one holder. */
+
+async function setting(db: DuckDbDatabase, name: string): Promise<string> {
+  const reader = await db.readConnection().runAndReadAll(`SELECT current_setting('${name}')::VARCHAR`);
+  return String((reader.getRowsJS() as [string][])[0]?.[0]);
+}
+
+test("DuckDB runs under TIDEMARK_DUCKDB_MEMORY_LIMIT (512MB by default) and TIDEMARK_DUCKDB_THREADS", async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-duckdb-"));
+  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  const defaults = loadConfig({ TIDEMARK_DATA_DIR: dataDir });
+  assert.equal(defaults.duckdbMemoryLimit, "512MB");
+  const db = new DuckDbDatabase(dataDir, {
+    memoryLimit: defaults.duckdbMemoryLimit,
+    threads: defaults.duckdbThreads,
+  });
+  await db.open();
+  try {
+    // DuckDB shows the cap in binary units: 512 MB = 488.2 MiB.
+    assert.equal(await setting(db, "memory_limit"), "488.2 MiB");
+    assert.equal(await setting(db, "threads"), String(defaults.duckdbThreads));
+  } finally {
+    await db.close();
+  }
+  const tuned = loadConfig({
+    TIDEMARK_DATA_DIR: dataDir,
+    TIDEMARK_DUCKDB_MEMORY_LIMIT: "1GiB",
+    TIDEMARK_DUCKDB_THREADS: "1",
+  });
+  const other = new DuckDbDatabase(dataDir, {
+    memoryLimit: tuned.duckdbMemoryLimit,
+    threads: tuned.duckdbThreads,
+  });
+  await other.open();
+  try {
+    assert.equal(await setting(other, "memory_limit"), "1.0 GiB");
+    assert.equal(await setting(other, "threads"), "1");
+  } finally {
+    await other.close();
+  }
+  for (const bad of ["512", "lots", "-1MB", "80%"]) {
+    assert.throws(() => loadConfig({ TIDEMARK_DUCKDB_MEMORY_LIMIT: bad }), /TIDEMARK_DUCKDB_MEMORY_LIMIT/);
+  }
+});
+
+test("the data folder is 0700, the DuckDB file and every WAL it writes 0600", async (t) => {
+  const parent = mkdtempSync(join(tmpdir(), "tidemark-modes-"));
+  t.after(() => rmSync(parent, { recursive: true, force: true }));
+  const dataDir = join(parent, "data");
+  // An installation from before: a folder anyone may enter.
+  mkdirSync(dataDir, { mode: 0o755 });
+  const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+  await db.open();
+  const mode = (path: string) => statSync(path).mode & 0o777;
+  const wal = `${db.path}.wal`;
+  try {
+    const write = (n: number) =>
+      db.write(async (c) => {
+        await c.run(`CREATE TABLE IF NOT EXISTS probe (n INTEGER)`);
+        await c.run(`INSERT INTO probe VALUES (${n})`);
+      });
+    await write(1);
+    assert.equal(mode(dataDir), 0o700, "data folder");
+    assert.equal(mode(db.path), 0o600, "database file");
+    assert.ok(existsSync(wal), "a write leaves a WAL");
+    assert.equal(mode(wal), 0o600, "WAL");
+    // A checkpoint folds the WAL into the file; the next write makes a new WAL.
+    await db.write((c) => c.run("CHECKPOINT"));
+    await write(2);
+    assert.ok(existsSync(wal));
+    assert.equal(mode(wal), 0o600, "the WAL written after a checkpoint");
+    assert.equal(mode(db.path), 0o600, "database file after a checkpoint");
+  } finally {
+    await db.close();
+  }
+});
+
+test("a second process on a held data folder stops with one line naming the holder and what to do", {
+  timeout: 90_000,
+}, async (t) => {
+  const cli = ensureFreshBuild();
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-lock-"));
+  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  const server = await startChildServer({
+    TIDEMARK_DATA_DIR: dataDir,
+    SECRET_TOKEN: "lock-test-token-0123456789",
+  });
+  t.after(async () => {
+    server.process.kill("SIGTERM");
+    await server.exited;
+  });
+  const holder = server.process.pid;
+  // Another port, so the CLI finds no server there and opens the store itself.
+  const env = {
+    ...process.env,
+    TIDEMARK_DATA_DIR: dataDir,
+    PORT: String(await freePort()),
+    HOST: "127.0.0.1",
+    SECRET_TOKEN: "lock-test-token-0123456789",
+    TIDEMARK_LOG_LEVEL: "warn",
+  };
+  for (const args of [["serve"], ["project", "list"], ["migrate"]]) {
+    const run = spawnSync(process.execPath, [cli, ...args], { env, encoding: "utf8", timeout: 30_000 });
+    assert.notEqual(run.status, 0, args.join(" "));
+    const lines = run.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, `${args.join(" ")}: one line, got:\n${run.stderr}`);
+    const [line = ""] = lines;
+    assert.match(line, new RegExp(`PID ${holder}`), line);
+    assert.match(line, /PORT/, line);
+    assert.match(line, /TIDEMARK_DATA_DIR/, line);
+    assert.doesNotMatch(line, /IO Error|duckdb\.org/, line);
+  }
+});
