@@ -14,7 +14,9 @@ export interface RateDecision {
 
 /**
  * A sliding 60-second window per project: a request is allowed when fewer than `limit` requests
- * were allowed in the last 60 s. Refused requests do not count. Implementations shared by
+ * were allowed in the last 60 s. Requests it refuses are not recorded, and an allowed one can be
+ * taken back out (`release`). Which requests the API gives back is its policy, stated in the
+ * README (src/api/ingest/ingest.routes.ts). Implementations shared by
  * several API processes (Redis) must make the check-and-count atomic.
  */
 export interface RateLimiter extends Lifecycle {
