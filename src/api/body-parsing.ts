@@ -2,6 +2,14 @@ import { Transform, type TransformCallback } from "node:stream";
 import { createGunzip, createInflate } from "node:zlib";
 import type { FastifyInstance } from "fastify";
 import { AppError } from "../core/errors.js";
+import { inexactIntegers } from "../core/json-numbers.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** Integers of the JSON body that JSON.parse rounded (see core/json-numbers.ts); absent when none. */
+    inexactIntegers?: ReadonlySet<number>;
+  }
+}
 
 /** Counts compressed bytes for Fastify, which checks them against Content-Length. */
 class EncodedByteCounter extends Transform {
@@ -41,12 +49,24 @@ export function registerBodyParsing(app: FastifyInstance): void {
     return decoded;
   });
   // Fastify's own JSON parser, so text/plain bodies get the same `__proto__` and `constructor`
-  // checks as application/json ones.
+  // checks as application/json ones. Both also note the integers the parse rounded, which only
+  // the text shows, so that validation can refuse them instead of storing changed values.
   const parseJson = app.getDefaultJsonParser("error", "error");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (request, body, done) => {
+    parseJson(request, body as string, (error, parsed) => {
+      if (error) return done(error, undefined);
+      const rounded = inexactIntegers(body as string);
+      if (rounded.size > 0) request.inexactIntegers = rounded;
+      done(null, parsed);
+    });
+  });
   app.addContentTypeParser("text/plain", { parseAs: "string" }, (request, body, done) => {
     parseJson(request, body as string, (error, parsed) => {
-      if (error) done(new AppError("invalid_json"), undefined);
-      else done(null, parsed);
+      if (error) return done(new AppError("invalid_json"), undefined);
+      const rounded = inexactIntegers(body as string);
+      if (rounded.size > 0) request.inexactIntegers = rounded;
+      done(null, parsed);
     });
   });
 }

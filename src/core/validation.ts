@@ -37,14 +37,56 @@ const envelopeChecker = TypeCompiler.Compile(BatchEnvelopeSchema);
  */
 export const MAX_PROPERTY_DEPTH = 32;
 
-/** Why `properties` cannot be stored, or undefined. */
-function propertiesProblem(properties: Record<string, unknown>): string | undefined {
-  const stack: [value: unknown, depth: number][] = [[properties, 1]];
-  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
-    const [value, depth] = item;
+/** A value inside `properties`, with the way back to its parent (the path is built only for a problem). */
+interface Node {
+  value: unknown;
+  depth: number;
+  parent?: Node;
+  key?: string;
+}
+
+const pathOf = (node: Node): string => {
+  const keys: string[] = [];
+  for (let n: Node | undefined = node; n?.key !== undefined; n = n.parent) keys.push(n.key);
+  return ["/properties", ...keys.reverse()].join("/");
+};
+
+/** Where and why `properties` cannot be stored as sent, or undefined. */
+function propertiesProblem(
+  properties: Record<string, unknown>,
+  roundedIntegers: ReadonlySet<number> | undefined,
+): { path: string; message: string } | undefined {
+  const stack: Node[] = [{ value: properties, depth: 1 }];
+  for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
+    const { value, depth } = node;
+    if (typeof value === "number") {
+      if (!Number.isFinite(value)) {
+        return {
+          path: pathOf(node),
+          message: "is a number beyond the range of a double; send it as a string",
+        };
+      }
+      if (roundedIntegers?.has(value) && !Number.isSafeInteger(value)) {
+        return {
+          path: pathOf(node),
+          message: `is an integer with more digits than a JSON number keeps (it would be stored as ${value}); send it as a string`,
+        };
+      }
+      continue;
+    }
     if (value === null || typeof value !== "object") continue;
-    if (depth > MAX_PROPERTY_DEPTH) return `nests deeper than ${MAX_PROPERTY_DEPTH} levels`;
-    for (const child of Array.isArray(value) ? value : Object.values(value)) stack.push([child, depth + 1]);
+    if (depth > MAX_PROPERTY_DEPTH) {
+      return { path: "/properties", message: `nests deeper than ${MAX_PROPERTY_DEPTH} levels` };
+    }
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        stack.push({ value: value[i], depth: depth + 1, parent: node, key: String(i) });
+      }
+    } else {
+      for (const [key, child] of Object.entries(value)) {
+        stack.push({ value: child, depth: depth + 1, parent: node, key });
+      }
+    }
   }
   return undefined;
 }
@@ -52,6 +94,11 @@ function propertiesProblem(properties: Record<string, unknown>): string | undefi
 export interface ValidationLimits {
   maxBatchEvents: number;
   futureToleranceMs: number;
+  /**
+   * Integers of the request's JSON text that the parse rounded (core/json-numbers.ts): a property
+   * holding one is refused rather than stored changed.
+   */
+  roundedIntegers?: ReadonlySet<number>;
 }
 
 export interface ValidatedEvents {
@@ -118,8 +165,8 @@ function contentProblems(raw: IncomingEvent, index: number | undefined, batchSen
     );
   }
   if (raw.properties !== undefined) {
-    const problem = propertiesProblem(raw.properties);
-    if (problem) problems.push(toProblem("/properties", problem, index));
+    const problem = propertiesProblem(raw.properties, undefined);
+    if (problem) problems.push(toProblem(problem.path, problem.message, index));
   }
   return problems;
 }
@@ -214,7 +261,8 @@ function checkedTime(value: string | number | undefined): number | undefined {
 
 /**
  * One checked event as stored: its time corrected for clock skew against the receipt time and
- * clamped (a warning), or a problem when the correction moves it out of range.
+ * clamped (a warning), or a problem when the correction moves it out of range, or when a property
+ * holds an integer the JSON parse rounded (known only from the request's text, so checked here).
  */
 function normalise(
   raw: IncomingEvent,
@@ -226,6 +274,13 @@ function normalise(
   problems: Problem[],
   warnings: ValidatedEvents["warnings"],
 ): StoredEvent | undefined {
+  if (raw.properties !== undefined && limits.roundedIntegers && limits.roundedIntegers.size > 0) {
+    const problem = propertiesProblem(raw.properties, limits.roundedIntegers);
+    if (problem) {
+      problems.push(toProblem(problem.path, problem.message, index));
+      return undefined;
+    }
+  }
   const clientMs = checkedTime(raw.timestamp);
   const sentAtMs = checkedTime(raw.sent_at ?? batchSentAt);
   const time = resolveEventTime(clientMs, sentAtMs, receivedAt, limits.futureToleranceMs);

@@ -96,6 +96,45 @@ describe("numbers", () => {
     const text = await send('{"event": "x", "distinct_id": "12345678901234567891"}');
     assert.equal(text.status, 202);
   });
+
+  test("a property integer JSON.parse would round, or a number beyond a double, is a 400 naming its path", async () => {
+    for (const [body, field] of [
+      [
+        '{"event": "x", "distinct_id": "u", "properties": {"order": {"id": 12345678901234567891}}}',
+        "properties.order.id",
+      ],
+      [
+        '{"event": "x", "distinct_id": "u", "properties": {"ids": [1, 9007199254740993]}}',
+        "properties.ids.1",
+      ],
+      ['{"event": "x", "distinct_id": "u", "properties": {"huge": 1e400}}', "properties.huge"],
+    ] as const) {
+      for (const contentType of ["application/json", "text/plain"]) {
+        const response = await send(body, contentType);
+        assert.equal(response.status, 400, `${body} as ${contentType}`);
+        const error = await errorOf(response);
+        assert.deepEqual(
+          error.details.map((p) => p.field),
+          [field],
+        );
+        assert.match(error.details[0]?.message ?? "", /string/);
+      }
+    }
+    // Exact ones are kept as sent: 2^53 and a double written out in full (as JavaScript sends it),
+    // and long digit runs inside strings.
+    const exact =
+      '{"event": "Exact", "distinct_id": "u", "properties": {"a": 9007199254740992, "b": 1152921504606847000, "c": "12345678901234567891"}}';
+    assert.equal((await send(exact)).status, 202);
+    const stored = await tidemark.request("POST", "/api/v1/query", {
+      key: project.read_key,
+      body: { kind: "events", event: "Exact" },
+    });
+    assert.deepEqual(stored.body.events[0].properties, {
+      a: 9007199254740992,
+      b: 2 ** 60,
+      c: "12345678901234567891",
+    });
+  });
 });
 
 describe("query", () => {

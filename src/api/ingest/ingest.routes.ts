@@ -218,7 +218,7 @@ export function registerIngestRoutes(
     async (request, reply) => {
       const { body } = request;
       const result = await accept(request, reply, 1, (projectId, receivedAt) =>
-        normaliseEvent(body, projectId, receivedAt, limits),
+        normaliseEvent(body, projectId, receivedAt, { ...limits, roundedIntegers: request.inexactIntegers }),
       );
       const event = result.events[0]!;
       return reply.status(202).send({
@@ -250,7 +250,7 @@ export function registerIngestRoutes(
     async (request, reply) => {
       const { body } = request;
       const result = await accept(request, reply, body.events.length, (projectId, receivedAt) =>
-        normaliseBatch(body, projectId, receivedAt, limits),
+        normaliseBatch(body, projectId, receivedAt, { ...limits, roundedIntegers: request.inexactIntegers }),
       );
       const duplicates = result.duplicates;
       return reply.status(202).send({
