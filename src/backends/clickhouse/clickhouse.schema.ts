@@ -10,6 +10,9 @@
  *   never rely on merges: the sink does not write a (project, uuid) the table already holds.
  * - The key leads with project and event because every query is per project and most name an
  *   event; ts after it lets ClickHouse skip granules outside the time range for each event name.
+ * - index_granularity 1024 (default 8192): the sink's duplicate lookup reads whole granules around
+ *   each time range it names, so smaller granules read fewer rows; a 30-day trends scan on 1M rows
+ *   was no slower than with 8192 (A/B on the same machine, same data).
  * - PARTITION BY month of the event time: old months can be dropped whole; a project delete is a
  *   mutation (ALTER DELETE), which rewrites only the parts holding the project.
  * - `ts`/`received_at` are epoch milliseconds (Int64): 18.16 has no DateTime64, and integer
@@ -34,7 +37,8 @@ export function schemaStatements(database: string): string[] {
       num_values Array(Float64)
     ) ENGINE = ReplacingMergeTree
     PARTITION BY toYYYYMM(toDateTime(intDiv(ts, 1000), 'UTC'))
-    ORDER BY (project_id, event, ts, uuid)`,
+    ORDER BY (project_id, event, ts, uuid)
+    SETTINGS index_granularity = 1024`,
   ];
 }
 
