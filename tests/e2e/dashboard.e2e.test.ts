@@ -248,6 +248,35 @@ test("the dashboard shows what the API answers", async (t) => {
     await capture(page, "trends");
   });
 
+  await t.test("a slow query shows a loading state; a failed one its error where it failed", async () => {
+    // Every query answer held back 600 ms: past 200 ms the result panel says it is loading.
+    await page.route("**/api/v1/query**", async (route) => {
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      await route.continue();
+    });
+    await page.goto(`${server.url}/#/insights/trends?event=Signup&interval=week&${CUSTOM}`);
+    await page.getByTestId("trends-result").getByRole("status").filter({ hasText: "Loading" }).waitFor();
+    await page.getByTestId("trends-table").waitFor();
+    await page.unrouteAll();
+
+    // A breakdown name over 200 characters: the API's 400, shown in the result panel.
+    const breakdown = "x".repeat(201);
+    const refused = await fetch(`${server.url}/api/v1/query`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${project.read_key}`, "content-type": "application/json" },
+      body: JSON.stringify({ kind: "trends", event: "Signup", breakdown, from: FROM, to: TO }),
+    });
+    assert.equal(refused.status, 400);
+    const { error } = (await refused.json()) as { error: { message: string } };
+    await page.goto(`${server.url}/#/insights/trends?event=Signup&breakdown=${breakdown}&${CUSTOM}`);
+    const alert = page.getByTestId("trends-result").getByRole("alert");
+    await alert.waitFor();
+    const shown = (await alert.textContent()) ?? "";
+    assert.ok(shown.startsWith(error.message), shown);
+    assert.match(shown, /breakdown/);
+    await capture(page, "trends-error");
+  });
+
   await t.test("funnel: each step's users, conversion and drop-off", async () => {
     await page.goto(
       `${server.url}/#/insights/funnel?step=Page%20View&step=Signup&step=Purchase&window=604800&${CUSTOM}`,
