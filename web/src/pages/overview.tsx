@@ -32,8 +32,9 @@ function points(answer: TrendsAnswer): { t: string; value: number }[] {
 
 function change(now: number, before: number): string {
   if (before === 0) return now === 0 ? "no change" : "none in the previous period";
-  const pct = ((now - before) / before) * 100;
-  return `${pct >= 0 ? "+" : ""}${pct.toFixed(0)}% vs previous period`;
+  const pct = Math.round(((now - before) / before) * 100);
+  if (pct === 0) return "about the same as the previous period";
+  return `${pct > 0 ? "+" : ""}${pct}% vs previous period`;
 }
 
 async function loadOverview(client: TidemarkClient, range: Range): Promise<OverviewData> {
