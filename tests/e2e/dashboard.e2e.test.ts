@@ -252,12 +252,12 @@ test("the dashboard shows what the API answers", async (t) => {
     // Every query answer held back 600 ms: past 200 ms the result panel says it is loading.
     await page.route("**/api/v1/query**", async (route) => {
       await new Promise((resolve) => setTimeout(resolve, 600));
-      await route.continue();
+      await route.continue().catch(() => undefined);
     });
     await page.goto(`${server.url}/#/insights/trends?event=Signup&interval=week&${CUSTOM}`);
     await page.getByTestId("trends-result").getByRole("status").filter({ hasText: "Loading" }).waitFor();
     await page.getByTestId("trends-table").waitFor();
-    await page.unrouteAll();
+    await page.unrouteAll({ behavior: "wait" });
 
     // A breakdown name over 200 characters: the API's 400, shown in the result panel.
     const breakdown = "x".repeat(201);

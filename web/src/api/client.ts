@@ -32,7 +32,8 @@ export class ApiError extends Error {
   describe(): string {
     const fields = this.details
       .map((d) => [d.field, d.message].filter(Boolean).join(" "))
-      .filter((s) => s !== "");
+      // The API's message often names the fields already: say each only once.
+      .filter((s) => s !== "" && !this.message.includes(s));
     return fields.length > 0 ? `${this.message} (${fields.join("; ")})` : this.message;
   }
 }
