@@ -1,0 +1,182 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { parseQuerySpec, type QuerySpec } from "../../src/query/spec.js";
+import { SqlQueryBuilder, type SqlStatement } from "../../src/query/sql-builder.js";
+import type { SqlDialect } from "../../src/query/sql-dialect.js";
+
+/** A dialect that writes each operation by name, so the builder's own SQL can be read exactly. */
+const dialect: SqlDialect = {
+  propertyPathValue: (name) => `path:${name}`,
+  propertyText: (column, path) => `text(${column}, ${path})`,
+  propertyNumber: (column, path) => `num(${column}, ${path})`,
+  timestampFromMs: (ref) => `ts(${ref})`,
+  epochMs: (expr) => `ms(${expr})`,
+  truncate: (unit, expr) => `trunc_${unit}(${expr})`,
+  addSeconds: (expr, ref) => `plus(${expr}, ${ref})`,
+  uuid: (ref) => `uuid(${ref})`,
+  binaryOrder: (expr) => `bin(${expr})`,
+};
+const builder = new SqlQueryBuilder(dialect);
+const PROJECT = "00000000-0000-4000-8000-000000000001";
+const FROM = Date.UTC(2026, 0, 1);
+const TO = Date.UTC(2026, 1, 1);
+const range = { from: "2026-01-01", to: "2026-02-01" };
+/** A property name written to break out of any quoting: it must only ever be a bound value. */
+const HOSTILE = `a'"); DROP TABLE events; -- $1`;
+
+function spec<K extends QuerySpec["kind"]>(
+  body: { kind: K } & Record<string, unknown>,
+): Extract<QuerySpec, { kind: K }> {
+  return parseQuerySpec(body) as Extract<QuerySpec, { kind: K }>;
+}
+
+/** Every placeholder the SQL uses is bound, every bound value is used, and no user text is in the SQL. */
+function assertBound(statement: SqlStatement, userText: string[] = []): void {
+  const used = new Set([...statement.sql.matchAll(/\$(\d+)/g)].map((m) => Number(m[1])));
+  assert.deepEqual(
+    [...used].sort((a, b) => a - b),
+    statement.params.map((_, i) => i + 1),
+    "placeholders and parameters match one to one",
+  );
+  for (const text of userText)
+    assert.ok(!statement.sql.includes(text), `${text} is not spliced into the SQL`);
+}
+
+test("trends: the range, event, filters, breakdown and limit are all bound parameters", () => {
+  const q = spec({
+    kind: "trends",
+    event: "Buy",
+    math: "unique_users",
+    interval: "week",
+    ...range,
+    filters: [
+      { property: HOSTILE, op: "eq", value: "x" },
+      { property: "price", op: "gt", value: 10 },
+      { property: "plan", op: "is_set" },
+    ],
+    breakdown: HOSTILE,
+    limit: 5,
+  });
+  const statement = builder.trends(PROJECT, q);
+  assert.deepEqual(statement.params, [
+    PROJECT,
+    FROM,
+    TO,
+    "Buy",
+    `path:${HOSTILE}`,
+    "x",
+    "path:price",
+    10,
+    "path:plan",
+    `path:${HOSTILE}`,
+    5,
+  ]);
+  assert.match(
+    statement.sql,
+    /project_id = uuid\(\$1\) AND timestamp >= ts\(\$2\) AND timestamp < ts\(\$3\) AND event = \$4 AND text\(properties, \$5\) = \$6 AND num\(properties, \$7\) > \$8 AND text\(properties, \$9\) IS NOT NULL/,
+  );
+  assert.match(statement.sql, /trunc_week\(timestamp\) AS bucket, text\(properties, \$10\) AS bv/);
+  assert.match(statement.sql, /count\(DISTINCT distinct_id\)/);
+  assert.match(statement.sql, /LIMIT \$11/);
+  assertBound(statement, [HOSTILE, "Buy"]);
+});
+
+test("funnel: each step is a bound event within the bound window from the first step", () => {
+  const q = spec({ kind: "funnel", steps: ["View", "Cart", "Cart"], window_seconds: 3600, ...range });
+  const statement = builder.funnel(PROJECT, q);
+  assert.deepEqual(statement.params, [
+    3600,
+    PROJECT,
+    FROM,
+    TO,
+    "View",
+    PROJECT,
+    FROM,
+    TO,
+    "Cart",
+    PROJECT,
+    FROM,
+    TO,
+    "Cart",
+  ]);
+  assert.match(statement.sql, /e\.timestamp >= p\.t AND e\.timestamp <= plus\(p\.t0, \$1\)/);
+  assert.match(statement.sql, /e\.timestamp > p\.t/, "a repeated step must come strictly later");
+  assert.match(statement.sql, /\(SELECT count\(\*\) FROM s2\) AS c2/);
+  assertBound(statement, ["View", "Cart"]);
+});
+
+test("retention: cohorts by first start event, returns by bound return event and range", () => {
+  const q = spec({
+    kind: "retention",
+    start_event: "Signup",
+    return_event: "Login",
+    interval: "day",
+    periods: 3,
+    ...range,
+  });
+  const cohorts = builder.retentionCohorts(PROJECT, q);
+  assert.deepEqual(cohorts.params, [PROJECT, FROM, TO, "Signup"]);
+  assert.match(cohorts.sql, /trunc_day\(first_ts\) AS cohort/);
+  assertBound(cohorts, ["Signup"]);
+  const returns = builder.retentionReturns(PROJECT, q, FROM, TO + 3 * 86_400_000);
+  assert.deepEqual(returns.params, [
+    PROJECT,
+    FROM,
+    TO,
+    "Signup",
+    PROJECT,
+    FROM,
+    TO + 3 * 86_400_000,
+    "Login",
+  ]);
+  assertBound(returns, ["Signup", "Login"]);
+});
+
+test("events: filters, distinct_id and the cursor are bound; one row more than the limit is read", () => {
+  const cursor = Buffer.from(`${FROM}:00000000-0000-4000-8000-00000000000a`).toString("base64url");
+  const q = spec({
+    kind: "events",
+    distinct_id: "user'1",
+    filters: [{ property: HOSTILE, op: "contains", value: "%" }],
+    limit: 20,
+    cursor,
+  });
+  const statement = builder.events(PROJECT, q);
+  assert.deepEqual(statement.params, [
+    PROJECT,
+    "user'1",
+    `path:${HOSTILE}`,
+    "%",
+    FROM,
+    "00000000-0000-4000-8000-00000000000a",
+    21,
+  ]);
+  assert.match(statement.sql, /strpos\(text\(properties, \$3\), \$4\) > 0/);
+  assert.match(
+    statement.sql,
+    /\(timestamp < ts\(\$5\) OR \(timestamp = ts\(\$5\) AND uuid < uuid\(\$6\)\)\)/,
+  );
+  assert.match(statement.sql, /ORDER BY timestamp DESC, uuid DESC LIMIT \$7/);
+  assertBound(statement, [HOSTILE, "user'1"]);
+});
+
+test("top events and top values: the property is a bound path, never an identifier", () => {
+  const top = builder.topEvents(PROJECT, spec({ kind: "top_events", ...range, limit: 3 }));
+  assert.deepEqual(top.params, [PROJECT, FROM, TO, 3]);
+  assert.match(top.sql, /GROUP BY event ORDER BY count DESC, bin\(event\) ASC LIMIT \$4/);
+  assertBound(top);
+  const values = builder.topValues(
+    PROJECT,
+    spec({
+      kind: "top_values",
+      property: HOSTILE,
+      event: "Buy",
+      ...range,
+      filters: [{ property: "n", op: "neq", value: 1 }],
+    }),
+  );
+  assert.deepEqual(values.params, [PROJECT, FROM, TO, "Buy", "path:n", "1", `path:${HOSTILE}`, 10]);
+  assert.match(values.sql, /text\(properties, \$5\) IS DISTINCT FROM \$6/);
+  assert.match(values.sql, /SELECT text\(properties, \$7\) AS value/);
+  assertBound(values, [HOSTILE]);
+});
