@@ -4,6 +4,8 @@
 NODE_MODULES_STAMP := node_modules/.package-lock.json
 # dist/ is rebuilt only when one of these is newer than dist/cli.js (npm ci refreshes the stamp).
 BUILD_INPUTS := $(shell find src -name '*.ts') tsconfig.json tsconfig.build.json $(NODE_MODULES_STAMP)
+# The dashboard (dist/web) likewise, from its own sources.
+WEB_INPUTS := $(shell find web -type f -not -path '*/node_modules/*') $(NODE_MODULES_STAMP)
 
 ## Stops with a plain message when Node.js is older than Tidemark supports (20.19, or 22.12).
 check-node:
@@ -15,10 +17,14 @@ $(NODE_MODULES_STAMP): package.json package-lock.json | check-node
 deps: $(NODE_MODULES_STAMP)
 
 dist/cli.js: $(BUILD_INPUTS) | check-node
-	npm run build
+	npm run build:server
 	@touch $@
 
-build: dist/cli.js
+dist/web/index.html: $(WEB_INPUTS) | check-node
+	npm run build:web
+	@touch $@
+
+build: dist/cli.js dist/web/index.html
 
 ## Run Tidemark on http://localhost:8000 with data in ./data (embedded: no services needed).
 start: check-node build

@@ -1,17 +1,21 @@
 /**
- * Stage 1 (sync) and Stage 2 (async) ingest benchmark: autocannon against Tidemark processes of
+ * Stage 1 (sync), Stage 2 (async) and Stage 3 (cdc) ingest benchmark: autocannon against Tidemark processes of
  * the built CLI on this machine's Postgres and Redis (scripts/services.sh), beside a no-op HTTP
  * server measured in the same run with the same load generator. For async it samples the worker
  * lag (stream length, pending entries, events not yet stored) during the run and measures how long
  * the worker takes to drain after it; for both it checks that every acknowledged event is stored.
- * Method and results: benchmarks/README.md, section "Stage 1 and 2 (sync, async)".
+ * For cdc (every role in its own process: api, worker, cdc, sink) it also measures the end-to-end
+ * visibility lag with probe events (one every 100 ms on their own project: from the 202 until the
+ * uuid is in ClickHouse), the drain time, and the peak RSS of every Tidemark process and service.
+ * Method and results: benchmarks/README.md, sections "Stage 1 and 2 (sync, async)" and "Stage 3".
  *
  *   npm run build && eval "$(bash scripts/services.sh env)"
  *   node --import tsx bench/pipelines.ts --pipeline async [--duration 30] [--connections 50]
  *     [--workers 1] [--rate <requests/s, default: closed loop>] [--size 20] [--only single|batch]
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
@@ -24,6 +28,7 @@ const { values: args } = parseArgs({
     duration: { type: "string", default: "30" },
     connections: { type: "string", default: "50" },
     workers: { type: "string", default: "1" },
+    sinks: { type: "string", default: "1" },
     keys: { type: "string", default: "50" },
     only: { type: "string", default: "" },
     rate: { type: "string", default: "0" },
@@ -31,7 +36,8 @@ const { values: args } = parseArgs({
     "keep-db": { type: "boolean", default: false },
   },
 });
-const PIPELINE = args.pipeline === "sync" ? "sync" : "async";
+const PIPELINE = args.pipeline === "sync" ? "sync" : args.pipeline === "cdc" ? "cdc" : "async";
+const QUEUED = PIPELINE !== "sync";
 const DURATION_S = Number(args.duration);
 const CONNECTIONS = Number(args.connections);
 const WORKERS = Number(args.workers);
@@ -44,7 +50,21 @@ const DATABASE_URL = process.env.DATABASE_URL ?? "";
 const REDIS_URL = process.env.REDIS_URL ?? "";
 if (!DATABASE_URL || !REDIS_URL)
   throw new Error('set DATABASE_URL and REDIS_URL: eval "$(bash scripts/services.sh env)"');
-const PREFIX = `bench-${randomBytes(3).toString("hex")}:`;
+const RUN_ID = randomBytes(3).toString("hex");
+const PREFIX = `bench-${RUN_ID}:`;
+const KAFKA_BROKERS = process.env.KAFKA_BROKERS ?? "";
+const CLICKHOUSE_URL = process.env.CLICKHOUSE_URL ?? "";
+if (PIPELINE === "cdc" && (!KAFKA_BROKERS || !CLICKHOUSE_URL))
+  throw new Error('set KAFKA_BROKERS and CLICKHOUSE_URL: eval "$(bash scripts/services.sh env)"');
+const CDC = {
+  TIDEMARK_CDC_SLOT: `bench_${RUN_ID}`,
+  TIDEMARK_CDC_PUBLICATION: `bench_${RUN_ID}`,
+  TIDEMARK_KAFKA_TOPIC: `bench-${RUN_ID}`,
+  TIDEMARK_KAFKA_GROUP: `bench-${RUN_ID}`,
+  TIDEMARK_CLICKHOUSE_DATABASE: `bench_${RUN_ID}`,
+  KAFKA_BROKERS,
+  CLICKHOUSE_URL,
+};
 
 const children: ChildProcess[] = [];
 
@@ -54,8 +74,8 @@ async function startRole(role: string, env: Record<string, string>, port: number
     stdio: ["ignore", "inherit", "inherit"],
   });
   children.push(child);
-  if (role === "worker") {
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+  if (role !== "api") {
+    await new Promise((resolve) => setTimeout(resolve, PIPELINE === "cdc" ? 4000 : 1500));
     return;
   }
   for (let i = 0; i < 300; i++) {
@@ -125,6 +145,134 @@ function sampleLag(redis: Redis): { points: LagPoint[]; stop(): void } {
   return { points, stop: () => clearInterval(timer) };
 }
 
+/** One ClickHouse statement over HTTP; the answer's text. */
+async function clickhouse(sql: string): Promise<string> {
+  const response = await fetch(new URL("/", CLICKHOUSE_URL), { method: "POST", body: sql });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`clickhouse: ${text.slice(0, 200)}`);
+  return text;
+}
+
+const clickhouseCount = async () =>
+  Number((await clickhouse(`SELECT uniqExact(uuid) FROM bench_${RUN_ID}.events`)).trim() || 0);
+
+/**
+ * End-to-end visibility lag: one probe event every 100 ms on its own project, timed from its 202
+ * until its uuid is in ClickHouse (polled every 50 ms).
+ */
+function startProbes(url: string, key: string): { stop(): void; lags(limitMs: number): Promise<number[]> } {
+  const pending = new Map<string, number>();
+  const lags: number[] = [];
+  let sending = true;
+  const sender = (async () => {
+    while (sending) {
+      const uuid = crypto.randomUUID();
+      try {
+        const response = await fetch(`${url}/api/v1/event`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+          body: JSON.stringify({ event: "Probe", distinct_id: "probe", uuid }),
+        });
+        if (response.status === 202) pending.set(uuid, Date.now());
+      } catch {
+        // counted by the main load's errors
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  let polling = true;
+  const poller = (async () => {
+    while (polling) {
+      const uuids = [...pending.keys()];
+      if (uuids.length > 0) {
+        try {
+          const found = await clickhouse(
+            `SELECT DISTINCT uuid FROM bench_${RUN_ID}.events WHERE uuid IN (${uuids.map((u) => `'${u}'`).join(",")})`,
+          );
+          const now = Date.now();
+          for (const uuid of found.split("\n").filter(Boolean)) {
+            const sent = pending.get(uuid);
+            if (sent !== undefined) {
+              lags.push(now - sent);
+              pending.delete(uuid);
+            }
+          }
+        } catch {
+          // the table may not exist yet
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  })();
+  return {
+    stop() {
+      sending = false;
+    },
+    async lags(limitMs) {
+      sending = false;
+      await sender;
+      const deadline = Date.now() + limitMs;
+      while (pending.size > 0 && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      polling = false;
+      await poller;
+      if (pending.size > 0) console.log(`${pending.size} probe events not visible after ${limitMs} ms`);
+      return lags;
+    },
+  };
+}
+
+/** Resident memory of a process and all its descendants (a Postgres server is many processes). */
+function treeRssMb(pid: number): number {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      // gone
+    }
+  }
+  let kb = 0;
+  const visit = (p: number) => {
+    try {
+      const status = readFileSync(`/proc/${p}/status`, "utf8");
+      kb += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    } catch {
+      // gone
+    }
+    for (const child of children.get(p) ?? []) visit(child);
+  };
+  visit(pid);
+  return kb / 1024;
+}
+
+/** The process listening on a local TCP port (a service of scripts/services.sh). */
+function listenerPid(port: number): number | undefined {
+  const result = spawnSync("ss", ["-ltnpH", `sport = :${port}`], { encoding: "utf8" });
+  const match = /pid=(\d+)/.exec(result.stdout);
+  return match ? Number(match[1]) : undefined;
+}
+
+/** Samples the peak RSS of every Tidemark process and service every second. */
+function sampleRss(processes: [string, () => number | undefined][]): { stop(): Map<string, number> } {
+  const peaks = new Map<string, number>();
+  const timer = setInterval(() => {
+    for (const [name, pid] of processes) {
+      const p = pid();
+      if (p) peaks.set(name, Math.max(peaks.get(name) ?? 0, treeRssMb(p)));
+    }
+  }, 1000);
+  return {
+    stop() {
+      clearInterval(timer);
+      return peaks;
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const base = new URL(DATABASE_URL);
   const dbName = `${base.pathname.slice(1)}_bench_${randomBytes(3).toString("hex")}`;
@@ -141,18 +289,42 @@ async function main(): Promise<void> {
     REDIS_URL,
     TIDEMARK_REDIS_PREFIX: PREFIX,
     SECRET_TOKEN: TOKEN,
+    ...(PIPELINE === "cdc" ? CDC : {}),
   };
   const redis = new Redis(REDIS_URL);
   const db = new pg.Client({ connectionString: dbUrl.toString() });
   console.log(
     `Tidemark ${PIPELINE} bench: ${DURATION_S} s per run, ${CONNECTIONS} connections` +
       (RATE > 0 ? `, ${RATE} requests/s offered` : ", closed loop") +
-      (PIPELINE === "async" ? `, 1 api process + ${WORKERS} worker process(es)` : ", 1 api process"),
+      (PIPELINE === "async"
+        ? `, 1 api process + ${WORKERS} worker process(es)`
+        : PIPELINE === "cdc"
+          ? `, 1 api + ${WORKERS} worker + 1 cdc + ${args.sinks} sink process(es)`
+          : ", 1 api process"),
   );
   try {
     const apiPort = 19000 + Math.floor(Math.random() * 1000);
     await startRole("api", env, apiPort);
-    if (PIPELINE === "async") for (let i = 0; i < WORKERS; i++) await startRole("worker", env, 0);
+    if (QUEUED) for (let i = 0; i < WORKERS; i++) await startRole("worker", env, 0);
+    if (PIPELINE === "cdc") {
+      await startRole("cdc", env, 0);
+      for (let i = 0; i < Number(args.sinks); i++) await startRole("sink", env, 0);
+    }
+    const port = (u: string) => Number(new URL(u.includes("://") ? u : `tcp://${u}`).port);
+    const rss = sampleRss([
+      ...children.map((c, i): [string, () => number | undefined] => [
+        `tidemark ${i === 0 ? "api" : `role ${i}`} (pid ${c.pid})`,
+        () => c.pid,
+      ]),
+      ["postgres", () => listenerPid(port(DATABASE_URL))],
+      ["redis", () => listenerPid(port(REDIS_URL))],
+      ...(PIPELINE === "cdc"
+        ? ([
+            ["kafka", () => listenerPid(port(KAFKA_BROKERS.split(",")[0] ?? ""))],
+            ["clickhouse", () => listenerPid(port(CLICKHOUSE_URL))],
+          ] as [string, () => number | undefined][])
+        : []),
+    ]);
     await db.connect();
     const url = `http://127.0.0.1:${apiPort}`;
     const keys: string[] = [];
@@ -164,6 +336,16 @@ async function main(): Promise<void> {
       });
       keys.push(((await response.json()) as { api_key: string }).api_key);
     }
+    let probeKey = "";
+    if (PIPELINE === "cdc") {
+      const response = await fetch(`${url}/api/v1/project`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ name: "bench probes", plan: "ENTERPRISE" }),
+      });
+      probeKey = ((await response.json()) as { api_key: string }).api_key;
+    }
+    let probed = 0;
     const noop = await startNoopServer();
     const scenarios: [string, string, string, number][] = [
       ["single", "/api/v1/event", JSON.stringify(sample()), 1],
@@ -191,6 +373,7 @@ async function main(): Promise<void> {
       if (args.only && args.only !== kind) continue;
       results.push(await load(`no-op server, ${kind} body`, noop.url, body, events, keys));
       const lag = sampleLag(redis);
+      const probes = PIPELINE === "cdc" ? startProbes(url, probeKey) : undefined;
       const result = await load(
         `Tidemark ${PIPELINE} POST ${path}${events > 1 ? ` (${events})` : ""}`,
         `${url}${path}`,
@@ -201,7 +384,22 @@ async function main(): Promise<void> {
       results.push(result);
       acknowledged += result.ok * events;
       const loadEnded = Date.now();
-      if (PIPELINE === "async") {
+      if (probes) {
+        const lags = (await probes.lags(120_000)).sort((a, b) => a - b);
+        probed += lags.length;
+        const at = (p: number) => lags[Math.min(lags.length - 1, Math.floor((p / 100) * lags.length))] ?? 0;
+        console.log(
+          `\n${result.name}: end-to-end visibility (202 -> in ClickHouse), ${lags.length} probe events: P50 ${at(50)} ms, P90 ${at(90)} ms, P99 ${at(99)} ms, max ${lags[lags.length - 1] ?? 0} ms`,
+        );
+        for (;;) {
+          if ((await clickhouseCount()) >= acknowledged + probed || Date.now() - loadEnded > 300_000) break;
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+        console.log(
+          `ClickHouse held every acknowledged event ${((Date.now() - loadEnded) / 1000).toFixed(1)} s after the load stopped`,
+        );
+      }
+      if (QUEUED) {
         // Drain: until every acknowledged event is stored.
         for (;;) {
           const stored = Number((await db.query("SELECT count(*) AS n FROM events")).rows[0].n);
@@ -234,7 +432,10 @@ async function main(): Promise<void> {
       }
     }
     noop.close();
-    const stored = Number((await db.query("SELECT count(*) AS n FROM events")).rows[0].n);
+    const peaks = rss.stop();
+    console.log("\npeak RSS (MB, process and its children, sampled every second):");
+    for (const [name, mb] of peaks) console.log(`  ${name}: ${mb.toFixed(0)}`);
+    const stored = Number((await db.query("SELECT count(*) AS n FROM events")).rows[0].n) - probed;
     console.log(
       "\n| run | req/s | events/s | P50 ms | P99 ms | P99.9 ms | max ms | 2xx | non-2xx | errors |",
     );
@@ -256,12 +457,28 @@ async function main(): Promise<void> {
           ? `none lost (${stored - acknowledged} stored from requests in flight when the runs ended, at most ${inFlight})`
           : `UNEXPLAINED: ${stored - acknowledged} more stored than acknowledged`;
     console.log(`\nacknowledged events ${acknowledged}, stored ${stored}: ${verdict}`);
+    if (PIPELINE === "cdc") {
+      const inClickHouse = (await clickhouseCount()) - probed;
+      console.log(
+        `in ClickHouse (distinct uuids): ${inClickHouse}, ${inClickHouse === stored ? "the same as Postgres" : `Postgres holds ${stored}`}`,
+      );
+    }
   } finally {
     await stopAll();
     await db.end().catch(() => undefined);
     const keysLeft = await redis.keys(`${PREFIX}*`);
     if (keysLeft.length > 0) await redis.del(...keysLeft);
     redis.disconnect();
+    if (PIPELINE === "cdc") {
+      const slotDb = new pg.Client({ connectionString: dbUrl.toString() });
+      await slotDb.connect().catch(() => undefined);
+      await slotDb
+        .query("SELECT pg_drop_replication_slot($1)", [CDC.TIDEMARK_CDC_SLOT])
+        .catch(() => undefined);
+      await slotDb.end().catch(() => undefined);
+      if (!args["keep-db"])
+        await clickhouse(`DROP DATABASE IF EXISTS bench_${RUN_ID}`).catch(() => undefined);
+    }
     if (!args["keep-db"]) await adminClient.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
     await adminClient.end();
   }

@@ -84,5 +84,9 @@ if [ -f pyproject.toml ]; then
     uv sync --group dev --quiet || echo "WARNING: uv sync failed; the load-test checks will skip" >&2
   fi
 fi
+# The browser tests (tests/e2e/) drive Debian's Chromium; they skip loudly without it.
+if ! bash scripts/chromium.sh >"$LOG_DIR/chromium.log" 2>&1; then
+  echo "WARNING: could not install Chromium (see $LOG_DIR/chromium.log); the browser tests will skip" >&2
+fi
 npm run --silent check:boundaries
 node scripts/run-tests.mjs "$@"

@@ -158,13 +158,29 @@ export function clientErrorHandler(log: FastifyBaseLogger): (error: Error, socke
           : "bad_request",
     );
     log.warn({ code: appError.code, reason: code }, "request refused by the HTTP parser");
+    // A response may be on its way on this connection (Node's own handler looks at the same
+    // field). If its request was read whole, the error is in a later, pipelined request: answer
+    // it after that response, not before or inside it. Otherwise the error is in the body of the
+    // request being answered: answer the error instead, unless that answer has begun.
+    const inFlight = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
+    if (inFlight && !inFlight.writableFinished) {
+      if (inFlight.req.complete) {
+        inFlight.once("finish", () => answerOnSocket(socket, appError));
+        inFlight.once("close", () => answerOnSocket(socket, appError));
+        return;
+      }
+      if (inFlight.headersSent) {
+        socket.destroy();
+        return;
+      }
+    }
     answerOnSocket(socket, appError);
   };
 }
 
 /** Writes an error answer on a socket Node has not made a request of, then closes it. */
 function answerOnSocket(socket: Duplex, error: AppError): void {
-  if (socket.writable) {
+  if (socket.writable && !socket.destroyed) {
     const body = JSON.stringify(errorBody(error));
     socket.write(
       `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ""}\r\n` +

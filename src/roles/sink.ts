@@ -55,7 +55,9 @@ export function buildSink(
  *
  * - Store unreachable: the batch is written again with backoff, never skipped or committed.
  * - Events of a deleted project (a replay after the deletion, or events in flight when it
- *   happened) are dropped, counted and logged, so a deleted project never comes back.
+ *   happened) are dropped, counted and logged, so a deleted project never comes back. A project
+ *   deleted while its events were being written is checked again after the write (uncached) and
+ *   deleted again in the store: the API's delete may have run before the write landed.
  * - Messages that are not events are dropped by the consumer (counted and logged).
  */
 export class SinkRole implements Lifecycle {
@@ -144,7 +146,35 @@ export class SinkRole implements Lifecycle {
       durationMs: performance.now() - started,
       visibilityMs: kept.map((e) => now - e.receivedAt),
     });
+    try {
+      await this.undoIfDeletedMeanwhile(kept);
+    } catch (error) {
+      // Written again after the retry, then checked again: the batch is not committed until then.
+      return retry("could not check for deletions after the write", error);
+    }
     return ok(kept.length);
+  }
+
+  /**
+   * A project deleted while its events were being written: the API's delete in the analytics
+   * store may have run before this write landed, so delete again. Asked without the cache: a
+   * deletion that happens after this check runs its own delete after the write.
+   */
+  private async undoIfDeletedMeanwhile(written: readonly StoredEvent[]): Promise<void> {
+    const projects = [...new Set(written.map((e) => e.projectId))];
+    const found = await Promise.all(projects.map((id) => this.projects.get(id)));
+    for (const [i, projectId] of projects.entries()) {
+      if (found[i]) continue;
+      this.deleted.add(projectId);
+      this.existing.delete(projectId);
+      await this.sink.deleteProject(projectId);
+      const events = written.filter((e) => e.projectId === projectId).length;
+      this.options.onDropped?.("deleted_project", events);
+      this.options.log?.warn(
+        { projectId, events },
+        "sink deleted events of a project deleted while they were written",
+      );
+    }
   }
 
   private async withoutDeletedProjects(events: readonly StoredEvent[]): Promise<StoredEvent[]> {

@@ -11,12 +11,15 @@ import { ensureFreshBuild } from "../helpers/services.js";
 
 /** The embedded store's file as a long-lived server holds it: memory cap, modes, one holder. */
 
-async function setting(db: DuckDbDatabase, name: string): Promise<string> {
+async function setting(db: DuckDbDatabase, name: "memory_limit" | "threads"): Promise<string> {
   const reader = await db.readConnection().runAndReadAll(`SELECT current_setting('${name}')::VARCHAR`);
   return String((reader.getRowsJS() as [string][])[0]?.[0]);
 }
 
-test("DuckDB runs under TIDEMARK_DUCKDB_MEMORY_LIMIT (512MB by default) and TIDEMARK_DUCKDB_THREADS", async (t) => {
+test("DuckDB runs under TIDEMARK_DUCKDB_MEMORY_LIMIT (512MB by default) and TIDEMARK_DUCKDB_THREADS", {
+  timeout: 90_000,
+}, async (t) => {
+  ensureFreshBuild();
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-duckdb-"));
   t.after(() => rmSync(dataDir, { recursive: true, force: true }));
   const defaults = loadConfig({ TIDEMARK_DATA_DIR: dataDir });
@@ -48,6 +51,24 @@ test("DuckDB runs under TIDEMARK_DUCKDB_MEMORY_LIMIT (512MB by default) and TIDE
     assert.equal(await setting(other, "threads"), "1");
   } finally {
     await other.close();
+  }
+  // A server applies the configured cap and says so at start.
+  const server = await startChildServer({
+    TIDEMARK_DATA_DIR: dataDir,
+    SECRET_TOKEN: "memory-test-token-0123456789",
+    TIDEMARK_LOG_LEVEL: "info",
+    TIDEMARK_DUCKDB_MEMORY_LIMIT: "300MB",
+  });
+  try {
+    const line = server
+      .output()
+      .split("\n")
+      .find((l) => l.includes("embedded store open"));
+    assert.ok(line, server.output());
+    assert.equal(JSON.parse(line).memory_limit, "286.1 MiB");
+  } finally {
+    server.process.kill("SIGTERM");
+    await server.exited;
   }
   for (const bad of ["512", "lots", "-1MB", "80%"]) {
     assert.throws(() => loadConfig({ TIDEMARK_DUCKDB_MEMORY_LIMIT: bad }), /TIDEMARK_DUCKDB_MEMORY_LIMIT/);

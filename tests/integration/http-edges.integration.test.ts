@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { type RawResponse, rawRequest } from "../helpers/raw-http.js";
 import { startTestTidemark, type TestTidemark } from "../helpers/tidemark.js";
@@ -329,6 +330,37 @@ describe("errors answered outside the routes have the JSON error shape", () => {
     ]) {
       const response = await rawRequest(tidemark.url, http(`GET ${path} HTTP/1.1`, ["Host: x"]));
       assertErrorShape(response, 404, "not_found", path);
+    }
+  });
+});
+
+describe("a malformed request pipelined after a good one", () => {
+  test("the good one is answered first, then the error in the JSON shape, then the connection closes", async () => {
+    const { port } = new URL(tidemark.url);
+    for (const [bad, status] of [
+      [`GARBAGE ${MARK}\r\n\r\n`, 400],
+      [`GET /health HTTP/1.1\r\nHost: x\r\nX-A: ${MARK.repeat(2000)}\r\n\r\n`, 431],
+    ] as const) {
+      const text = await new Promise<string>((resolve) => {
+        const socket = connect(Number(port), "127.0.0.1", () =>
+          socket.write(`GET /ready HTTP/1.1\r\nHost: x\r\n\r\n${bad}`),
+        );
+        let out = "";
+        socket.on("data", (chunk: Buffer) => {
+          out += chunk.toString("latin1");
+        });
+        socket.on("close", () => resolve(out));
+        socket.on("error", () => undefined);
+      });
+      const answers = text.split(/(?=HTTP\/1\.1 \d{3} )/);
+      assert.equal(answers.length, 2, text);
+      assert.match(answers[0]!, /^HTTP\/1\.1 200 /);
+      assert.match(answers[0]!, /"status":"ready"/);
+      const error = answers[1]!;
+      assert.ok(error.startsWith(`HTTP/1.1 ${status} `), error);
+      const body = JSON.parse(error.slice(error.indexOf("\r\n\r\n") + 4)) as { error: { code: string } };
+      assert.equal(typeof body.error.code, "string");
+      assert.ok(!error.includes(MARK));
     }
   });
 });

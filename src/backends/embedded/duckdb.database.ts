@@ -127,6 +127,15 @@ export class DuckDbDatabase {
     return this.writer;
   }
 
+  /** The limits DuckDB runs under, as DuckDB reports them (e.g. `488.2 MiB` for 512MB). */
+  async settings(): Promise<{ memoryLimit: string; threads: number }> {
+    const reader = await this.readConnection().runAndReadAll(
+      "SELECT current_setting('memory_limit')::VARCHAR, current_setting('threads')::BIGINT",
+    );
+    const [[memoryLimit = "", threads = 0n] = []] = reader.getRowsJS() as [string, bigint][];
+    return { memoryLimit, threads: Number(threads) };
+  }
+
   readConnection(): DuckDBConnection {
     if (!this.reader) throw new Error("DuckDB is not open");
     return this.reader;

@@ -75,6 +75,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
 
   async start(): Promise<void> {
     await this.db.open();
+    const { memoryLimit, threads } = await this.db.settings();
+    this.log?.info({ path: this.db.path, memory_limit: memoryLimit, threads }, "embedded store open");
     await this.compactLedger();
     for (let i = 0; i < this.writers; i++) {
       const connection = await this.db.connect();
