@@ -60,15 +60,26 @@ export class ClickHouseQueryBuilder implements QueryStatements {
   /** Rows: t (epoch ms), bv (text or null), value, total. */
   trends(projectId: string, q: TrendsQuery): SqlStatement {
     const where = this.where(projectId, q);
-    const [set, text] =
-      q.breakdown === undefined
-        ? ["toUInt8(0)", "''"]
-        : [propertySet(q.breakdown), propertyText(q.breakdown)];
+    const bucket = ClickHouseQueryBuilder.bucket(q.interval, "ts");
+    if (q.breakdown === undefined) {
+      // One series: one pass keeps a partial aggregate per bucket and merges them for the total.
+      const [state, merge] =
+        q.math === "unique_users"
+          ? ["uniqExactState(distinct_id)", "uniqExactMerge(st)"]
+          : ["countState()", "countMerge(st)"];
+      const sql = `
+        SELECT t, NULL AS bv, value, total FROM (
+          SELECT groupArray(t) AS tl, groupArray(finalizeAggregation(st)) AS vl, ${merge} AS total
+          FROM (SELECT ${bucket} AS t, ${state} AS st FROM ${this.table} WHERE ${where} GROUP BY t)
+        ) ARRAY JOIN tl AS t, vl AS value`;
+      return { sql, params: [] };
+    }
+    const [set, text] = [propertySet(q.breakdown), propertyText(q.breakdown)];
     const agg = q.math === "unique_users" ? "uniqExact(distinct_id)" : "count()";
     // NULL never matches in a join, so the breakdown travels as (is set, text) and becomes NULL last.
     const sql = `
       SELECT t, if(bkey_set = 1, bkey, NULL) AS bv, value, total FROM (
-        SELECT ${ClickHouseQueryBuilder.bucket(q.interval, "ts")} AS t, ${set} AS bkey_set, ${text} AS bkey, ${agg} AS value
+        SELECT ${bucket} AS t, ${set} AS bkey_set, ${text} AS bkey, ${agg} AS value
         FROM ${this.table} WHERE ${where}
         GROUP BY t, bkey_set, bkey
       ) AS points ALL INNER JOIN (
@@ -154,14 +165,16 @@ export class ClickHouseQueryBuilder implements QueryStatements {
       const t = lit(q.cursor.timestamp);
       where += ` AND (ts < ${t} OR (ts = ${t} AND uuid < ${lit(q.cursor.uuid.toLowerCase())}))`;
     }
-    const order = `ORDER BY ts DESC, uuid DESC LIMIT ${q.limit + 1}`;
-    // The page's keys first, from two narrow columns; the wide ones are read for those rows only
-    // (18.16 reads every selected column of every row before a top-N sort).
+    const limit = q.limit + 1;
+    // 18.16 reads every selected column of every matching row before a top-N sort, and cannot
+    // read in reverse key order: so the time of the page's last row is found first from the `ts`
+    // column alone, and the wide columns are read only at or after it (ties included, so exact).
     const sql = `
       SELECT uuid, event, distinct_id, ts, properties, received_at AS received
       FROM ${this.table}
-      WHERE ${where} AND (ts, uuid) IN (SELECT ts, uuid FROM ${this.table} WHERE ${where} ${order})
-      ${order}`;
+      WHERE ${where}
+        AND ts >= (SELECT min(ts) FROM (SELECT ts FROM ${this.table} WHERE ${where} ORDER BY ts DESC LIMIT ${limit}))
+      ORDER BY ts DESC, uuid DESC LIMIT ${limit}`;
     return { sql, params: [] };
   }
 

@@ -74,7 +74,7 @@ test("tidemark --version prints package.json's version", async () => {
 });
 
 test("tidemark project create and list, offline and through a running server", {
-  timeout: 60_000,
+  timeout: 120_000,
 }, async () => {
   const { dataDir, env, run, cleanup } = await cliEnvironment();
   try {
@@ -114,7 +114,8 @@ test("tidemark project create and list, offline and through a running server", {
 });
 
 test("set-plan, rotate-keys, stats and delete work on the store directly and through a running server", {
-  timeout: 90_000,
+  // About twenty CLI processes and a server start: minutes on a loaded 2-core machine, seconds alone.
+  timeout: 300_000,
 }, async () => {
   const { dataDir, env, run, attempt, cleanup } = await cliEnvironment();
   try {
@@ -185,7 +186,7 @@ test("set-plan, rotate-keys, stats and delete work on the store directly and thr
 });
 
 test("the CLI sends the admin token only to Tidemark: anything else on PORT is refused", {
-  timeout: 30_000,
+  timeout: 120_000,
 }, async () => {
   const { env, attempt, cleanup } = await cliEnvironment();
   const seen: { url?: string; authorization?: string }[] = [];

@@ -4,7 +4,7 @@ import { after, test } from "node:test";
 import pg from "pg";
 import { waitForStored } from "../conformance/pipeline.conformance.js";
 import { storedUuids } from "../helpers/child-server.js";
-import { postgresPipelineEnv } from "../helpers/services.js";
+import { PIPELINES_UNDER_TEST, pipelineEnv } from "../helpers/pipelines.js";
 import { startTestTidemark } from "../helpers/tidemark.js";
 
 /**
@@ -76,11 +76,11 @@ function cases(now: number): Case[] {
   ];
 }
 
-for (const pipeline of ["embedded", "sync", "async"] as const) {
+for (const pipeline of PIPELINES_UNDER_TEST) {
   test(`${pipeline}: every extreme time validation accepts is stored and queryable`, {
     timeout: 120_000,
   }, async (t) => {
-    const env = pipeline === "embedded" ? {} : await postgresPipelineEnv(pipeline, cleanups);
+    const env = await pipelineEnv(pipeline, `times-${pipeline}`, cleanups);
     if (typeof env === "string") {
       t.skip(env);
       return;
