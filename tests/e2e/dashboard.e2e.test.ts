@@ -177,7 +177,21 @@ test("the dashboard shows what the API answers", async (t) => {
   });
 
   await t.test("overview: events and users of the range", async () => {
-    await signIn(page, project.read_key);
+    // Signed in with the keyboard alone; then the skip link and the main navigation come first.
+    await page.goto(`${server.url}/`);
+    const focused = () =>
+      page.evaluate(() => document.activeElement?.id || document.activeElement?.textContent?.trim());
+    await page.keyboard.press("Tab");
+    assert.equal(await focused(), "key");
+    await page.keyboard.type(project.read_key);
+    await page.keyboard.press("Enter");
+    await page.getByRole("navigation", { name: "Main" }).waitFor();
+    await page.keyboard.press("Tab");
+    assert.equal(await focused(), "Skip to content");
+    await page.keyboard.press("Enter");
+    assert.equal(await focused(), "main");
+    await page.keyboard.press("Tab");
+    assert.equal(await focused(), "Today");
     const key = await page.evaluate(() => sessionStorage.getItem("tidemark.session"));
     assert.ok(key?.includes(project.read_key), "the key is kept in sessionStorage");
     assert.equal(await page.evaluate(() => localStorage.length), 0, "nothing in localStorage");
