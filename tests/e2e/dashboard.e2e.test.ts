@@ -377,6 +377,20 @@ test("the dashboard shows what the API answers", async (t) => {
     );
     await capture(page, "live-events");
 
+    // A new event appears on top by itself (the list refreshes every 5 s).
+    const fresh = randomUUID();
+    const sent = await fetch(`${server.url}/api/v1/event`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${project.api_key}`, "content-type": "application/json" },
+      body: JSON.stringify({ uuid: fresh, event: "Live Check", distinct_id: "user_live" }),
+    });
+    assert.equal(sent.status, 202);
+    await page.waitForFunction(
+      (uuid) => document.querySelector("[data-testid=event-list] li")?.getAttribute("data-uuid") === uuid,
+      fresh,
+      { timeout: 12_000 },
+    );
+
     await page.getByLabel("User (distinct_id)").fill("user_3");
     await page.getByLabel("Event", { exact: true }).fill("Purchase");
     await page.getByRole("button", { name: "Filter" }).click();
@@ -433,7 +447,7 @@ test("the dashboard shows what the API answers", async (t) => {
     for (const field of ["received", "accepted", "duplicate", "rate_limited", "stored"] as const) {
       assert.equal(shown[field], ledger[field], `ledger ${field}`);
     }
-    assert.equal(ledger.accepted, dataset().length);
+    assert.equal(ledger.accepted, dataset().length + 1, "the dataset and the live check event");
     assert.match(
       (await page.getByTestId("curl-snippet").textContent()) ?? "",
       /curl -X POST .*\/api\/v1\/event/,
