@@ -388,7 +388,7 @@ test("the dashboard shows what the API answers", async (t) => {
     await page.waitForFunction(
       (uuid) => document.querySelector("[data-testid=event-list] li")?.getAttribute("data-uuid") === uuid,
       fresh,
-      { timeout: 12_000 },
+      { timeout: 20_000 },
     );
 
     await page.getByLabel("User (distinct_id)").fill("user_3");
