@@ -3,8 +3,8 @@ import type { Log } from "../core/log.js";
 import { ok, retry, type StepResult } from "../core/result.js";
 import type { ChangeBatch, ChangeFeed } from "../pipeline/change-feed.js";
 import type { EventLogProducer } from "../pipeline/event-log.js";
-import type { Lifecycle } from "../pipeline/lifecycle.js";
 import type { PipelineParts } from "../pipeline/parts.js";
+import { RoleLoop } from "./role-loop.js";
 
 export interface CdcOptions {
   /** Most events per publish (whole transactions: a larger one is published whole). */
@@ -45,35 +45,21 @@ export function buildCdc(
  * process waits (logging that it waits) until the first is gone. Kafka unreachable: the batch is
  * published again with backoff, never skipped; the slot keeps the WAL meanwhile (its lag is on
  * /metrics, with a warning in the log past TIDEMARK_CDC_SLOT_LAG_WARN_BYTES).
+ *
+ * Closing finishes the batch in hand, unless Kafka is away: then it is replayed at the next start.
  */
-export class CdcRole implements Lifecycle {
+export class CdcRole extends RoleLoop {
   readonly name = "cdc";
-  private stopping = false;
-  private loop?: Promise<void>;
-  private wake?: () => void;
 
   constructor(
     private readonly feed: ChangeFeed,
     private readonly eventLog: EventLogProducer,
     private readonly options: CdcOptions,
-  ) {}
-
-  async start(): Promise<void> {
-    this.loop = this.run();
+  ) {
+    super();
   }
 
-  async ready(): Promise<string | undefined> {
-    return this.stopping ? "cdc: stopping" : undefined;
-  }
-
-  /** Finishes the batch in hand (unless Kafka is away: then it is replayed at the next start). */
-  async close(): Promise<void> {
-    this.stopping = true;
-    this.wake?.();
-    await this.loop;
-  }
-
-  private async run(): Promise<void> {
+  protected async run(): Promise<void> {
     let backoff = this.options.retryMinMs;
     while (!this.stopping) {
       let batch: ChangeBatch | undefined;
@@ -122,17 +108,5 @@ export class CdcRole implements Lifecycle {
     } catch (error) {
       return retry("event log unavailable", error);
     }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    if (this.stopping) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = done;
-    });
   }
 }

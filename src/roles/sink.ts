@@ -4,9 +4,9 @@ import type { Log } from "../core/log.js";
 import { drop, ok, retry, type StepResult } from "../core/result.js";
 import type { EventLogConsumer, LogBatch } from "../pipeline/event-log.js";
 import type { EventSink } from "../pipeline/event-sink.js";
-import type { Lifecycle } from "../pipeline/lifecycle.js";
 import type { PipelineParts } from "../pipeline/parts.js";
 import type { ProjectStore } from "../pipeline/project-store.js";
+import { RoleLoop } from "./role-loop.js";
 
 export interface SinkOptions {
   batchEvents: number;
@@ -59,12 +59,11 @@ export function buildSink(
  *   deleted while its events were being written is checked again after the write (uncached) and
  *   deleted again in the store: the API's delete may have run before the write landed.
  * - Messages that are not events are dropped by the consumer (counted and logged).
+ *
+ * Closing finishes the batch in hand, unless the store is away: then it is read again after restart.
  */
-export class SinkRole implements Lifecycle {
+export class SinkRole extends RoleLoop {
   readonly name = "sink";
-  private stopping = false;
-  private loop?: Promise<void>;
-  private wake?: () => void;
   private readonly deleted = new Set<string>();
   private readonly existing = new Map<string, number>();
 
@@ -73,24 +72,11 @@ export class SinkRole implements Lifecycle {
     private readonly sink: EventSink,
     private readonly projects: ProjectStore,
     private readonly options: SinkOptions,
-  ) {}
-
-  async start(): Promise<void> {
-    this.loop = this.run();
+  ) {
+    super();
   }
 
-  async ready(): Promise<string | undefined> {
-    return this.stopping ? "sink: stopping" : undefined;
-  }
-
-  /** Finishes the batch in hand (unless the store is away: then it is read again after restart). */
-  async close(): Promise<void> {
-    this.stopping = true;
-    this.wake?.();
-    await this.loop;
-  }
-
-  private async run(): Promise<void> {
+  protected async run(): Promise<void> {
     let backoff = this.options.retryMinMs;
     while (!this.stopping) {
       let batch: LogBatch;
@@ -201,17 +187,5 @@ export class SinkRole implements Lifecycle {
       );
     }
     return kept;
-  }
-
-  private sleep(ms: number): Promise<void> {
-    if (this.stopping) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = done;
-    });
   }
 }

@@ -3,9 +3,9 @@ import type { LedgerDelta, StoredEvent } from "../core/event.js";
 import type { Log } from "../core/log.js";
 import { deadLetter, ok, retry, type StepResult } from "../core/result.js";
 import type { CommitReport, EventStore } from "../pipeline/event-store.js";
-import type { Lifecycle } from "../pipeline/lifecycle.js";
 import type { PartHooks, PipelineParts } from "../pipeline/parts.js";
 import { type QueueConsumer, type QueueMessage, UnstorableEventsError } from "../pipeline/queue-consumer.js";
+import { RoleLoop } from "./role-loop.js";
 
 export interface WorkerOptions {
   /** Most events per insert; a message (one request) is never split. */
@@ -58,35 +58,21 @@ export function buildWorker(config: Config, parts: PipelineParts, hooks: PartHoo
  * - Store refuses the events (UnstorableEventsError): the batch is split to find the message at
  *   fault, which goes to the dead-letter queue with the reason, counted in the ledger.
  * - Undecodable message, or one delivered `maxDeliveries` times: dead-lettered.
+ *
+ * Closing finishes the batch in hand, unless the store is down: then it stays pending.
  */
-export class QueueWorker implements Lifecycle {
+export class QueueWorker extends RoleLoop {
   readonly name = "worker";
-  private stopping = false;
-  private loop?: Promise<void>;
-  private wake?: () => void;
 
   constructor(
     private readonly consumer: QueueConsumer,
     private readonly store: EventStore,
     private readonly options: WorkerOptions,
-  ) {}
-
-  async start(): Promise<void> {
-    this.loop = this.run();
+  ) {
+    super();
   }
 
-  async ready(): Promise<string | undefined> {
-    return this.stopping ? "worker: stopping" : undefined;
-  }
-
-  /** Finishes the batch in hand (unless the store is down: then it stays pending) and stops. */
-  async close(): Promise<void> {
-    this.stopping = true;
-    this.wake?.();
-    await this.loop;
-  }
-
-  private async run(): Promise<void> {
+  protected async run(): Promise<void> {
     let backoff = this.options.retryMinMs;
     while (!this.stopping) {
       let messages: QueueMessage[];
@@ -236,18 +222,6 @@ export class QueueWorker implements Lifecycle {
         backoff = Math.min(backoff * 2, this.options.retryMaxMs);
       }
     }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    if (this.stopping) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = done;
-    });
   }
 }
 
