@@ -138,28 +138,39 @@ async function createAsync(config: Config, hooks: PartHooks): Promise<PipelinePa
   const runsApi = roles.includes("api");
   const runsWorker = roles.includes("worker");
   const { projects, events } = await createPostgres(config, hooks, runsApi ? 10 : 4);
+  const { queue, rateLimiter } = await createStreamFront(config, hooks);
+  // A worker-only process serves no HTTP: the API parts exist for the type but never start.
+  const lifecycle: Lifecycle[] = runsApi ? [projects, events, queue, rateLimiter] : [events];
+  const parts: PipelineParts = { projects, events, analytics: events, queue, rateLimiter, lifecycle };
+  if (runsWorker) {
+    parts.consumer = await createStreamConsumer(config, hooks);
+    lifecycle.push(parts.consumer);
+  }
+  return parts;
+}
+
+/** The API side of the stream pipelines (async, cdc): the Redis Stream queue and the shared rate limit. */
+async function createStreamFront(config: Config, hooks: PartHooks) {
   const { RedisStreamQueue } = await import("./redis/redis.queue.js");
   const redis = await createRedisConnection(config, hooks);
-  if (!redis) throw new Error("REDIS_URL is required for the async pipeline");
+  if (!redis) throw new Error(`REDIS_URL is required for the ${config.pipeline} pipeline`);
   const queue = new RedisStreamQueue(redis, {
     prefix: config.redisPrefix,
     maxLength: config.redisStreamMaxLen,
   });
   const rateLimiter = await createRateLimiter(config, hooks, redis);
-  // A worker-only process serves no HTTP: the API parts exist for the type but never start.
-  const lifecycle: Lifecycle[] = runsApi ? [projects, events, queue, rateLimiter] : [events];
-  const parts: PipelineParts = { projects, events, analytics: events, queue, rateLimiter, lifecycle };
-  if (runsWorker) {
-    const { RedisStreamConsumer } = await import("./redis/redis.stream-consumer.js");
-    parts.consumer = new RedisStreamConsumer({
-      url: config.redisUrl,
-      prefix: config.redisPrefix,
-      claimIdleMs: config.workerClaimIdleMs,
-      log: hooks.log,
-    });
-    lifecycle.push(parts.consumer);
-  }
-  return parts;
+  return { queue, rateLimiter };
+}
+
+/** The worker's side of the stream pipelines: a member of the stream's consumer group. */
+async function createStreamConsumer(config: Config, hooks: PartHooks) {
+  const { RedisStreamConsumer } = await import("./redis/redis.stream-consumer.js");
+  return new RedisStreamConsumer({
+    url: config.redisUrl,
+    prefix: config.redisPrefix,
+    claimIdleMs: config.workerClaimIdleMs,
+    log: hooks.log,
+  });
 }
 
 /**
@@ -191,14 +202,7 @@ async function createCdc(config: Config, hooks: PartHooks): Promise<PipelinePart
   const { MirroredEventStore } = await import("../pipeline/mirrored-event-store.js");
   const events = runsApi ? new MirroredEventStore(record, clickhouse.sink) : record;
 
-  const { RedisStreamQueue } = await import("./redis/redis.queue.js");
-  const redis = await createRedisConnection(config, hooks);
-  if (!redis) throw new Error("REDIS_URL is required for the cdc pipeline");
-  const queue = new RedisStreamQueue(redis, {
-    prefix: config.redisPrefix,
-    maxLength: config.redisStreamMaxLen,
-  });
-  const rateLimiter = await createRateLimiter(config, hooks, redis);
+  const { queue, rateLimiter } = await createStreamFront(config, hooks);
   const parts: PipelineParts = {
     projects,
     events,
@@ -210,13 +214,7 @@ async function createCdc(config: Config, hooks: PartHooks): Promise<PipelinePart
   if (runsApi) lifecycle.push(projects, events, clickhouse.analytics, queue, rateLimiter);
   else if (runsWorker) lifecycle.push(events);
   if (runsWorker) {
-    const { RedisStreamConsumer } = await import("./redis/redis.stream-consumer.js");
-    parts.consumer = new RedisStreamConsumer({
-      url: config.redisUrl,
-      prefix: config.redisPrefix,
-      claimIdleMs: config.workerClaimIdleMs,
-      log: hooks.log,
-    });
+    parts.consumer = await createStreamConsumer(config, hooks);
     lifecycle.push(parts.consumer);
   }
   const brokers = config.kafkaBrokers.split(",").map((b) => b.trim());
