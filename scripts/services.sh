@@ -496,13 +496,17 @@ install_kafka() {
 # archive under a name of its own when it exits cleanly; a later run adopts it. JVM warnings
 # (such as an archive made for other jars, which the JVM then ignores) go to stderr, so the
 # tools' stdout stays theirs.
+# Off unless TIDEMARK_KAFKA_CDS=1: when several JVMs start at once (the tests start private
+# brokers while tools run), one may adopt an archive another is still writing, and a storage
+# format failed in a CI run, most likely that way; a few seconds of start-up are not worth it.
 # Sets CDS to the JVM options.
 cds_flags() {
   local archive="$KAFKA_LIBS/$1.jsa" pending
+  CDS=(-Xlog:disable -Xlog:all=warning:stderr)
+  [ "${TIDEMARK_KAFKA_CDS:-0}" = 1 ] || return 0
   for pending in "$KAFKA_LIBS/$1".*.jsa; do
     if [ -f "$pending" ] && [ ! -f "$archive" ]; then mv -f "$pending" "$archive"; fi
   done
-  CDS=(-Xlog:disable -Xlog:all=warning:stderr)
   if [ -f "$archive" ]; then
     CDS+=("-XX:SharedArchiveFile=$archive")
   else
