@@ -59,13 +59,19 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const service = new ProjectService(parts.projects, parts.events, ledger, config.keyEnv, keys);
 
   registerErrorHandler(fastify);
-  fastify.addHook("onRequest", async (request, reply) => {
-    if (request.raw.httpVersion === "1.1" && !request.headers.host)
-      throw new AppError("bad_request", { message: "HTTP/1.1 requests need a Host header" });
+  // Hooks on every request take Fastify's callback form: an async hook costs a promise and a
+  // microtask turn per request, and these never wait for anything.
+  fastify.addHook("onRequest", (request, reply, done) => {
+    if (request.raw.httpVersion === "1.1" && !request.headers.host) {
+      done(new AppError("bad_request", { message: "HTTP/1.1 requests need a Host header" }));
+      return;
+    }
     if (shuttingDown && request.url !== "/ready" && request.url !== "/health") {
       reply.header("Connection", "close");
-      throw new AppError("unavailable", { message: "This server is shutting down; retry", retryAfter: 1 });
+      done(new AppError("unavailable", { message: "This server is shutting down; retry", retryAfter: 1 }));
+      return;
     }
+    done();
   });
   registerBodyParsing(fastify);
   await fastify.register(cors, {
@@ -73,9 +79,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     // An OPTIONS request that is not a CORS preflight is answered like one (204), rather than
     // with the plugin's text/plain 400.
     strictPreflight: false,
-    methods: ["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-    allowedHeaders: ["Authorization", "X-API-Key", "Content-Type", "Content-Encoding"],
-    exposedHeaders: ["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"],
+    // Header values as the plugin writes them: given as lists, it joins them on every request.
+    methods: "GET, POST, PATCH, DELETE, OPTIONS",
+    allowedHeaders: "Authorization, X-API-Key, Content-Type, Content-Encoding",
+    exposedHeaders: "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After",
     maxAge: 86400,
   });
   await fastify.register(swagger, {
@@ -96,10 +103,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     },
   });
 
-  fastify.addHook("onResponse", async (request, reply) => {
-    const route = request.routeOptions.url ?? "unmatched";
-    metrics.httpRequests.inc({ route, status: reply.statusCode });
-    metrics.httpDuration.observe({ route }, reply.elapsedTime / 1000);
+  fastify.addHook("onResponse", (request, reply, done) => {
+    metrics.recordHttp(request.routeOptions.url ?? "unmatched", reply.statusCode, reply.elapsedTime / 1000);
+    done();
   });
 
   registerIngestRoutes(fastify, {

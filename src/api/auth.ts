@@ -19,12 +19,30 @@ interface CacheEntry {
   expiresAt: number;
 }
 
+/** The project of a key's match, or the 401/403 it calls for. */
+function projectOf(match: KeyMatch | undefined, kind: "write" | "read"): Project {
+  if (!match) throw new AppError("unauthorized", { message: "Unknown API key" });
+  if (match.kind !== kind) {
+    throw new AppError("forbidden", {
+      message:
+        kind === "write"
+          ? "A read key cannot send events; use the write key (wk_...)"
+          : "A write key cannot query; use the read key (rk_...)",
+    });
+  }
+  return match.project;
+}
+
 /**
  * Resolves keys to projects, with a short cache so ingest does not read the store per request.
  * A rotated or deleted key stops working at once in this process and within `ttlMs` in others.
  */
 export class KeyResolver {
   private readonly cache = new Map<string, CacheEntry>();
+  /** Store reads in flight by key hash: concurrent requests with an expired key share one. */
+  private readonly loading = new Map<string, Promise<KeyMatch | undefined>>();
+  /** Bumped by forgetProject, so a read that began before a rotation does not cache what it saw. */
+  private generation = 0;
 
   constructor(
     private readonly projects: ProjectStore,
@@ -47,42 +65,60 @@ export class KeyResolver {
 
   /** The project of a key of the given kind; 401 for unknown keys, 403 for the wrong kind. */
   async require(request: FastifyRequest, kind: "write" | "read"): Promise<Project> {
+    return this.resolve(request, kind);
+  }
+
+  /**
+   * `require`, answered at once (no promise) when the key's lookup is cached, as it is for every
+   * key in use: the ingest hook then runs synchronously (src/api/ingest/ingest.routes.ts).
+   * Throws the 401 or 403 at once when it can tell.
+   */
+  resolve(request: FastifyRequest, kind: "write" | "read"): Project | Promise<Project> {
     const key = requestKey(request);
     if (!key)
       throw new AppError("unauthorized", {
         message: "Missing API key: Authorization: Bearer <key> or X-API-Key",
       });
-    const declared = keyKind(key);
-    if (declared === undefined) throw new AppError("unauthorized", { message: "Unknown API key" });
-    const match = await this.lookup(key);
-    if (!match) throw new AppError("unauthorized", { message: "Unknown API key" });
-    if (match.kind !== kind) {
-      throw new AppError("forbidden", {
-        message:
-          kind === "write"
-            ? "A read key cannot send events; use the write key (wk_...)"
-            : "A write key cannot query; use the read key (rk_...)",
-      });
-    }
-    return match.project;
+    if (keyKind(key) === undefined) throw new AppError("unauthorized", { message: "Unknown API key" });
+    const hash = hashKey(key);
+    const cached = this.cache.get(hash);
+    if (cached && cached.expiresAt > Date.now()) return projectOf(cached.match, kind);
+    return this.load(hash).then((match) => projectOf(match, kind));
   }
 
-  private async lookup(key: string): Promise<KeyMatch | undefined> {
-    const hash = hashKey(key);
-    const now = Date.now();
-    const cached = this.cache.get(hash);
-    if (cached && cached.expiresAt > now) return cached.match;
-    const match = await this.projects.findByKeyHash(hash);
-    if (this.ttlMs > 0) {
-      if (this.cache.size > 100_000) this.cache.clear();
-      // Unknown keys are cached briefly too, so a flood of bad keys does not reach the store.
-      this.cache.set(hash, { match, expiresAt: now + (match ? this.ttlMs : Math.min(this.ttlMs, 1000)) });
-    }
-    return match;
+  private load(hash: string): Promise<KeyMatch | undefined> {
+    const inFlight = this.loading.get(hash);
+    if (inFlight) return inFlight;
+    const generation = this.generation;
+    const started = Date.now();
+    const settled = () => {
+      if (this.loading.get(hash) === loaded) this.loading.delete(hash);
+    };
+    const loaded: Promise<KeyMatch | undefined> = this.projects.findByKeyHash(hash).then(
+      (match) => {
+        settled();
+        if (this.ttlMs > 0 && generation === this.generation) {
+          if (this.cache.size > 100_000) this.cache.clear();
+          // Unknown keys are cached briefly too, so a flood of bad keys does not reach the store.
+          const ttl = match ? this.ttlMs : Math.min(this.ttlMs, 1000);
+          this.cache.set(hash, { match, expiresAt: started + ttl });
+        }
+        return match;
+      },
+      (error: unknown) => {
+        settled();
+        throw error;
+      },
+    );
+    this.loading.set(hash, loaded);
+    return loaded;
   }
 
   /** Drops cached keys of a project (after a rotation, a plan change or a delete). */
   forgetProject(projectId: string): void {
+    // Reads in flight may have seen the project as it was: later requests read again.
+    this.generation++;
+    this.loading.clear();
     for (const [hash, entry] of this.cache)
       if (entry.match?.project.id === projectId) this.cache.delete(hash);
   }

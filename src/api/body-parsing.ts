@@ -30,13 +30,20 @@ class EncodedByteCounter extends Transform {
  * inflates past the limit is a 413. JSON sent as text/plain (navigator.sendBeacon) is accepted.
  */
 export function registerBodyParsing(app: FastifyInstance): void {
-  app.addHook("preParsing", async (request, _reply, payload) => {
+  // Fastify's callback form: an async hook would make every body wait a tick (src/api/app.ts).
+  app.addHook("preParsing", (request, _reply, payload, done) => {
     const encoding = request.headers["content-encoding"]?.toLowerCase().trim();
-    if (!encoding || encoding === "identity") return payload;
+    if (!encoding || encoding === "identity") {
+      done(null, payload);
+      return;
+    }
     if (encoding !== "gzip" && encoding !== "deflate" && encoding !== "x-gzip") {
-      throw new AppError("unsupported_media_type", {
-        message: `Content-Encoding "${encoding}" is not supported; use gzip or deflate`,
-      });
+      done(
+        new AppError("unsupported_media_type", {
+          message: `Content-Encoding "${encoding}" is not supported; use gzip or deflate`,
+        }),
+      );
+      return;
     }
     const inflate = encoding === "deflate" ? createInflate() : createGunzip();
     const decoded = inflate as typeof inflate & { receivedEncodedLength?: number };
@@ -46,7 +53,7 @@ export function registerBodyParsing(app: FastifyInstance): void {
     payload.on("error", (error) => decoded.destroy(error));
     counter.on("error", (error) => decoded.destroy(error));
     payload.pipe(counter).pipe(decoded);
-    return decoded;
+    done(null, decoded);
   });
   // Fastify's own JSON parser, so text/plain bodies get the same `__proto__` and `constructor`
   // checks as application/json ones. Both also note the integers the parse rounded, which only

@@ -22,6 +22,12 @@ export interface RateDecision {
 export interface RateLimiter extends Lifecycle {
   consume(projectId: string, limitPerMinute: number, nowMs: number): Promise<RateDecision>;
   /**
+   * `consume` answered at once, by limiters that decide in this process's memory: the ingest
+   * hook then runs without a promise, so the request's body is read as it arrives (see
+   * src/api/ingest/ingest.routes.ts). Limiters that ask a server leave it out.
+   */
+  consumeSync?(projectId: string, limitPerMinute: number, nowMs: number): RateDecision;
+  /**
    * Takes an allowed request back out of the window, as if it had never been made, so its slot
    * is free again (the ingest API gives back requests it ends up refusing). Releasing a slot
    * twice, or one that has left the window, does nothing. Never throws: a limiter that cannot

@@ -123,6 +123,12 @@ export class Metrics {
     this.consumerLag = sources.consumerLag;
   }
 
+  /** One answered HTTP request. */
+  recordHttp(route: string, status: number, seconds: number): void {
+    this.httpRequests.inc({ route, status });
+    this.httpDuration.observe({ route }, seconds);
+  }
+
   /**
    * One store commit. Accepted and duplicate events are counted here, from what the store did,
    * because the store writes the ledger's accepted and duplicate counts in the same transaction:
