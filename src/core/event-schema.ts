@@ -14,7 +14,11 @@ export const IncomingEventSchema = Type.Object(
     }),
     timestamp: Type.Optional(Timestamp),
     sent_at: Type.Optional(Timestamp),
-    properties: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    // Any JSON object: `additionalProperties: true` checks only that it is one. A Record of
+    // Unknown said the same and tested every key against `^(.*)$` (about 1 µs an event).
+    properties: Type.Optional(
+      Type.Object({}, { additionalProperties: true, description: "Any JSON object" }),
+    ),
     uuid: Type.Optional(
       Type.String({ pattern: UUID_PATTERN, description: "Idempotency key; generated when absent" }),
     ),

@@ -51,11 +51,41 @@ const pathOf = (node: Node): string => {
   return ["/properties", ...keys.reverse()].join("/");
 };
 
+/** A number `properties` cannot hold as sent: beyond a double, or an integer the parse rounded. */
+const badNumber = (value: number, roundedIntegers: ReadonlySet<number> | undefined) =>
+  !Number.isFinite(value) || (roundedIntegers?.has(value) === true && !Number.isSafeInteger(value));
+
+/**
+ * True when `properties` holds nothing propertiesProblem would refuse. The walk every event takes:
+ * plain values are checked where they sit and only nested objects and arrays are stacked, with no
+ * path kept (a flat object of five properties costs no allocation). propertiesProblem walks again
+ * to say where, only for a body that is refused.
+ */
+function propertiesFine(properties: object, roundedIntegers: ReadonlySet<number> | undefined): boolean {
+  const values: object[] = [properties];
+  const depths: number[] = [1];
+  for (let value = values.pop(); value !== undefined; value = values.pop()) {
+    const depth = depths.pop() ?? 1;
+    if (depth > MAX_PROPERTY_DEPTH) return false;
+    const children: readonly unknown[] = Array.isArray(value) ? value : Object.values(value);
+    for (const child of children) {
+      if (typeof child === "number") {
+        if (badNumber(child, roundedIntegers)) return false;
+      } else if (typeof child === "object" && child !== null) {
+        values.push(child);
+        depths.push(depth + 1);
+      }
+    }
+  }
+  return true;
+}
+
 /** Where and why `properties` cannot be stored as sent, or undefined. */
 function propertiesProblem(
-  properties: Record<string, unknown>,
+  properties: object,
   roundedIntegers: ReadonlySet<number> | undefined,
 ): { path: string; message: string } | undefined {
+  if (propertiesFine(properties, roundedIntegers)) return undefined;
   const stack: Node[] = [{ value: properties, depth: 1 }];
   for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
     const { value, depth } = node;
