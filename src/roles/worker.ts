@@ -14,6 +14,12 @@ export interface WorkerOptions {
   readMessages: number;
   /** How long a read waits for new messages. */
   blockMs: number;
+  /**
+   * After a read that did not fill a batch, wait this long and read once more, so one insert
+   * carries what arrives meanwhile: every insert and ack costs the store and the queue a commit.
+   * Delays visibility by at most this much; 0 reads once. (The 202 does not wait on the worker.)
+   */
+  lingerMs?: number;
   /** A message handed out more often than this without being stored is dead-lettered. */
   maxDeliveries: number;
   /** Backoff between retries while the store or the queue is unreachable. */
@@ -29,6 +35,7 @@ export interface WorkerOptions {
 export const DEFAULT_WORKER_OPTIONS = {
   readMessages: 200,
   blockMs: 1000,
+  lingerMs: 10,
   maxDeliveries: 10,
   retryMinMs: 100,
   retryMaxMs: 5000,
@@ -79,6 +86,7 @@ export class QueueWorker extends RoleLoop {
       try {
         messages = await this.consumer.read(this.options.readMessages, this.options.blockMs);
         backoff = this.options.retryMinMs;
+        messages = await this.linger(messages);
       } catch (error) {
         this.options.log?.warn({ err: error }, "worker cannot read the queue; retrying");
         await this.sleep(backoff);
@@ -93,6 +101,17 @@ export class QueueWorker extends RoleLoop {
         await this.sleep(this.options.retryMaxMs);
       }
     }
+  }
+
+  /** The messages read, with those that arrive within `lingerMs` when they did not fill a read. */
+  private async linger(messages: QueueMessage[]): Promise<QueueMessage[]> {
+    const { lingerMs = 0, readMessages } = this.options;
+    if (lingerMs <= 0 || messages.length === 0 || messages.length >= readMessages || this.stopping)
+      return messages;
+    await this.sleep(lingerMs);
+    // What this read misses stays in the queue for the next one; a failure here loses nothing.
+    const more = await this.consumer.read(readMessages - messages.length, 1).catch(() => []);
+    return more.length > 0 ? [...messages, ...more] : messages;
   }
 
   private async process(messages: QueueMessage[]): Promise<void> {
