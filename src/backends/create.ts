@@ -44,12 +44,13 @@ async function createEmbedded(config: Config, hooks: PartHooks): Promise<Pipelin
   // Two commits at once keep DuckDB busy while the previous one waits for its fsync.
   const writers = 2;
   const events = new DuckDbEventStore(db, { writers, log: hooks.log });
-  return groupCommitParts(config, hooks, {
+  const parts = groupCommitParts(config, hooks, {
     projects,
     events,
     rateLimiter: new MemoryRateLimiter(),
     writers,
   });
+  return { ...parts, soleProjectWriter: true };
 }
 
 /** The parts of a pipeline whose API commits straight to its store of record (embedded, sync). */

@@ -222,7 +222,7 @@ const VARIABLES = {
     "TIDEMARK_AUTH_CACHE_MS",
     "5000",
     int(0, 3600000),
-    "How long an API process caches a key lookup (rotations reach other processes within it)",
+    "How long an API process caches a key lookup (rotations reach other processes within it); embedded keeps a key until it changes, 0 turns caching off",
   ),
   redisStreamMaxLen: variable(
     "TIDEMARK_REDIS_STREAM_MAXLEN",

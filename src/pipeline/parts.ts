@@ -22,6 +22,12 @@ export interface PipelineParts {
   /** Where the API hands accepted events. */
   queue: EventQueue;
   rateLimiter: RateLimiter;
+  /**
+   * True when this process is the only one that changes projects and keys (embedded: one server
+   * holds the data folder, and the CLI goes through it), so a cache of key lookups never goes
+   * stale: the admin API drops what it changes (src/admin/project.service.ts).
+   */
+  soleProjectWriter?: boolean;
   /** The worker's side of the ingest queue: present when this process runs the worker role. */
   consumer?: QueueConsumer;
   /** cdc role: the store of record's committed events, and the log they are published to. */
