@@ -18,8 +18,6 @@ export interface GroupCommitOptions {
 
 interface Waiter {
   events: readonly StoredEvent[];
-  /** performance.now() when it was enqueued. */
-  at: number;
   resolve: (result: EnqueueResult) => void;
   reject: (error: unknown) => void;
 }
@@ -70,25 +68,19 @@ export class GroupCommitQueue implements EventQueue {
       return Promise.reject(new AppError("overloaded", { retryAfter: 1 }));
     }
     return new Promise<EnqueueResult>((resolve, reject) => {
-      this.waiting.push({ events, at: performance.now(), resolve, reject });
+      this.waiting.push({ events, resolve, reject });
       this.waitingEvents += events.length;
       this.schedule();
     });
   }
 
-  /**
-   * Commits now when the oldest waiting request has waited `intervalMs` (often already true when a
-   * commit returns: its successors waited for it), else when it will have.
-   */
   private schedule(): void {
     if (this.inFlightCommits >= this.concurrency || this.waiting.length === 0) return;
-    const waited = performance.now() - this.waiting[0]!.at;
-    const { maxEvents, intervalMs } = this.options;
-    if (this.waitingEvents >= maxEvents || waited >= intervalMs || this.closed) {
+    if (this.waitingEvents >= this.options.maxEvents || this.options.intervalMs === 0 || this.closed) {
       this.flushNow();
       return;
     }
-    this.timer ??= setTimeout(() => this.flushNow(), intervalMs - waited);
+    this.timer ??= setTimeout(() => this.flushNow(), this.options.intervalMs);
   }
 
   private flushNow(): void {
