@@ -94,7 +94,7 @@ test("offset: the event happened that many ms before receipt", () => {
   assert.equal(events[0]!.timestamp, now - 60_000);
 
   const tooFar = checkPosthogBody({ event: "e", distinct_id: "d", offset: now }, 10);
-  assert.ok(tooFar.value);
+  assert.ok(tooFar.value, "maps");
   assert.throws(
     () => normaliseMapped(tooFar.value!, project, now, limits),
     (error: AppError) => error.details?.[0]?.field === "offset",
@@ -117,7 +117,7 @@ test("every shape of body: one event, an array, {batch}; sent_at of the batch co
     },
     10,
   );
-  assert.ok(batch.value);
+  assert.ok(batch.value, "maps");
   assert.equal(
     normaliseMapped(batch.value, project, now, limits).events[0]!.timestamp,
     Date.UTC(2026, 10, 28, 11),

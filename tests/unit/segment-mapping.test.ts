@@ -274,7 +274,7 @@ test("normalised: the sentAt correction applies, and its problems name the clien
     },
     10,
   );
-  assert.ok(check.value);
+  assert.ok(check.value, "maps");
   const { events } = normaliseMapped(check.value, project, now, limits);
   // sent an hour after the event, received at noon: the event happened at 11:00 by our clock.
   assert.equal(events[0]!.timestamp, Date.UTC(2026, 10, 28, 11));
@@ -283,7 +283,7 @@ test("normalised: the sentAt correction applies, and its problems name the clien
     { userId: "u", event: "a", timestamp: "2000-01-01T06:00:00Z", sentAt: "2026-11-29T00:00:00Z" },
     "track",
   );
-  assert.ok(far.value);
+  assert.ok(far.value, "maps");
   try {
     normaliseMapped(far.value, project, now, limits);
     assert.fail("expected a refusal");
