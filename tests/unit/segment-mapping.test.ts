@@ -203,9 +203,13 @@ test("Tidemark's validation applies to the mapped event, reported in the client'
     "a single call's problems carry no index",
   );
 
-  const traits = refused(checkSegmentCall({ userId: "u", traits: { n: 1e400 } }, "identify"));
+  const traits = refused(
+    checkSegmentCall({ userId: "u", traits: { n: Number.POSITIVE_INFINITY } }, "identify"),
+  );
   assert.equal(traits.details?.[0]?.field, "traits.n");
-  const context = refused(checkSegmentCall({ userId: "u", event: "x", context: { n: 1e400 } }, "track"));
+  const context = refused(
+    checkSegmentCall({ userId: "u", event: "x", context: { n: Number.POSITIVE_INFINITY } }, "track"),
+  );
   assert.equal(context.details?.[0]?.field, "context.n");
   // A single-call endpoint takes its own type only.
   assert.match(
