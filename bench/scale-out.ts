@@ -250,6 +250,28 @@ async function cpuMeter(
   };
 }
 
+/** The cluster's WAL position (bytes) and the rows other databases inserted so far (to judge it). */
+async function walMark(db: pg.Client, dbName: string): Promise<{ wal: bigint; othersInserted: number }> {
+  const { rows } = await db.query<{ wal: string; others: string }>(
+    `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS wal,
+            (SELECT coalesce(sum(tup_inserted), 0) FROM pg_stat_database WHERE datname <> $1)::text AS others`,
+    [dbName],
+  );
+  return { wal: BigInt(rows[0]!.wal.split(".")[0]!), othersInserted: Number(rows[0]!.others) };
+}
+
+/** Bytes on disk per stored event: the events table (every partition) and event_keys, with indexes. */
+async function bytesPerEvent(db: pg.Client): Promise<{ events: number; keys: number; rows: number }> {
+  const { rows } = await db.query<{ events: string; keys: string; n: string }>(
+    `SELECT (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits
+              WHERE inhparent = 'events'::regclass)::text AS events,
+            pg_total_relation_size('event_keys')::text AS keys,
+            (SELECT count(*) FROM events)::text AS n`,
+  );
+  const n = Number(rows[0]!.n);
+  return { events: Number(rows[0]!.events) / n, keys: Number(rows[0]!.keys) / n, rows: n };
+}
+
 async function storedCount(db: pg.Client): Promise<number> {
   return Number((await db.query("SELECT count(*) AS n FROM events")).rows[0].n);
 }
@@ -292,6 +314,8 @@ async function main(): Promise<void> {
   const db = new pg.Client({ connectionString: dbUrl.toString() });
   const rows: string[] = [];
   const drainRows: string[] = [];
+  const walRows: string[] = [];
+  const memoryRows: string[] = [];
   console.log(
     `Tidemark async scale-out: ${DURATION_S} s per run, ${CONNECTIONS} connections, batches of ${SIZE}; ` +
       `database ${dbName}, Redis prefix ${PREFIX}; load average at start ${loadAverage()}`,
@@ -312,7 +336,10 @@ async function main(): Promise<void> {
     const body = JSON.stringify({ events: Array.from({ length: SIZE }, sample) });
     const workers: Role[] = [];
     const scaleTo = async (list: Role[], role: "api" | "worker", n: number) => {
-      while (list.length < n) list.push(await startRole(role, env, list.length, redis));
+      // Started together, so that in a drain run they begin storing at about the same moment.
+      const starting: Promise<Role>[] = [];
+      for (let i = list.length; i < n; i++) starting.push(startRole(role, env, i, redis));
+      list.push(...(await Promise.all(starting)));
       while (list.length > n) await stop([list.pop()!.child]);
     };
 
@@ -322,6 +349,7 @@ async function main(): Promise<void> {
       if (!(await waitForDrain(redis, 30_000))) console.log("backlog left from the previous run");
       const haproxy = await startHaproxy(apis, dir);
       const before = await storedCount(db);
+      const walBefore = await walMark(db, dbName);
       const loadBefore = loadAverage();
       const meter = await cpuMeter(
         [...apis, ...workers],
@@ -341,6 +369,11 @@ async function main(): Promise<void> {
       });
       const cpu = await meter.stop();
       const stored = (await storedCount(db)) - before;
+      const walAfter = await walMark(db, dbName);
+      walRows.push(
+        `${n} api x ${m} worker: ${fmt(Number(walAfter.wal - walBefore.wal) / Math.max(stored, 1))} WAL bytes per stored event ` +
+          `(cluster-wide; other databases inserted ${fmt(walAfter.othersInserted - walBefore.othersInserted)} rows meanwhile, this run ${fmt(stored)})`,
+      );
       const loadAfter = loadAverage();
       await stop([haproxy.child]);
       const apiCpu = apis.reduce((s, a) => s + (cpu.perProcess.get(a.name) ?? 0), 0);
@@ -374,6 +407,12 @@ async function main(): Promise<void> {
       });
       await scaleTo(apis, "api", 0);
       const waiting = await backlog(redis);
+      const entries = await redis.xlen(STREAM);
+      const streamBytes = Number(await redis.memory("USAGE", STREAM, "SAMPLES", "0"));
+      memoryRows.push(
+        `stream of ${fmt(entries)} entries (${fmt(waiting)} events): ${fmt(streamBytes / 1048576, 1)} MiB, ` +
+          `${fmt(streamBytes / Math.max(entries, 1))} bytes per entry, ${fmt(streamBytes / Math.max(waiting, 1))} per event`,
+      );
       const loadBefore = loadAverage();
       // Workers start (connect, join the group) before the clock: the measure is storing, not start-up.
       await scaleTo(workers, "worker", m);
@@ -412,6 +451,15 @@ async function main(): Promise<void> {
     );
     console.log(`|${" ---: |".repeat(10)}`);
     for (const row of drainRows) console.log(row);
+    console.log("\nPostgres WAL per stored event (steady runs)");
+    for (const row of walRows) console.log(`- ${row}`);
+    const disk = await bytesPerEvent(db);
+    console.log(
+      `\nPostgres on disk after the runs (${fmt(disk.rows)} events): events ${fmt(disk.events)} bytes per event, ` +
+        `event_keys ${fmt(disk.keys)}, in all ${fmt(disk.events + disk.keys)} (tables and their indexes)`,
+    );
+    console.log("\nRedis memory of the ingest stream (MEMORY USAGE ... SAMPLES 0) after each fill");
+    for (const row of memoryRows) console.log(`- ${row}`);
   } finally {
     await stop([...running]);
     await db.end().catch(() => undefined);
