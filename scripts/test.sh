@@ -88,5 +88,10 @@ fi
 if ! bash scripts/chromium.sh >"$LOG_DIR/chromium.log" 2>&1; then
   echo "WARNING: could not install Chromium (see $LOG_DIR/chromium.log); the browser tests will skip" >&2
 fi
+# The Kubernetes manifests' test renders deploy/k8s with kubectl, or with the pinned kustomize
+# that scripts/kustomize.sh builds when this machine has neither; it skips loudly without both.
+if ! bash scripts/kustomize.sh install >"$LOG_DIR/kustomize.log" 2>&1; then
+  echo "WARNING: no kubectl or kustomize (see $LOG_DIR/kustomize.log); the Kubernetes manifest tests will skip" >&2
+fi
 npm run --silent check:boundaries
 node scripts/run-tests.mjs "$@"

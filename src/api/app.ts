@@ -14,6 +14,9 @@ import { registerBodyParsing } from "./body-parsing.js";
 import { registerDocs } from "./docs.js";
 import { clientErrorHandler, frameworkErrors, registerErrorHandler } from "./error-handler.js";
 import { registerIngestRoutes } from "./ingest/ingest.routes.js";
+import { IngestGate } from "./ingest/ingest-gate.js";
+import { registerPosthogRoutes } from "./ingest/posthog.routes.js";
+import { registerSegmentRoutes } from "./ingest/segment.routes.js";
 import type { Metrics } from "./ops/metrics.js";
 import { registerOpsRoutes } from "./ops/ops.routes.js";
 import { registerQueryRoutes } from "./query/query.routes.js";
@@ -90,6 +93,11 @@ export async function buildApp(deps: AppDeps): Promise<App> {
           adminToken: { type: "http", scheme: "bearer", description: "SECRET_TOKEN" },
           writeKey: { type: "http", scheme: "bearer", description: "A project's write key, wk_..." },
           writeKeyHeader: { type: "apiKey", in: "header", name: "X-API-Key" },
+          segmentWriteKey: {
+            type: "http",
+            scheme: "basic",
+            description: "A project's write key as the user name, the password empty (Segment's way)",
+          },
           readKey: { type: "http", scheme: "bearer", description: "A project's read key, rk_..." },
         },
       },
@@ -102,7 +110,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     metrics.httpDuration.observe({ route }, reply.elapsedTime / 1000);
   });
 
-  registerIngestRoutes(fastify, {
+  const gate = new IngestGate({
     config,
     keys,
     rateLimiter: parts.rateLimiter,
@@ -110,6 +118,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     ledger,
     metrics,
   });
+  registerIngestRoutes(fastify, { config, gate });
+  registerSegmentRoutes(fastify, { config, gate });
+  await registerPosthogRoutes(fastify, { config, gate, keys });
   registerQueryRoutes(fastify, { keys, projects: parts.projects, analytics: parts.analytics, metrics });
   registerProjectRoutes(fastify, { service, keys });
   registerOpsRoutes(fastify, { parts: parts.lifecycle, metrics, isShuttingDown: () => shuttingDown });

@@ -14,6 +14,19 @@ export function requestKey(request: FastifyRequest): string | undefined {
   return typeof apiKey === "string" && apiKey.length > 0 ? apiKey : undefined;
 }
 
+/**
+ * The user name of `Authorization: Basic base64(user:password)`, as Segment's libraries send
+ * their write key (with an empty password); undefined for any other scheme or a malformed value.
+ */
+export function basicAuthUser(request: FastifyRequest): string | undefined {
+  const match = /^Basic\s+([A-Za-z0-9+/=_-]+)\s*$/i.exec(request.headers.authorization ?? "");
+  if (!match) return undefined;
+  const decoded = Buffer.from(match[1]!, "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  const user = colon < 0 ? decoded : decoded.slice(0, colon);
+  return user.length > 0 ? user : undefined;
+}
+
 interface CacheEntry {
   match: KeyMatch | undefined;
   expiresAt: number;
@@ -46,12 +59,20 @@ export class KeyResolver {
   }
 
   /** The project of a key of the given kind; 401 for unknown keys, 403 for the wrong kind. */
-  async require(request: FastifyRequest, kind: "write" | "read"): Promise<Project> {
-    const key = requestKey(request);
-    if (!key)
-      throw new AppError("unauthorized", {
-        message: "Missing API key: Authorization: Bearer <key> or X-API-Key",
-      });
+  require(request: FastifyRequest, kind: "write" | "read"): Promise<Project> {
+    return this.requireKey(
+      requestKey(request),
+      kind,
+      "Missing API key: Authorization: Bearer <key> or X-API-Key",
+    );
+  }
+
+  /**
+   * The project of a key found elsewhere than the usual headers (a Basic-auth user name, a field
+   * of the body); `missing` is the 401's message when there is none.
+   */
+  async requireKey(key: string | undefined, kind: "write" | "read", missing: string): Promise<Project> {
+    if (!key) throw new AppError("unauthorized", { message: missing });
     const declared = keyKind(key);
     if (declared === undefined) throw new AppError("unauthorized", { message: "Unknown API key" });
     const match = await this.lookup(key);

@@ -140,8 +140,9 @@ async function createAsync(config: Config, hooks: PartHooks): Promise<PipelinePa
   const runsWorker = roles.includes("worker");
   const { projects, events } = await createPostgres(config, hooks, runsApi ? 10 : 4);
   const { queue, rateLimiter } = await createStreamFront(config, hooks);
-  // A worker-only process serves no HTTP: the API parts exist for the type but never start.
-  const lifecycle: Lifecycle[] = runsApi ? [projects, events, queue, rateLimiter] : [events];
+  // A worker-only process takes no requests: the API parts exist for the type but never start,
+  // except the queue, whose depth (the backlog the workers drain) its /metrics reports.
+  const lifecycle: Lifecycle[] = runsApi ? [projects, events, queue, rateLimiter] : [events, queue];
   const parts: PipelineParts = { projects, events, analytics: events, queue, rateLimiter, lifecycle };
   if (runsWorker) {
     parts.consumer = await createStreamConsumer(config, hooks);
@@ -213,7 +214,8 @@ async function createCdc(config: Config, hooks: PartHooks): Promise<PipelinePart
     lifecycle,
   };
   if (runsApi) lifecycle.push(projects, events, clickhouse.analytics, queue, rateLimiter);
-  else if (runsWorker) lifecycle.push(events);
+  // A worker-only process also starts the queue, for the backlog's depth on its /metrics.
+  else if (runsWorker) lifecycle.push(events, queue);
   if (runsWorker) {
     parts.consumer = await createStreamConsumer(config, hooks);
     lifecycle.push(parts.consumer);

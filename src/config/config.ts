@@ -126,7 +126,12 @@ const variable = <S extends TSchema>(
  * checks against this list).
  */
 const VARIABLES = {
-  port: variable("PORT", "8000", int(0, 65535), "HTTP port"),
+  port: variable(
+    "PORT",
+    "8000",
+    int(0, 65535),
+    "HTTP port: the API, or /health, /ready and /metrics alone in a process without the api role",
+  ),
   host: variable("HOST", "127.0.0.1", text(), "HTTP bind address; 0.0.0.0 to serve other machines"),
   secretToken: variable(
     "SECRET_TOKEN",

@@ -7,6 +7,7 @@ import type { Lifecycle } from "../pipeline/lifecycle.js";
 import type { PipelineParts } from "../pipeline/parts.js";
 import { ApiRole } from "./api.js";
 import { buildCdc } from "./cdc.js";
+import { OpsServer } from "./ops.js";
 import { resolveSecretToken } from "./secret-token.js";
 import { buildSink } from "./sink.js";
 import { buildWorker } from "./worker.js";
@@ -17,6 +18,11 @@ export interface RunningTidemark {
   app?: App;
   /** The URL the API listens on, when this process runs it. */
   url?: string;
+  /**
+   * The URL of this process's /health, /ready and /metrics: the API's, or, in a process without
+   * the api role, those of its ops server (on the same HOST and PORT variables).
+   */
+  opsUrl: string;
   logger: Logger;
   /** Graceful stop: refuse new requests, answer those in flight, commit everything accepted. */
   close(): Promise<void>;
@@ -99,6 +105,12 @@ export async function startTidemark(
     return build({ config, parts, metrics, logger });
   });
 
+  const api = loops.find((loop): loop is ApiRole => loop instanceof ApiRole);
+  // Without the api role nothing would answer a probe or a scrape: the ops endpoints alone.
+  const ops = api
+    ? undefined
+    : new OpsServer({ config, checks: [...parts.lifecycle, ...loops], metrics, logger });
+
   const started: Lifecycle[] = [];
   try {
     for (const part of parts.lifecycle) {
@@ -109,22 +121,25 @@ export async function startTidemark(
       await loop.start();
       started.push(loop);
     }
+    await ops?.start();
   } catch (error) {
     for (const part of started.reverse()) await part.close().catch(() => undefined);
     throw error;
   }
-  const api = loops.find((loop): loop is ApiRole => loop instanceof ApiRole);
-  logger.info({ pipeline: config.pipeline, role: config.role, url: api?.url }, "tidemark started");
+  const opsUrl = api?.url ?? ops?.url ?? "";
+  logger.info({ pipeline: config.pipeline, role: config.role, url: opsUrl }, "tidemark started");
 
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
       logger.info("shutting down: no new requests, committing what was accepted");
+      ops?.beginShutdown();
       for (const loop of loops) await loop.close();
       for (const part of [...parts.lifecycle].reverse()) await part.close();
+      await ops?.close();
       logger.info("tidemark stopped");
     })();
     return closing;
   };
-  return { config, parts, app: api?.app, url: api?.url, logger, close };
+  return { config, parts, app: api?.app, url: api?.url, opsUrl, logger, close };
 }

@@ -48,6 +48,9 @@ async function startWorker(env: Record<string, string>): Promise<RunningTidemark
   const config = loadConfig({
     ...env,
     TIDEMARK_ROLE: "worker",
+    // A worker serves /health, /ready and /metrics on PORT: any free one.
+    PORT: "0",
+    HOST: "127.0.0.1",
     SECRET_TOKEN: "worker-token-0123456789",
     TIDEMARK_LOG_LEVEL: "silent",
   });
