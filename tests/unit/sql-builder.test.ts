@@ -16,6 +16,9 @@ const dialect: SqlDialect = {
   addSeconds: (expr, ref) => `plus(${expr}, ${ref})`,
   uuid: (ref) => `uuid(${ref})`,
   binaryOrder: (expr) => `bin(${expr})`,
+  propertyJson: (column, path) => `json(${column}, ${path})`,
+  encodePeople: (rows) => JSON.stringify(rows),
+  peopleRelation: (ref) => `people(${ref})`,
 };
 const builder = new SqlQueryBuilder(dialect);
 const PROJECT = "00000000-0000-4000-8000-000000000001";
