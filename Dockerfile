@@ -14,8 +14,9 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
-# The build: the server (tsc into dist/) and the dashboard (Vite into dist/web); `npm run build`
-# does both. Every dependency is installed here, the tests' ones too (chdb's engine alone is about
+# The build: the server (tsc into dist/), the dashboard (Vite into dist/web) and the JavaScript
+# client (clients/js/dist, whose script-tag build the server serves); `npm run build` does all
+# three. Every dependency is installed here, the tests' ones too (chdb's engine alone is about
 # 540 MB); none of it reaches the runtime stage.
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
@@ -24,17 +25,19 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY web ./web
+COPY clients ./clients
 RUN npm run build
 
-# The runtime: the compiled server, the built dashboard and the production packages, owned by
-# root and run by the unprivileged `node` user (uid 1000) of the base image, who can write only
-# /data (the embedded store and a generated admin token).
+# The runtime: the compiled server, the built dashboard and client script, and the production
+# packages, owned by root and run by the unprivileged `node` user (uid 1000) of the base image, who
+# can write only /data (the embedded store and a generated admin token).
 FROM ${NODE_IMAGE}
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=8000 TIDEMARK_DATA_DIR=/data
 WORKDIR /app
 COPY package.json ./
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/clients/js/dist ./clients/js/dist
 RUN mkdir -p /data && chown node:node /data && chmod 700 /data
 USER node
 VOLUME /data

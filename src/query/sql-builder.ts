@@ -1,11 +1,12 @@
-import type {
-  EventsQuery,
-  Filter,
-  FunnelQuery,
-  RetentionQuery,
-  TopEventsQuery,
-  TopValuesQuery,
-  TrendsQuery,
+import {
+  type EventsQuery,
+  type Filter,
+  type FunnelQuery,
+  INTERVAL_MS,
+  type RetentionQuery,
+  type TopEventsQuery,
+  type TopValuesQuery,
+  type TrendsQuery,
 } from "./spec.js";
 import type { SqlDialect } from "./sql-dialect.js";
 
@@ -24,6 +25,25 @@ export type QueryStatements = Pick<
   "trends" | "funnel" | "retentionCohorts" | "retentionReturns" | "events" | "topEvents" | "topValues"
 >;
 
+/**
+ * The typed columns holding a property of the project queried, if the engine keeps it so (DuckDB's
+ * property slots); each holds exactly what the dialect's propertyText and propertyNumber return.
+ */
+export type PropertyColumns = (name: string) => { text: string; number: string } | undefined;
+
+const NO_PROPERTY_COLUMNS: PropertyColumns = () => undefined;
+
+/** Cheaper forms an engine may have of two operations, given what it knows of the store now. */
+export interface UserStrategies {
+  /**
+   * An exact count of the distinct users in each of about `groups` groups, for aggregating
+   * `column`, or undefined to use count(DISTINCT).
+   */
+  countDistinct?(column: string, groups: number): string | undefined;
+  /** The condition that a row is the given user's (`distinctIdRef`, `projectRef`: placeholders). */
+  isUser?(alias: string, projectRef: string, distinctIdRef: string): string;
+}
+
 /** Collects bound parameters and hands back their placeholders. */
 class Params {
   readonly values: unknown[] = [];
@@ -39,7 +59,28 @@ class Params {
  * from validated enums (interval names).
  */
 export class SqlQueryBuilder {
-  constructor(private readonly dialect: SqlDialect) {}
+  constructor(
+    private readonly dialect: SqlDialect,
+    private readonly columns: PropertyColumns = NO_PROPERTY_COLUMNS,
+    private readonly users: UserStrategies = {},
+  ) {}
+
+  /** A property as text: its typed column when there is one, else read from the JSON. */
+  private propertyText(params: Params, name: string, alias = ""): string {
+    const column = this.columns(name);
+    if (column) return `${alias}${column.text}`;
+    return this.dialect.propertyText(`${alias}properties`, params.add(this.dialect.propertyPathValue(name)));
+  }
+
+  /** A property as a number (NULL unless a JSON number), from its typed column when there is one. */
+  private propertyNumber(params: Params, name: string, alias = ""): string {
+    const column = this.columns(name);
+    if (column) return `${alias}${column.number}`;
+    return this.dialect.propertyNumber(
+      `${alias}properties`,
+      params.add(this.dialect.propertyPathValue(name)),
+    );
+  }
 
   private where(
     params: Params,
@@ -49,35 +90,39 @@ export class SqlQueryBuilder {
   ): string {
     const d = this.dialect;
     const col = (name: string) => `${alias}${name}`;
-    const clauses = [`${col("project_id")} = ${d.uuid(params.add(projectId))}`];
+    const projectRef = params.add(projectId);
+    const clauses = [`${col("project_id")} = ${d.uuid(projectRef)}`];
     if (opts.fromMs !== undefined)
       clauses.push(`${col("timestamp")} >= ${d.timestampFromMs(params.add(opts.fromMs))}`);
     if (opts.toMs !== undefined)
       clauses.push(`${col("timestamp")} < ${d.timestampFromMs(params.add(opts.toMs))}`);
     if (opts.event !== undefined) clauses.push(`${col("event")} = ${params.add(opts.event)}`);
-    if (opts.distinctId !== undefined) clauses.push(`${col("distinct_id")} = ${params.add(opts.distinctId)}`);
+    if (opts.distinctId !== undefined) {
+      const distinctIdRef = params.add(opts.distinctId);
+      clauses.push(
+        this.users.isUser?.(alias, projectRef, distinctIdRef) ?? `${col("distinct_id")} = ${distinctIdRef}`,
+      );
+    }
     for (const filter of opts.filters) clauses.push(this.filter(params, filter, alias));
     return clauses.join(" AND ");
   }
 
   private filter(params: Params, filter: Filter, alias: string): string {
-    const d = this.dialect;
-    const path = params.add(d.propertyPathValue(filter.property));
-    const column = `${alias}properties`;
-    const text = d.propertyText(column, path);
+    const text = () => this.propertyText(params, filter.property, alias);
+    const number = () => this.propertyNumber(params, filter.property, alias);
     switch (filter.op) {
       case "eq":
-        return `${text} = ${params.add(String(filter.value))}`;
+        return `${text()} = ${params.add(String(filter.value))}`;
       case "neq":
-        return `${text} IS DISTINCT FROM ${params.add(String(filter.value))}`;
+        return `${text()} IS DISTINCT FROM ${params.add(String(filter.value))}`;
       case "contains":
-        return `strpos(${text}, ${params.add(String(filter.value))}) > 0`;
+        return `strpos(${text()}, ${params.add(String(filter.value))}) > 0`;
       case "gt":
-        return `${d.propertyNumber(column, path)} > ${params.add(Number(filter.value))}`;
+        return `${number()} > ${params.add(Number(filter.value))}`;
       case "lt":
-        return `${d.propertyNumber(column, path)} < ${params.add(Number(filter.value))}`;
+        return `${number()} < ${params.add(Number(filter.value))}`;
       case "is_set":
-        return `${text} IS NOT NULL`;
+        return `${text()} IS NOT NULL`;
     }
     throw new Error(`unknown filter op ${String(filter.op)}`);
   }
@@ -87,16 +132,22 @@ export class SqlQueryBuilder {
     const d = this.dialect;
     const params = new Params();
     const where = this.where(params, projectId, q);
-    const bv =
-      q.breakdown === undefined
-        ? "CAST(NULL AS VARCHAR)"
-        : d.propertyText("properties", params.add(d.propertyPathValue(q.breakdown)));
-    const agg = (alias: string) =>
-      q.math === "unique_users" ? `count(DISTINCT ${alias}distinct_id)` : "count(*)";
+    const bv = q.breakdown === undefined ? "CAST(NULL AS VARCHAR)" : this.propertyText(params, q.breakdown);
+    const user = d.userColumn;
+    // With no breakdown, `top` has one group and the result one a bucket.
+    const groups =
+      q.breakdown === undefined ? Math.ceil((q.toMs - q.fromMs) / INTERVAL_MS[q.interval]) + 2 : undefined;
+    const agg = (alias: string) => {
+      if (q.math !== "unique_users") return "count(*)";
+      const column = `${alias}${user}`;
+      return (
+        (groups !== undefined && this.users.countDistinct?.(column, groups)) || `count(DISTINCT ${column})`
+      );
+    };
     const limit = params.add(q.limit);
     const sql = `
       WITH base AS (
-        SELECT ${d.truncate(q.interval, "timestamp")} AS bucket, ${bv} AS bv, distinct_id
+        SELECT ${d.truncate(q.interval, "timestamp")} AS bucket, ${bv} AS bv, ${user}
         FROM events WHERE ${where}
       ),
       top AS (
@@ -114,21 +165,22 @@ export class SqlQueryBuilder {
     const d = this.dialect;
     const params = new Params();
     const window = params.add(q.windowSeconds);
+    const user = d.userColumn;
     const ctes: string[] = [];
     q.steps.forEach((step, i) => {
       const where = this.where(params, projectId, { ...q, event: step }, "e.");
       if (i === 0) {
         ctes.push(
-          `s0 AS (SELECT e.distinct_id, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM events e WHERE ${where} GROUP BY e.distinct_id)`,
+          `s0 AS (SELECT e.${user}, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM events e WHERE ${where} GROUP BY e.${user})`,
         );
         return;
       }
       // Same name as the previous step: the next occurrence must be strictly later.
       const after = step === q.steps[i - 1] ? ">" : ">=";
       ctes.push(
-        `s${i} AS (SELECT p.distinct_id, p.t0, min(e.timestamp) AS t FROM s${i - 1} p JOIN events e
-          ON e.distinct_id = p.distinct_id AND e.timestamp ${after} p.t AND e.timestamp <= ${d.addSeconds("p.t0", window)}
-          WHERE ${where} GROUP BY p.distinct_id, p.t0)`,
+        `s${i} AS (SELECT p.${user}, p.t0, min(e.timestamp) AS t FROM s${i - 1} p JOIN events e
+          ON e.${user} = p.${user} AND e.timestamp ${after} p.t AND e.timestamp <= ${d.addSeconds("p.t0", window)}
+          WHERE ${where} GROUP BY p.${user}, p.t0)`,
       );
     });
     const counts = q.steps.map((_, i) => `(SELECT count(*) FROM s${i}) AS c${i}`).join(", ");
@@ -159,10 +211,11 @@ export class SqlQueryBuilder {
       event: q.returnEvent,
       filters: q.filters,
     });
+    const user = d.userColumn;
     const sql = `WITH ${firsts},
-      returns AS (SELECT DISTINCT distinct_id, ${d.truncate(q.interval, "timestamp")} AS period FROM events WHERE ${where})
+      returns AS (SELECT DISTINCT ${user}, ${d.truncate(q.interval, "timestamp")} AS period FROM events WHERE ${where})
       SELECT ${d.epochMs("c.cohort")} AS cohort, ${d.epochMs("r.period")} AS period, count(*) AS users
-      FROM cohorts c JOIN returns r ON r.distinct_id = c.distinct_id AND r.period >= c.cohort
+      FROM cohorts c JOIN returns r ON r.${user} = c.${user} AND r.period >= c.cohort
       GROUP BY c.cohort, r.period`;
     return { sql, params: params.values };
   }
@@ -170,8 +223,9 @@ export class SqlQueryBuilder {
   private retentionFirsts(params: Params, projectId: string, q: RetentionQuery): string {
     const d = this.dialect;
     const where = this.where(params, projectId, { ...q, event: q.startEvent });
-    return `firsts AS (SELECT distinct_id, min(timestamp) AS first_ts FROM events WHERE ${where} GROUP BY distinct_id),
-      cohorts AS (SELECT distinct_id, ${d.truncate(q.interval, "first_ts")} AS cohort FROM firsts)`;
+    const user = d.userColumn;
+    return `firsts AS (SELECT ${user}, min(timestamp) AS first_ts FROM events WHERE ${where} GROUP BY ${user}),
+      cohorts AS (SELECT ${user}, ${d.truncate(q.interval, "first_ts")} AS cohort FROM firsts)`;
   }
 
   /** Rows: uuid, event, distinct_id, ts (epoch ms), properties (JSON text), received (epoch ms). */
@@ -204,7 +258,7 @@ export class SqlQueryBuilder {
     const d = this.dialect;
     const params = new Params();
     const where = this.where(params, projectId, q);
-    const text = d.propertyText("properties", params.add(d.propertyPathValue(q.property)));
+    const text = this.propertyText(params, q.property);
     const sql = `SELECT ${text} AS value, count(*) AS count FROM events WHERE ${where} AND ${text} IS NOT NULL
       GROUP BY 1 ORDER BY count DESC, ${d.binaryOrder("value")} ASC LIMIT ${params.add(q.limit)}`;
     return { sql, params: params.values };

@@ -74,6 +74,7 @@ test("every stage is the same Node image, pinned to a release package.json suppo
 test("the build stage builds the server and the dashboard; the runtime stage copies only results", () => {
   assert.match(packageJson.scripts.build ?? "", /build:server/);
   assert.match(packageJson.scripts.build ?? "", /build:web/, "npm run build builds the dashboard too");
+  assert.match(packageJson.scripts.build ?? "", /build:client/, "and the JavaScript client");
   const build = stages().find((s) => s.name === "build");
   assert.ok(build, "a stage named build");
   assert.ok(
@@ -87,6 +88,12 @@ test("the build stage builds the server and the dashboard; the runtime stage cop
       (c) => c.getFromFlag()?.getValue() === "build" && /\/app\/dist\b/.test(c.getArgumentsContent() ?? ""),
     ),
     "dist (server and dashboard) comes from the build stage",
+  );
+  assert.ok(
+    fromStages.some(
+      (c) => c.getFromFlag()?.getValue() === "build" && /\/app\/clients\/js\/dist\b/.test(c.getArgumentsContent() ?? ""),
+    ),
+    "the client's script-tag build (served at run time) comes from the build stage",
   );
   const depsStage = fromStages
     .find((c) => /node_modules/.test(c.getArgumentsContent() ?? ""))
@@ -199,6 +206,7 @@ test(".dockerignore lets in what the Dockerfile copies from the context, and not
     );
   const allowed = new Set(sources);
   assert.deepEqual([...allowed].sort(), [
+    "clients",
     "package-lock.json",
     "package.json",
     "src",
