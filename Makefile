@@ -1,5 +1,5 @@
 # Tidemark: `make start` runs the platform, `make test` runs every test.
-.PHONY: start test deps build check-node services services-stop lint typecheck bench clean
+.PHONY: start stop status test deps build check-node services services-stop lint typecheck bench clean
 
 NODE_MODULES_STAMP := node_modules/.package-lock.json
 # dist/ is rebuilt only when one of these is newer than dist/cli.js (npm ci refreshes the stamp).
@@ -26,9 +26,28 @@ dist/web/index.html: $(WEB_INPUTS) | check-node
 
 build: dist/cli.js dist/web/index.html
 
-## Run Tidemark on http://localhost:8000 with data in ./data (embedded: no services needed).
+## Run Tidemark on http://localhost:8000. Without STAGE (or STAGE=embedded): one process in the
+## foreground, data in ./data, no services needed. STAGE=sync|async|cdc: the stage's services
+## (scripts/services.sh), the migrations, then each role in the background on its own port
+## (scripts/stage.mjs); `make status` shows them, `make stop` stops them.
+STAGE ?=
 start: check-node build
+ifeq ($(strip $(STAGE)),)
 	node dist/cli.js serve
+else ifeq ($(strip $(STAGE)),embedded)
+	TIDEMARK_PIPELINE=embedded node dist/cli.js serve
+else
+	node scripts/stage.mjs start $(strip $(STAGE))
+endif
+
+## Stops what `make start STAGE=...` started: its roles, then the services it started (not those
+## that were already running).
+stop: check-node
+	@node scripts/stage.mjs stop
+
+## Each service and role of the stage `make start STAGE=...` started, with its port and health.
+status: check-node
+	@node scripts/stage.mjs status
 
 ## Every test: unit, integration (starts the services it can, says which), load smoke.
 ## KEEP_SERVICES=1 leaves running the services it started.

@@ -189,6 +189,14 @@ export type QuerySpec =
   | TopEventsQuery
   | TopValuesQuery;
 
+/** The property names a query reads (its filters, breakdown or top-values property). */
+export function propertiesReadBy(spec: QuerySpec): Set<string> {
+  const names = new Set(spec.filters.map((filter) => filter.property));
+  if (spec.kind === "trends" && spec.breakdown !== undefined) names.add(spec.breakdown);
+  if (spec.kind === "top_values") names.add(spec.property);
+  return names;
+}
+
 export interface TrendsResult {
   series: { breakdown_value: string | null; total: number; points: { t: string; value: number }[] }[];
 }

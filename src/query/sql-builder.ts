@@ -24,6 +24,14 @@ export type QueryStatements = Pick<
   "trends" | "funnel" | "retentionCohorts" | "retentionReturns" | "events" | "topEvents" | "topValues"
 >;
 
+/**
+ * The typed columns holding a property of the project queried, if the engine keeps it so (DuckDB's
+ * property slots); each holds exactly what the dialect's propertyText and propertyNumber return.
+ */
+export type PropertyColumns = (name: string) => { text: string; number: string } | undefined;
+
+const NO_PROPERTY_COLUMNS: PropertyColumns = () => undefined;
+
 /** Collects bound parameters and hands back their placeholders. */
 class Params {
   readonly values: unknown[] = [];
@@ -39,7 +47,27 @@ class Params {
  * from validated enums (interval names).
  */
 export class SqlQueryBuilder {
-  constructor(private readonly dialect: SqlDialect) {}
+  constructor(
+    private readonly dialect: SqlDialect,
+    private readonly columns: PropertyColumns = NO_PROPERTY_COLUMNS,
+  ) {}
+
+  /** A property as text: its typed column when there is one, else read from the JSON. */
+  private propertyText(params: Params, name: string, alias = ""): string {
+    const column = this.columns(name);
+    if (column) return `${alias}${column.text}`;
+    return this.dialect.propertyText(`${alias}properties`, params.add(this.dialect.propertyPathValue(name)));
+  }
+
+  /** A property as a number (NULL unless a JSON number), from its typed column when there is one. */
+  private propertyNumber(params: Params, name: string, alias = ""): string {
+    const column = this.columns(name);
+    if (column) return `${alias}${column.number}`;
+    return this.dialect.propertyNumber(
+      `${alias}properties`,
+      params.add(this.dialect.propertyPathValue(name)),
+    );
+  }
 
   private where(
     params: Params,
@@ -61,23 +89,21 @@ export class SqlQueryBuilder {
   }
 
   private filter(params: Params, filter: Filter, alias: string): string {
-    const d = this.dialect;
-    const path = params.add(d.propertyPathValue(filter.property));
-    const column = `${alias}properties`;
-    const text = d.propertyText(column, path);
+    const text = () => this.propertyText(params, filter.property, alias);
+    const number = () => this.propertyNumber(params, filter.property, alias);
     switch (filter.op) {
       case "eq":
-        return `${text} = ${params.add(String(filter.value))}`;
+        return `${text()} = ${params.add(String(filter.value))}`;
       case "neq":
-        return `${text} IS DISTINCT FROM ${params.add(String(filter.value))}`;
+        return `${text()} IS DISTINCT FROM ${params.add(String(filter.value))}`;
       case "contains":
-        return `strpos(${text}, ${params.add(String(filter.value))}) > 0`;
+        return `strpos(${text()}, ${params.add(String(filter.value))}) > 0`;
       case "gt":
-        return `${d.propertyNumber(column, path)} > ${params.add(Number(filter.value))}`;
+        return `${number()} > ${params.add(Number(filter.value))}`;
       case "lt":
-        return `${d.propertyNumber(column, path)} < ${params.add(Number(filter.value))}`;
+        return `${number()} < ${params.add(Number(filter.value))}`;
       case "is_set":
-        return `${text} IS NOT NULL`;
+        return `${text()} IS NOT NULL`;
     }
     throw new Error(`unknown filter op ${String(filter.op)}`);
   }
@@ -87,16 +113,14 @@ export class SqlQueryBuilder {
     const d = this.dialect;
     const params = new Params();
     const where = this.where(params, projectId, q);
-    const bv =
-      q.breakdown === undefined
-        ? "CAST(NULL AS VARCHAR)"
-        : d.propertyText("properties", params.add(d.propertyPathValue(q.breakdown)));
+    const bv = q.breakdown === undefined ? "CAST(NULL AS VARCHAR)" : this.propertyText(params, q.breakdown);
+    const user = d.userColumn;
     const agg = (alias: string) =>
-      q.math === "unique_users" ? `count(DISTINCT ${alias}distinct_id)` : "count(*)";
+      q.math === "unique_users" ? `count(DISTINCT ${alias}${user})` : "count(*)";
     const limit = params.add(q.limit);
     const sql = `
       WITH base AS (
-        SELECT ${d.truncate(q.interval, "timestamp")} AS bucket, ${bv} AS bv, distinct_id
+        SELECT ${d.truncate(q.interval, "timestamp")} AS bucket, ${bv} AS bv, ${user}
         FROM events WHERE ${where}
       ),
       top AS (
@@ -114,21 +138,22 @@ export class SqlQueryBuilder {
     const d = this.dialect;
     const params = new Params();
     const window = params.add(q.windowSeconds);
+    const user = d.userColumn;
     const ctes: string[] = [];
     q.steps.forEach((step, i) => {
       const where = this.where(params, projectId, { ...q, event: step }, "e.");
       if (i === 0) {
         ctes.push(
-          `s0 AS (SELECT e.distinct_id, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM events e WHERE ${where} GROUP BY e.distinct_id)`,
+          `s0 AS (SELECT e.${user}, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM events e WHERE ${where} GROUP BY e.${user})`,
         );
         return;
       }
       // Same name as the previous step: the next occurrence must be strictly later.
       const after = step === q.steps[i - 1] ? ">" : ">=";
       ctes.push(
-        `s${i} AS (SELECT p.distinct_id, p.t0, min(e.timestamp) AS t FROM s${i - 1} p JOIN events e
-          ON e.distinct_id = p.distinct_id AND e.timestamp ${after} p.t AND e.timestamp <= ${d.addSeconds("p.t0", window)}
-          WHERE ${where} GROUP BY p.distinct_id, p.t0)`,
+        `s${i} AS (SELECT p.${user}, p.t0, min(e.timestamp) AS t FROM s${i - 1} p JOIN events e
+          ON e.${user} = p.${user} AND e.timestamp ${after} p.t AND e.timestamp <= ${d.addSeconds("p.t0", window)}
+          WHERE ${where} GROUP BY p.${user}, p.t0)`,
       );
     });
     const counts = q.steps.map((_, i) => `(SELECT count(*) FROM s${i}) AS c${i}`).join(", ");
@@ -159,10 +184,11 @@ export class SqlQueryBuilder {
       event: q.returnEvent,
       filters: q.filters,
     });
+    const user = d.userColumn;
     const sql = `WITH ${firsts},
-      returns AS (SELECT DISTINCT distinct_id, ${d.truncate(q.interval, "timestamp")} AS period FROM events WHERE ${where})
+      returns AS (SELECT DISTINCT ${user}, ${d.truncate(q.interval, "timestamp")} AS period FROM events WHERE ${where})
       SELECT ${d.epochMs("c.cohort")} AS cohort, ${d.epochMs("r.period")} AS period, count(*) AS users
-      FROM cohorts c JOIN returns r ON r.distinct_id = c.distinct_id AND r.period >= c.cohort
+      FROM cohorts c JOIN returns r ON r.${user} = c.${user} AND r.period >= c.cohort
       GROUP BY c.cohort, r.period`;
     return { sql, params: params.values };
   }
@@ -170,8 +196,9 @@ export class SqlQueryBuilder {
   private retentionFirsts(params: Params, projectId: string, q: RetentionQuery): string {
     const d = this.dialect;
     const where = this.where(params, projectId, { ...q, event: q.startEvent });
-    return `firsts AS (SELECT distinct_id, min(timestamp) AS first_ts FROM events WHERE ${where} GROUP BY distinct_id),
-      cohorts AS (SELECT distinct_id, ${d.truncate(q.interval, "first_ts")} AS cohort FROM firsts)`;
+    const user = d.userColumn;
+    return `firsts AS (SELECT ${user}, min(timestamp) AS first_ts FROM events WHERE ${where} GROUP BY ${user}),
+      cohorts AS (SELECT ${user}, ${d.truncate(q.interval, "first_ts")} AS cohort FROM firsts)`;
   }
 
   /** Rows: uuid, event, distinct_id, ts (epoch ms), properties (JSON text), received (epoch ms). */
@@ -204,7 +231,7 @@ export class SqlQueryBuilder {
     const d = this.dialect;
     const params = new Params();
     const where = this.where(params, projectId, q);
-    const text = d.propertyText("properties", params.add(d.propertyPathValue(q.property)));
+    const text = this.propertyText(params, q.property);
     const sql = `SELECT ${text} AS value, count(*) AS count FROM events WHERE ${where} AND ${text} IS NOT NULL
       GROUP BY 1 ORDER BY count DESC, ${d.binaryOrder("value")} ASC LIMIT ${params.add(q.limit)}`;
     return { sql, params: params.values };

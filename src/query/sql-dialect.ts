@@ -7,6 +7,11 @@
  * event (text), distinct_id (text), timestamp (UTC timestamp), properties (JSON), received_at.
  */
 export interface SqlDialect {
+  /**
+   * The column that identifies a user in distinct counts and in the joins of funnels and
+   * retention: `distinct_id`, or an integer standing for it one to one (DuckDB's `uid`).
+   */
+  userColumn: string;
   /** The value to bind for a property name (a JSON pointer for DuckDB, the key for Postgres). */
   propertyPathValue(name: string): string;
   /** The property of the JSON column as text, NULL when absent or JSON null. */

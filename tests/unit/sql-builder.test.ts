@@ -6,6 +6,7 @@ import type { SqlDialect } from "../../src/query/sql-dialect.js";
 
 /** A dialect that writes each operation by name, so the builder's own SQL can be read exactly. */
 const dialect: SqlDialect = {
+  userColumn: "distinct_id",
   propertyPathValue: (name) => `path:${name}`,
   propertyText: (column, path) => `text(${column}, ${path})`,
   propertyNumber: (column, path) => `num(${column}, ${path})`,

@@ -8,6 +8,7 @@ import type { SqlDialect } from "../../query/sql-dialect.js";
  * json_typeof says so, as DuckDB's json_type does.
  */
 export const postgresDialect: SqlDialect = {
+  userColumn: "distinct_id",
   propertyPathValue: (name) => name,
   propertyText: (column, path) => `((${column} ->> ${path}::text) COLLATE "C")`,
   propertyNumber: (column, path) =>
