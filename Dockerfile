@@ -6,6 +6,7 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY web ./web
+COPY clients ./clients
 RUN npm run build && npm prune --omit=dev
 ENV HOST=0.0.0.0 PORT=8000 TIDEMARK_DATA_DIR=/data
 VOLUME /data

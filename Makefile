@@ -6,6 +6,9 @@ NODE_MODULES_STAMP := node_modules/.package-lock.json
 BUILD_INPUTS := $(shell find src -name '*.ts') tsconfig.json tsconfig.build.json $(NODE_MODULES_STAMP)
 # The dashboard (dist/web) likewise, from its own sources.
 WEB_INPUTS := $(shell find web -type f -not -path '*/node_modules/*') $(NODE_MODULES_STAMP)
+# Tidemark's own client (clients/js/dist: ES modules and the script-tag build served at /sdk/tidemark.js).
+CLIENT_INPUTS := $(shell find clients/js/src -name '*.ts') clients/js/tsconfig.json clients/js/tsconfig.build.json \
+	clients/js/vite.config.ts $(NODE_MODULES_STAMP)
 
 ## Stops with a plain message when Node.js is older than Tidemark supports (20.19, or 22.12).
 check-node:
@@ -24,7 +27,11 @@ dist/web/index.html: $(WEB_INPUTS) | check-node
 	npm run build:web
 	@touch $@
 
-build: dist/cli.js dist/web/index.html
+clients/js/dist/tidemark.js: $(CLIENT_INPUTS) | check-node
+	npm run build:client
+	@touch $@
+
+build: dist/cli.js dist/web/index.html clients/js/dist/tidemark.js
 
 ## Run Tidemark on http://localhost:8000. Without STAGE (or STAGE=embedded): one process in the
 ## foreground, data in ./data, no services needed. STAGE=sync|async|cdc: the stage's services

@@ -20,7 +20,7 @@ import { registerSegmentRoutes } from "./ingest/segment.routes.js";
 import type { Metrics } from "./ops/metrics.js";
 import { registerOpsRoutes } from "./ops/ops.routes.js";
 import { registerQueryRoutes } from "./query/query.routes.js";
-import { registerWeb } from "./web.js";
+import { registerSdk, registerWeb } from "./web.js";
 
 export interface AppDeps {
   config: Config;
@@ -126,6 +126,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerOpsRoutes(fastify, { parts: parts.lifecycle, metrics, isShuttingDown: () => shuttingDown });
   await registerDocs(fastify);
   await registerWeb(fastify);
+  registerSdk(fastify);
   await fastify.ready();
   return {
     fastify,

@@ -1,11 +1,12 @@
-import type {
-  EventsQuery,
-  Filter,
-  FunnelQuery,
-  RetentionQuery,
-  TopEventsQuery,
-  TopValuesQuery,
-  TrendsQuery,
+import {
+  type EventsQuery,
+  type Filter,
+  type FunnelQuery,
+  INTERVAL_MS,
+  type RetentionQuery,
+  type TopEventsQuery,
+  type TopValuesQuery,
+  type TrendsQuery,
 } from "./spec.js";
 import type { SqlDialect } from "./sql-dialect.js";
 
@@ -32,6 +33,17 @@ export type PropertyColumns = (name: string) => { text: string; number: string }
 
 const NO_PROPERTY_COLUMNS: PropertyColumns = () => undefined;
 
+/** Cheaper forms an engine may have of two operations, given what it knows of the store now. */
+export interface UserStrategies {
+  /**
+   * An exact count of the distinct users in each of about `groups` groups, for aggregating
+   * `column`, or undefined to use count(DISTINCT).
+   */
+  countDistinct?(column: string, groups: number): string | undefined;
+  /** The condition that a row is the given user's (`distinctIdRef`, `projectRef`: placeholders). */
+  isUser?(alias: string, projectRef: string, distinctIdRef: string): string;
+}
+
 /** Collects bound parameters and hands back their placeholders. */
 class Params {
   readonly values: unknown[] = [];
@@ -50,6 +62,7 @@ export class SqlQueryBuilder {
   constructor(
     private readonly dialect: SqlDialect,
     private readonly columns: PropertyColumns = NO_PROPERTY_COLUMNS,
+    private readonly users: UserStrategies = {},
   ) {}
 
   /** A property as text: its typed column when there is one, else read from the JSON. */
@@ -77,13 +90,19 @@ export class SqlQueryBuilder {
   ): string {
     const d = this.dialect;
     const col = (name: string) => `${alias}${name}`;
-    const clauses = [`${col("project_id")} = ${d.uuid(params.add(projectId))}`];
+    const projectRef = params.add(projectId);
+    const clauses = [`${col("project_id")} = ${d.uuid(projectRef)}`];
     if (opts.fromMs !== undefined)
       clauses.push(`${col("timestamp")} >= ${d.timestampFromMs(params.add(opts.fromMs))}`);
     if (opts.toMs !== undefined)
       clauses.push(`${col("timestamp")} < ${d.timestampFromMs(params.add(opts.toMs))}`);
     if (opts.event !== undefined) clauses.push(`${col("event")} = ${params.add(opts.event)}`);
-    if (opts.distinctId !== undefined) clauses.push(`${col("distinct_id")} = ${params.add(opts.distinctId)}`);
+    if (opts.distinctId !== undefined) {
+      const distinctIdRef = params.add(opts.distinctId);
+      clauses.push(
+        this.users.isUser?.(alias, projectRef, distinctIdRef) ?? `${col("distinct_id")} = ${distinctIdRef}`,
+      );
+    }
     for (const filter of opts.filters) clauses.push(this.filter(params, filter, alias));
     return clauses.join(" AND ");
   }
@@ -115,8 +134,16 @@ export class SqlQueryBuilder {
     const where = this.where(params, projectId, q);
     const bv = q.breakdown === undefined ? "CAST(NULL AS VARCHAR)" : this.propertyText(params, q.breakdown);
     const user = d.userColumn;
-    const agg = (alias: string) =>
-      q.math === "unique_users" ? `count(DISTINCT ${alias}${user})` : "count(*)";
+    // With no breakdown, `top` has one group and the result one a bucket.
+    const groups =
+      q.breakdown === undefined ? Math.ceil((q.toMs - q.fromMs) / INTERVAL_MS[q.interval]) + 2 : undefined;
+    const agg = (alias: string) => {
+      if (q.math !== "unique_users") return "count(*)";
+      const column = `${alias}${user}`;
+      return (
+        (groups !== undefined && this.users.countDistinct?.(column, groups)) || `count(DISTINCT ${column})`
+      );
+    };
     const limit = params.add(q.limit);
     const sql = `
       WITH base AS (
