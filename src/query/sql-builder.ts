@@ -3,6 +3,7 @@ import {
   type EventsQuery,
   type Filter,
   type FunnelQuery,
+  INTERVAL_MS,
   isPersonFilter,
   type RetentionQuery,
   type TopEventsQuery,
@@ -47,6 +48,17 @@ export type PropertyColumns = (name: string) => { text: string; number: string }
 
 const NO_PROPERTY_COLUMNS: PropertyColumns = () => undefined;
 
+/** Cheaper forms an engine may have of two operations, given what it knows of the store now. */
+export interface UserStrategies {
+  /**
+   * An exact count of the distinct users in each of about `groups` groups, for aggregating
+   * `column`, or undefined to use count(DISTINCT).
+   */
+  countDistinct?(column: string, groups: number): string | undefined;
+  /** The condition that a row is the given user's (`distinctIdRef`, `projectRef`: placeholders). */
+  isUser?(alias: string, projectRef: string, distinctIdRef: string): string;
+}
+
 /** Collects bound parameters and hands back their placeholders. */
 class Params {
   readonly values: unknown[] = [];
@@ -81,6 +93,7 @@ export class SqlQueryBuilder {
   constructor(
     private readonly dialect: SqlDialect,
     private readonly columns: PropertyColumns = NO_PROPERTY_COLUMNS,
+    private readonly users: UserStrategies = {},
   ) {}
 
   /**
@@ -152,13 +165,19 @@ export class SqlQueryBuilder {
     const alias = source.alias;
     const d = this.dialect;
     const col = (name: string) => `${alias}${name}`;
-    const clauses = [`${col("project_id")} = ${d.uuid(params.add(projectId))}`];
+    const projectRef = params.add(projectId);
+    const clauses = [`${col("project_id")} = ${d.uuid(projectRef)}`];
     if (opts.fromMs !== undefined)
       clauses.push(`${col("timestamp")} >= ${d.timestampFromMs(params.add(opts.fromMs))}`);
     if (opts.toMs !== undefined)
       clauses.push(`${col("timestamp")} < ${d.timestampFromMs(params.add(opts.toMs))}`);
     if (opts.event !== undefined) clauses.push(`${col("event")} = ${params.add(opts.event)}`);
-    if (opts.distinctId !== undefined) clauses.push(`${col("distinct_id")} = ${params.add(opts.distinctId)}`);
+    if (opts.distinctId !== undefined) {
+      const distinctIdRef = params.add(opts.distinctId);
+      clauses.push(
+        this.users.isUser?.(alias, projectRef, distinctIdRef) ?? `${col("distinct_id")} = ${distinctIdRef}`,
+      );
+    }
     for (const filter of opts.filters) clauses.push(this.filter(params, filter, source));
     return clauses.join(" AND ");
   }
@@ -201,8 +220,16 @@ export class SqlQueryBuilder {
     const bv = this.breakdownText(params, q, source);
     const user = d.userColumn;
     const selectUser = source.user === user ? user : `${source.user} AS ${user}`;
-    const agg = (alias: string) =>
-      q.math === "unique_users" ? `count(DISTINCT ${alias}${user})` : "count(*)";
+    // With no breakdown, `top` has one group and the result one a bucket.
+    const groups =
+      q.breakdown === undefined ? Math.ceil((q.toMs - q.fromMs) / INTERVAL_MS[q.interval]) + 2 : undefined;
+    const agg = (alias: string) => {
+      if (q.math !== "unique_users") return "count(*)";
+      const column = `${alias}${user}`;
+      return (
+        (groups !== undefined && this.users.countDistinct?.(column, groups)) || `count(DISTINCT ${column})`
+      );
+    };
     const limit = params.add(q.limit);
     const sql = `
       WITH ${cte === "" ? "" : `${cte},\n`}base AS (

@@ -50,12 +50,13 @@ const stored = (projectId: string, e: DataEvent): StoredEvent => ({
 async function withStore(
   work: (store: DuckDbEventStore, db: DuckDbDatabase, dataDir: string) => Promise<void>,
   prepare?: (dataDir: string) => Promise<void>,
+  options: { bitstringMargin?: number } = {},
 ): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
   try {
     await prepare?.(dataDir);
     const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
-    const store = new DuckDbEventStore(db, { writers: 2 });
+    const store = new DuckDbEventStore(db, { writers: 2, ...options });
     await store.start();
     try {
       await work(store, db, dataDir);
@@ -101,6 +102,20 @@ test("answers are the same from the JSON and from the typed property columns onc
     // Second pass: every property the cases read now comes from its column.
     await assertConformance(store, projectId, data);
   });
+});
+
+test("distinct counts stay exact when users outrun the uid range the bitstring count was given", async () => {
+  const data = makeDataset(3);
+  const projectId = randomUUID();
+  await withStore(
+    async (store) => {
+      await store.insert(data.map((e) => stored(projectId, e)));
+      await assertConformance(store, projectId, data);
+    },
+    undefined,
+    // The range given is 40 short of the uids stored: every bitstring count fails and falls back.
+    { bitstringMargin: -40 },
+  );
 });
 
 test("events committed while a property column fills are filled too, whatever their project", async () => {

@@ -12,7 +12,7 @@ import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
 import { commitResult, eventKey, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
 import { IdentityResolver, LINK_EVENTS, SET_MARK } from "../../query/identity.js";
 import { propertiesReadBy, type QueryResult, type QuerySpec } from "../../query/spec.js";
-import { SqlQueryBuilder } from "../../query/sql-builder.js";
+import { SqlQueryBuilder, type UserStrategies } from "../../query/sql-builder.js";
 import { type RunSql, SqlQueryRunner, sqlIdentitySource } from "../../query/sql-runner.js";
 import type { DuckDbDatabase } from "./duckdb.database.js";
 import { duckDbDialect } from "./duckdb.dialect.js";
@@ -66,6 +66,11 @@ function insertSql(slots: number, skipStored: boolean): string {
 function toLine(e: StoredEvent, uid: number): string {
   return `{"p":"${e.projectId}","u":"${e.uuid}","e":${JSON.stringify(e.event)},"d":${JSON.stringify(e.distinctId)},"i":${uid},"t":${e.timestamp},"props":${e.properties},"r":${e.receivedAt}}`;
 }
+
+/** Memory the bitstrings of one distinct count may take (see userStrategies). */
+const BITSTRING_BUDGET_BYTES = 32 * 1024 * 1024;
+/** Users that may be created between reading the uid range and the query's snapshot. */
+const BITSTRING_MARGIN = 100_000;
 
 /** A commit's rows of projects that fill the same property columns. */
 interface RowGroup {
@@ -133,6 +138,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
 
   private readonly writers: number;
   private readonly compactEvery: number;
+  private readonly bitstringMargin: number;
   private readonly log?: Log;
 
   /**
@@ -141,9 +147,16 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    */
   constructor(
     private readonly db: DuckDbDatabase,
-    options: { writers?: number; compactEvery?: number; log?: Log } = {},
+    options: {
+      writers?: number;
+      compactEvery?: number;
+      log?: Log;
+      /** Uids past the highest known that a distinct count allows for (tests set it below 0). */
+      bitstringMargin?: number;
+    } = {},
   ) {
     this.writers = options.writers ?? 2;
+    this.bitstringMargin = options.bitstringMargin ?? BITSTRING_MARGIN;
     this.compactEvery = options.compactEvery ?? 10_000;
     this.log = options.log;
     this.run = async ({ sql, params }) => {
@@ -408,10 +421,41 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    * Answers from the typed columns of the properties the query reads where they are ready, from
    * the JSON otherwise; a property read for the first time gets a column filled in the background.
    */
-  query(projectId: string, spec: QuerySpec): Promise<QueryResult> {
+  async query(projectId: string, spec: QuerySpec): Promise<QueryResult> {
     this.properties.request(projectId, propertiesReadBy(spec));
-    const builder = new SqlQueryBuilder(duckDbDialect, this.properties.columnsFor(projectId));
-    return new SqlQueryRunner(builder, this.run, this.identity).query(projectId, spec);
+    const columns = this.properties.columnsFor(projectId);
+    const ask = (uidRange: number) =>
+      new SqlQueryRunner(
+        new SqlQueryBuilder(duckDbDialect, columns, this.userStrategies(uidRange)),
+        this.run,
+        this.identity,
+      ).query(projectId, spec);
+    try {
+      return await ask(this.distinctIds.uidRange() + this.bitstringMargin);
+    } catch (error) {
+      // Users created since the range was read, past its margin: count them the general way.
+      if (!(error instanceof Error && error.message.includes("outside of provided min and max range")))
+        throw error;
+      return ask(0);
+    }
+  }
+
+  /**
+   * Users are dense integers, so a distinct count can set one bit a user instead of hashing:
+   * DuckDB's bitstring_agg over uids 0..uidRange, then bit_count. Unique users per day over 30
+   * days of 10M events: 550 → 272 ms (loaded machine, same run). Each group holds a bitstring as
+   * long as the range, so it is used only while the groups fit in BITSTRING_BUDGET_BYTES (and not
+   * with uidRange 0). One user's events are found by the integer too (29 → 24 ms).
+   */
+  private userStrategies(uidRange: number): UserStrategies {
+    return {
+      countDistinct: (column, groups) =>
+        uidRange > 0 && (groups * uidRange) / 8 <= BITSTRING_BUDGET_BYTES
+          ? `bit_count(bitstring_agg(${column}, 0, ${uidRange}))`
+          : undefined,
+      isUser: (alias, projectRef, distinctIdRef) =>
+        `${alias}uid = (SELECT uid FROM distinct_ids WHERE project_id = CAST(${projectRef} AS UUID) AND distinct_id = ${distinctIdRef})`,
+    };
   }
 
   /** Resolves when every property column requested so far is filled (or its fill failed). */
