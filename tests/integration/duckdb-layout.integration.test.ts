@@ -236,6 +236,46 @@ test("a store written by version 1 is migrated forward on start and answers as b
   );
 });
 
+test("a warning names the memory cap once the event key index, which DuckDB cannot evict, fills most of it", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
+  const warnings: { obj: Record<string, unknown>; msg?: string }[] = [];
+  const log = {
+    info() {},
+    warn(obj: Record<string, unknown>, msg?: string) {
+      warnings.push({ obj, msg });
+    },
+    error() {},
+  };
+  const store = new DuckDbEventStore(new DuckDbDatabase(dataDir, { memoryLimit: "24MB", threads: 1 }), {
+    log,
+    indexWatchMs: 100,
+  });
+  await store.start();
+  try {
+    const projectId = randomUUID();
+    for (let sent = 0; sent < 600_000 && warnings.length === 0; sent += 5000)
+      await store.insert(
+        Array.from({ length: 5000 }, () => ({
+          projectId,
+          uuid: randomUUID(),
+          event: "e",
+          distinctId: "u",
+          timestamp: Date.now(),
+          properties: "{}",
+          receivedAt: Date.now(),
+        })),
+      );
+    for (let i = 0; i < 20 && warnings.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    const [warning] = warnings;
+    assert.ok(warning, "a warning before the index fills the cap");
+    assert.match(warning.msg ?? "", /raise TIDEMARK_DUCKDB_MEMORY_LIMIT/);
+    assert.ok(Number(warning.obj.share) >= 0.6 && Number(warning.obj.share) < 1, JSON.stringify(warning.obj));
+  } finally {
+    await store.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
 test("a store from a newer version is refused with the reason", async () => {
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
   try {

@@ -67,6 +67,29 @@ function toLine(e: StoredEvent, uid: number): string {
   return `{"p":"${e.projectId}","u":"${e.uuid}","e":${JSON.stringify(e.event)},"d":${JSON.stringify(e.distinctId)},"i":${uid},"t":${e.timestamp},"props":${e.properties},"r":${e.receivedAt}}`;
 }
 
+/** How often the key index's share of the memory cap is checked, and the share that warns. */
+const INDEX_WATCH_MS = 60_000;
+const INDEX_WARN_SHARE = 0.6;
+
+/** Bytes of a DuckDB size setting such as `488.2 MiB` or `1.0 GiB`; undefined if unreadable. */
+export function parseByteSize(text: string): number | undefined {
+  const match = /^([\d.]+)\s*(bytes|[KMGT]i?B)$/i.exec(text.trim());
+  if (!match) return undefined;
+  const units: Record<string, number> = {
+    BYTES: 1,
+    KB: 1e3,
+    MB: 1e6,
+    GB: 1e9,
+    TB: 1e12,
+    KIB: 2 ** 10,
+    MIB: 2 ** 20,
+    GIB: 2 ** 30,
+    TIB: 2 ** 40,
+  };
+  const unit = units[match[2]!.toUpperCase()];
+  return unit === undefined ? undefined : Number(match[1]) * unit;
+}
+
 /** Memory the bitstrings of one distinct count may take (see userStrategies). */
 const BITSTRING_BUDGET_BYTES = 32 * 1024 * 1024;
 /** Users that may be created between reading the uid range and the query's snapshot. */
@@ -133,12 +156,15 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    */
   private readonly identityVersions = new Map<string, { links: number; properties: number }>();
   private readonly identity: IdentityResolver<number>;
+  private indexWatch?: NodeJS.Timeout;
+  private indexWarnedLevel = 0;
   private readonly idleWriters: EventWriter[] = [];
   private readonly writerWaiters: ((writer: EventWriter) => void)[] = [];
 
   private readonly writers: number;
   private readonly compactEvery: number;
   private readonly bitstringMargin: number;
+  private readonly indexWatchMs: number;
   private readonly log?: Log;
 
   /**
@@ -153,10 +179,13 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       log?: Log;
       /** Uids past the highest known that a distinct count allows for (tests set it below 0). */
       bitstringMargin?: number;
+      /** How often the key index's share of the memory cap is checked (60 s). */
+      indexWatchMs?: number;
     } = {},
   ) {
     this.writers = options.writers ?? 2;
     this.bitstringMargin = options.bitstringMargin ?? BITSTRING_MARGIN;
+    this.indexWatchMs = options.indexWatchMs ?? INDEX_WATCH_MS;
     this.compactEvery = options.compactEvery ?? 10_000;
     this.log = options.log;
     this.run = async ({ sql, params }) => {
@@ -189,6 +218,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     await this.compactLedger();
     await this.distinctIds.open(this.db.readConnection());
     await this.properties.open(await this.db.connect());
+    this.indexWatch = setInterval(() => void this.watchKeyIndex(), this.indexWatchMs);
+    this.indexWatch.unref();
     for (let i = 0; i < this.writers; i++) {
       const connection = await this.db.connect();
       this.idleWriters.push({
@@ -239,7 +270,35 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     }
   }
 
+  /**
+   * Warns as the (project, uuid) key index fills DuckDB's memory cap. DuckDB keeps that index in
+   * memory and cannot evict it (about 45 bytes a stored event, measured); table data beyond the cap
+   * is evicted, the index is not, so once it fills the cap commits fail with out-of-memory.
+   */
+  private async watchKeyIndex(): Promise<void> {
+    try {
+      const reader = await this.db.readConnection().runAndReadAll(
+        `SELECT (SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'ART_INDEX'),
+                (SELECT value FROM duckdb_settings() WHERE name = 'max_memory')`,
+      );
+      const [[indexBytes = 0n, limit = ""] = []] = reader.getRowsJS() as [bigint, string][];
+      const capBytes = parseByteSize(limit);
+      if (!capBytes) return;
+      const share = Number(indexBytes) / capBytes;
+      const level = Math.floor(share * 10) / 10;
+      if (share < INDEX_WARN_SHARE || level <= this.indexWarnedLevel) return;
+      this.indexWarnedLevel = level;
+      this.log?.warn(
+        { index_bytes: Number(indexBytes), memory_limit: limit, share: Math.round(share * 100) / 100 },
+        "the event key index fills DuckDB's memory cap; commits fail once it is full: raise TIDEMARK_DUCKDB_MEMORY_LIMIT (about 45 bytes a stored event)",
+      );
+    } catch {
+      // The next check tries again; the store's health does not depend on this warning.
+    }
+  }
+
   async close(): Promise<void> {
+    if (this.indexWatch) clearInterval(this.indexWatch);
     await this.properties.close();
     await this.db.close();
   }
