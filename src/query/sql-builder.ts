@@ -15,6 +15,18 @@ import type { SqlDialect } from "./sql-dialect.js";
 export interface SqlStatement {
   sql: string;
   params: unknown[];
+  /**
+   * ClickHouse only: tables sent with the query as external data (the HTTP interface's bound
+   * tables, which 18.16 has where it has no query parameters), read in the SQL by `name`.
+   */
+  tables?: ExternalTable[];
+}
+
+/** A table that travels with a query: its name, its columns (`name Type, ...`) and its rows. */
+export interface ExternalTable {
+  name: string;
+  structure: string;
+  rows: Record<string, unknown>[];
 }
 
 /**

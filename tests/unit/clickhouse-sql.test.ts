@@ -21,7 +21,9 @@ const projectId = randomUUID();
 const data = makeDataset();
 const identityProject = randomUUID();
 const people = makeIdentityDataset();
-const runner = new SqlQueryRunner(new ClickHouseQueryBuilder(table), ({ sql }) => chdb.query(sql));
+const runner = new SqlQueryRunner(new ClickHouseQueryBuilder(table), ({ sql, tables }) =>
+  chdb.query(sql, tables),
+);
 
 before(async () => {
   for (const statement of schemaStatements(database)) await chdb.command(statement);
