@@ -209,7 +209,9 @@ async function measure(store: BenchStore, projectId: string): Promise<void> {
     `person filter: first query ${f(firstProps)} ms (person properties read), second ${f(secondProps)} ms`,
   );
   const warm = await store.fresh();
-  console.log(`\n| query (${EVENTS.toLocaleString("en")} events) | by distinct id P50 ms | by person P50 ms |`);
+  console.log(
+    `\n| query (${EVENTS.toLocaleString("en")} events) | by distinct id P50 ms | by person P50 ms |`,
+  );
   console.log("| --- | ---: | ---: |");
   for (const [name, body] of QUERIES) {
     const byPerson = parseQuerySpec(body);

@@ -301,14 +301,13 @@ class ClickHousePeople {
   tables(): ExternalTable[] | undefined {
     if (!this.joined || !this.people) return undefined;
     const structure = ["distinct_id String", "tm_person String"];
-    this.names.forEach((_, i) =>
+    for (let i = 0; i < this.names.length; i++)
       structure.push(
         `tm_p${i}_set UInt8`,
         `tm_p${i}_text String`,
         `tm_p${i}_isnum UInt8`,
         `tm_p${i}_num Float64`,
-      ),
-    );
+      );
     const rows = this.people.rows.map((row) => {
       const out: Record<string, unknown> = {
         distinct_id: wellFormed(String(row.id)),
