@@ -231,7 +231,7 @@ export class SqlQueryBuilder {
     const where = this.where(params, projectId, q, source);
     const bv = this.breakdownText(params, q, source);
     const user = d.userColumn;
-    const selectUser = source.user === user ? user : `${source.user} AS ${user}`;
+    const selectUser = as(source.user, user);
     // With no breakdown, `top` has one group and the result one a bucket.
     const groups =
       q.breakdown === undefined ? Math.ceil((q.toMs - q.fromMs) / INTERVAL_MS[q.interval]) + 2 : undefined;
@@ -271,7 +271,7 @@ export class SqlQueryBuilder {
       const where = this.where(params, projectId, { ...q, event: step }, source);
       if (i === 0) {
         ctes.push(
-          `s0 AS (SELECT ${source.user} AS ${user}, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM ${source.from} WHERE ${where} GROUP BY ${source.user})`,
+          `s0 AS (SELECT ${as(source.user, user)}, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM ${source.from} WHERE ${where} GROUP BY ${source.user})`,
         );
         return;
       }
@@ -317,7 +317,7 @@ export class SqlQueryBuilder {
       source,
     );
     const user = d.userColumn;
-    const selectUser = source.user === user ? user : `${source.user} AS ${user}`;
+    const selectUser = as(source.user, user);
     const sql = `WITH ${firsts},
       returns AS (SELECT DISTINCT ${selectUser}, ${d.truncate(q.interval, `${a}timestamp`)} AS period FROM ${source.from} WHERE ${where})
       SELECT ${d.epochMs("c.cohort")} AS cohort, ${d.epochMs("r.period")} AS period, count(*) AS users
@@ -339,7 +339,7 @@ export class SqlQueryBuilder {
     const a = source.alias;
     const where = this.where(params, projectId, { ...q, event: q.startEvent }, source);
     const user = d.userColumn;
-    const selectUser = source.user === user ? user : `${source.user} AS ${user}`;
+    const selectUser = as(source.user, user);
     return `${cte === "" ? "" : `${cte},\n`}firsts AS (SELECT ${selectUser}, min(${a}timestamp) AS first_ts FROM ${source.from} WHERE ${where} GROUP BY ${source.user}),
       cohorts AS (SELECT ${user}, ${d.truncate(q.interval, "first_ts")} AS cohort FROM firsts)`;
   }
@@ -357,7 +357,7 @@ export class SqlQueryBuilder {
       const u = d.uuid(params.add(q.cursor.uuid));
       where += ` AND (${a}timestamp < ${t} OR (${a}timestamp = ${t} AND ${a}uuid < ${u}))`;
     }
-    const sql = `${with_(cte)}SELECT CAST(${a}uuid AS VARCHAR) AS uuid, ${a}event AS event, ${a}distinct_id AS distinct_id, ${d.epochMs(`${a}timestamp`)} AS ts,
+    const sql = `${with_(cte)}SELECT CAST(${a}uuid AS VARCHAR) AS uuid, ${as(`${a}event`, "event")}, ${as(`${a}distinct_id`, "distinct_id")}, ${d.epochMs(`${a}timestamp`)} AS ts,
         CAST(${a}properties AS VARCHAR) AS properties, ${d.epochMs(`${a}received_at`)} AS received
       FROM ${source.from} WHERE ${where} ORDER BY ${a}timestamp DESC, ${a}uuid DESC LIMIT ${params.add(q.limit + 1)}`;
     return { sql, params: params.values };
@@ -369,7 +369,7 @@ export class SqlQueryBuilder {
     const cte = this.peopleCte(params, people);
     const source = this.source(people);
     const where = this.where(params, projectId, q, source);
-    const sql = `${with_(cte)}SELECT ${source.alias}event AS event, count(*) AS count FROM ${source.from} WHERE ${where}
+    const sql = `${with_(cte)}SELECT ${as(`${source.alias}event`, "event")}, count(*) AS count FROM ${source.from} WHERE ${where}
       GROUP BY ${source.alias}event ORDER BY count DESC, ${this.dialect.binaryOrder("event")} ASC LIMIT ${params.add(q.limit)}`;
     return { sql, params: params.values };
   }
@@ -432,3 +432,7 @@ export class SqlQueryBuilder {
 }
 
 const with_ = (cte: string): string => (cte === "" ? "" : `WITH ${cte} `);
+
+/** `expr AS name`, or the column alone when it already has that name (the SQL of before identity). */
+const as = (expr: string, name: string): string =>
+  expr === name || expr.endsWith(`.${name}`) ? expr : `${expr} AS ${name}`;
