@@ -4,7 +4,7 @@
  * Method and recorded results: bench/README.md and benchmarks/README.md.
  *
  *   npm run bench -- [--duration 20] [--connections 64] [--events 10000000] [--order time,arrival]
- *                    [--skip-ingest] [--skip-queries]
+ *                    [--skip-ingest] [--skip-queries] [--skip-sdk] [--sdk-only] [--sdk-rounds 2]
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { type LoadResult, percentile, runLoad, startNoopServer } from "./load.js";
 import { QUERIES } from "./queries.js";
+import { compareDoors } from "./sdk-doors.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -24,6 +25,9 @@ const { values: args } = parseArgs({
     "query-runs": { type: "string", default: "40" },
     order: { type: "string", default: "time,arrival" },
     "skip-ingest": { type: "boolean", default: false },
+    "skip-sdk": { type: "boolean", default: false },
+    "sdk-only": { type: "boolean", default: false },
+    "sdk-rounds": { type: "string", default: "2" },
     "skip-queries": { type: "boolean", default: false },
     "keep-data": { type: "boolean", default: false },
   },
@@ -111,7 +115,7 @@ async function createProject(
 }
 
 const event = (i: number) => ({
-  event: ["Page View", "Click", "Add To Cart"][i % 3],
+  event: ["Page View", "Click", "Add To Cart"][i % 3]!,
   distinct_id: `user_${i}`,
   properties: {
     path: "/pricing",
@@ -334,9 +338,10 @@ async function main(): Promise<void> {
   console.log(`Tidemark bench: ${DURATION_S} s per load run, ${CONNECTIONS} connections, data in ${dataDir}`);
   try {
     const server = await startTidemark(dataDir);
-    if (!args["skip-ingest"]) {
-      const keys: string[] = [];
+    const keys: string[] = [];
+    if (!args["skip-ingest"] || args["sdk-only"])
       for (let i = 0; i < 150; i++) keys.push((await createProject(server.url, `bench ingest ${i}`)).api_key);
+    if (!args["skip-ingest"] && !args["sdk-only"]) {
       const noop = await startNoopServer();
       const single = JSON.stringify(event(1));
       const batch = JSON.stringify({ events: Array.from({ length: 20 }, (_, i) => event(i)) });
@@ -354,8 +359,36 @@ async function main(): Promise<void> {
       const ratio = results[1]!.rps / results[0]!.rps;
       console.log(`\nsingle events: ${ratio.toFixed(2)}x the no-op server's req/s`);
     }
+    if ((!args["skip-ingest"] && !args["skip-sdk"]) || args["sdk-only"]) {
+      const rounds = Number(args["sdk-rounds"]);
+      console.log(
+        `\nSDK doors: the same events through each door, ${rounds} round(s) of ${DURATION_S} s per door`,
+      );
+      const doors = await compareDoors({
+        url: server.url,
+        keys,
+        single: event(1),
+        batch: Array.from({ length: 20 }, (_, i) => event(i)),
+        connections: CONNECTIONS,
+        durationS: DURATION_S,
+        rounds,
+        serverPid: server.process.pid!,
+      });
+      printLoad(doors.results);
+      console.log("\n| scenario | server CPU µs per event |\n| --- | ---: |");
+      for (const r of doors.results) console.log(`| ${r.name} | ${r.cpuUsPerEvent.toFixed(1)} |`);
+      const list = (values: number[]) => values.map((x) => x.toFixed(2)).join(", ");
+      console.log(
+        "\n| SDK door | against | req/s ratio (median) | per round | CPU per event ratio (median) | per round |",
+      );
+      console.log("| --- | --- | ---: | --- | ---: | --- |");
+      for (const r of doors.ratios)
+        console.log(
+          `| ${r.door} | ${r.native} | ${r.ratio.toFixed(3)} | ${list(r.rounds)} | ${r.cpu.toFixed(3)} | ${list(r.cpuRounds)} |`,
+        );
+    }
     await server.stop();
-    if (!args["skip-queries"]) for (const order of ORDERS) await queriesOn(order);
+    if (!args["skip-queries"] && !args["sdk-only"]) for (const order of ORDERS) await queriesOn(order);
   } finally {
     if (!args["keep-data"]) rmSync(dataDir, { recursive: true, force: true });
   }
