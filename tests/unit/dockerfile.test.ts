@@ -91,7 +91,9 @@ test("the build stage builds the server and the dashboard; the runtime stage cop
   );
   assert.ok(
     fromStages.some(
-      (c) => c.getFromFlag()?.getValue() === "build" && /\/app\/clients\/js\/dist\b/.test(c.getArgumentsContent() ?? ""),
+      (c) =>
+        c.getFromFlag()?.getValue() === "build" &&
+        /\/app\/clients\/js\/dist\b/.test(c.getArgumentsContent() ?? ""),
     ),
     "the client's script-tag build (served at run time) comes from the build stage",
   );

@@ -10,9 +10,10 @@ import type { CommitOutcome, Ledger, LedgerDelta, StoredEvent } from "../../core
 import type { Log } from "../../core/log.js";
 import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
 import { commitResult, eventKey, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
+import { IdentityResolver, LINK_EVENTS, SET_MARK } from "../../query/identity.js";
 import { propertiesReadBy, type QueryResult, type QuerySpec } from "../../query/spec.js";
 import { SqlQueryBuilder, type UserStrategies } from "../../query/sql-builder.js";
-import { type RunSql, SqlQueryRunner } from "../../query/sql-runner.js";
+import { type RunSql, SqlQueryRunner, sqlIdentitySource } from "../../query/sql-runner.js";
 import type { DuckDbDatabase } from "./duckdb.database.js";
 import { duckDbDialect } from "./duckdb.dialect.js";
 import { DistinctIdDictionary, INSERT_DISTINCT_IDS } from "./duckdb.distinct-ids.js";
@@ -122,6 +123,12 @@ async function insertStatement(writer: EventWriter, slots: number, skipStored: b
   return statement;
 }
 
+/** The uid of each given distinct id of a project that has events ($2: a JSON array of ids). */
+const USER_KEYS = `SELECT distinct_id, uid FROM distinct_ids
+  WHERE project_id = CAST($1 AS UUID) AND distinct_id IN (SELECT unnest(from_json($2, '["VARCHAR"]')))`;
+
+const LINK_EVENT_NAMES: ReadonlySet<string> = new Set(LINK_EVENTS);
+
 const isConstraintError = (error: unknown) =>
   error instanceof Error && /constraint|duplicate key/i.test(error.message);
 
@@ -141,6 +148,14 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   /** Commits under way: a property column's fill waits for those that began before its slot. */
   private readonly commitsUnderWay = new Set<Promise<void>>();
   private commitsSinceCompaction = 0;
+  /**
+   * Per project, how many commits held link events, and events carrying `$set`: the markers of its
+   * identity (src/query/identity.ts). This process is the file's only writer, so counting its own
+   * commits is exact and costs no query; a version is bumped after its commit, so a resolution read
+   * while a commit runs is read again by the next query.
+   */
+  private readonly identityVersions = new Map<string, { links: number; properties: number }>();
+  private readonly identity: IdentityResolver<number>;
   private indexWatch?: NodeJS.Timeout;
   private indexWarnedLevel = 0;
   private readonly idleWriters: EventWriter[] = [];
@@ -177,6 +192,18 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       const reader = await this.db.readConnection().runAndReadAll(sql, params as DuckDBValue[]);
       return reader.getRowObjects() as Record<string, unknown>[];
     };
+    const version = (projectId: string) =>
+      this.identityVersions.get(projectId) ?? { links: 0, properties: 0 };
+    this.identity = new IdentityResolver<number>(
+      sqlIdentitySource<number>(new SqlQueryBuilder(duckDbDialect), this.run, {
+        linkMarker: async (projectId) => String(version(projectId).links),
+        propertyMarker: async (projectId) => String(version(projectId).properties),
+        userKeys: async (projectId, ids) => {
+          const rows = await this.run({ sql: USER_KEYS, params: [projectId, JSON.stringify(ids)] });
+          return new Map(rows.map((row) => [String(row.distinct_id), Number(row.uid)]));
+        },
+      }),
+    );
     this.properties = new PropertyColumnRegistry({
       commitsUnderWay: () => Promise.all([...this.commitsUnderWay]).then(() => undefined),
       withoutCommits: (work) => this.withEveryWriter(work),
@@ -283,10 +310,32 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       done = resolve;
     });
     this.commitsUnderWay.add(underWay);
-    return this.commit(events).finally(() => {
-      this.commitsUnderWay.delete(underWay);
-      done();
-    });
+    return this.commit(events)
+      .then((outcome) => {
+        this.noteIdentity(events);
+        return outcome;
+      })
+      .finally(() => {
+        this.commitsUnderWay.delete(underWay);
+        done();
+      });
+  }
+
+  /** Bumps the identity markers of the projects whose committed events link ids or set properties. */
+  private noteIdentity(events: readonly StoredEvent[]): void {
+    for (const e of events) {
+      const link = LINK_EVENT_NAMES.has(e.event);
+      // Properties are stored as JSON.stringify wrote them, so a `$set` key is `"$set` in the text.
+      const sets = e.properties.includes(SET_MARK);
+      if (!link && !sets) continue;
+      let version = this.identityVersions.get(e.projectId);
+      if (!version) {
+        version = { links: 0, properties: 0 };
+        this.identityVersions.set(e.projectId, version);
+      }
+      if (link) version.links++;
+      if (sets) version.properties++;
+    }
   }
 
   private commit(events: readonly StoredEvent[]): Promise<CommitOutcome> {
@@ -419,6 +468,12 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     });
     this.distinctIds.forgetProject(projectId);
     this.properties.forgetProject(projectId);
+    this.identity.forget(projectId);
+    const version = this.identityVersions.get(projectId);
+    if (version) {
+      version.links++;
+      version.properties++;
+    }
   }
 
   /**
@@ -432,6 +487,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       new SqlQueryRunner(
         new SqlQueryBuilder(duckDbDialect, columns, this.userStrategies(uidRange)),
         this.run,
+        this.identity,
       ).query(projectId, spec);
     try {
       return await ask(this.distinctIds.uidRange() + this.bitstringMargin);
