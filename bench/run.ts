@@ -4,7 +4,8 @@
  * Method and recorded results: bench/README.md and benchmarks/README.md.
  *
  *   npm run bench -- [--duration 20] [--connections 64] [--events 10000000] [--order time,arrival]
- *                    [--skip-ingest] [--skip-queries] [--skip-sdk] [--sdk-only] [--sdk-rounds 2]
+ *                    [--pipeline embedded|sync] [--memory-limit 1GB] [--skip-ingest] [--skip-queries]
+ *                    [--skip-sdk] [--sdk-only] [--sdk-rounds 2]
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -13,6 +14,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { DuckDBInstance } from "@duckdb/node-api";
+import { postgresPipelineEnv } from "../tests/helpers/services.js";
 import { type LoadResult, percentile, runLoad, startNoopServer } from "./load.js";
 import { QUERIES } from "./queries.js";
 import { compareDoors } from "./sdk-doors.js";
@@ -24,6 +26,8 @@ const { values: args } = parseArgs({
     events: { type: "string", default: "10000000" },
     "query-runs": { type: "string", default: "40" },
     order: { type: "string", default: "time,arrival" },
+    pipeline: { type: "string", default: "embedded" },
+    "memory-limit": { type: "string", default: "1GB" },
     "skip-ingest": { type: "boolean", default: false },
     "skip-sdk": { type: "boolean", default: false },
     "sdk-only": { type: "boolean", default: false },
@@ -36,6 +40,9 @@ const DURATION_S = Number(args.duration);
 const CONNECTIONS = Number(args.connections);
 const DATASET_EVENTS = Number(args.events);
 const QUERY_RUNS = Number(args["query-runs"]);
+const PIPELINE = args.pipeline ?? "embedded";
+if (PIPELINE !== "embedded" && PIPELINE !== "sync")
+  throw new Error(`--pipeline takes embedded or sync, not ${PIPELINE}`);
 const ORDERS = (args.order ?? "").split(",").filter((o) => o !== "");
 for (const order of ORDERS)
   if (order !== "time" && order !== "arrival")
@@ -53,7 +60,7 @@ interface BenchServer {
   stop(): Promise<void>;
 }
 
-async function startTidemark(dataDir: string): Promise<BenchServer> {
+async function startTidemark(dataDir: string, env: Record<string, string> = {}): Promise<BenchServer> {
   const port = 18000 + Math.floor(Math.random() * 1000);
   const child = spawn(process.execPath, [join(ROOT, "dist/cli.js"), "serve"], {
     env: {
@@ -64,6 +71,9 @@ async function startTidemark(dataDir: string): Promise<BenchServer> {
       TIDEMARK_DATA_DIR: dataDir,
       // info: the bench waits for the "property column ready" lines.
       TIDEMARK_LOG_LEVEL: "info",
+      // The (project, uuid) key index of 10M events takes about 450 MB, which DuckDB cannot evict.
+      TIDEMARK_DUCKDB_MEMORY_LIMIT: args["memory-limit"] ?? "1GB",
+      ...env,
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -253,7 +263,7 @@ async function loadThroughApi(url: string, apiKey: string, count: number): Promi
   );
 }
 
-/** Runs each query once, so the properties they read get typed columns, and waits for those. */
+/** Runs each query once, so the properties they read get typed columns (embedded), and waits for those. */
 async function warmUp(server: BenchServer, readKey: string): Promise<void> {
   const properties = new Set<string>();
   for (const [, spec] of QUERIES) {
@@ -262,6 +272,7 @@ async function warmUp(server: BenchServer, readKey: string): Promise<void> {
     if (typeof spec.breakdown === "string") properties.add(spec.breakdown);
     if (typeof spec.property === "string") properties.add(spec.property);
   }
+  if (PIPELINE !== "embedded") return;
   const started = performance.now();
   await server.propertyColumnsReady(properties.size);
   console.log(
@@ -313,14 +324,25 @@ async function benchQueries(url: string, readKey: string, order: string): Promis
 
 /** A store of DATASET_EVENTS events in `order`, every query kind timed on it, and the server's peak RSS. */
 async function queriesOn(order: string): Promise<void> {
+  if (PIPELINE === "sync" && order !== "arrival") {
+    console.log(`\n${order} order: the sync pipeline's store is loaded through the API only (arrival order)`);
+    return;
+  }
   const dataDir = mkdtempSync(join(tmpdir(), `tidemark-bench-${order}-`));
+  const cleanups: (() => Promise<void>)[] = [];
   try {
-    let server = await startTidemark(dataDir);
+    let env: Record<string, string> = {};
+    if (PIPELINE === "sync") {
+      const sync = await postgresPipelineEnv("sync", cleanups);
+      if (typeof sync === "string") throw new Error(`the sync pipeline needs Postgres and Redis: ${sync}`);
+      env = sync;
+    }
+    let server = await startTidemark(dataDir, env);
     const project = await createProject(server.url, `bench queries, ${order} order`);
     if (order === "time") {
       await server.stop();
       await generateDataset(dataDir, project.id, DATASET_EVENTS);
-      server = await startTidemark(dataDir);
+      server = await startTidemark(dataDir, env);
     } else {
       await loadThroughApi(server.url, project.api_key, DATASET_EVENTS);
     }
@@ -329,6 +351,7 @@ async function queriesOn(order: string): Promise<void> {
     console.log(`\nserver peak RSS (VmHWM), ${order} order: ${server.peakRssMb()} MB (goal < 1,024 MB)`);
     await server.stop();
   } finally {
+    for (const cleanup of cleanups) await cleanup().catch(() => undefined);
     if (!args["keep-data"]) rmSync(dataDir, { recursive: true, force: true });
   }
 }

@@ -149,7 +149,7 @@ function stop(processes: ChildProcess[]): Promise<void> {
   ).then(() => undefined);
 }
 
-/** HAProxy in front of the apis: round robin, keep-alive, /ready checks, one thread. */
+/** HAProxy in front of the apis: round robin, keep-alive, /ready checks as Kubernetes probes, one thread. */
 async function startHaproxy(apis: Role[], dir: string): Promise<{ url: string; child: ChildProcess }> {
   const port = await freePort();
   const config = join(dir, `haproxy-${apis.length}.cfg`);
@@ -164,6 +164,10 @@ async function startHaproxy(apis: Role[], dir: string): Promise<{ url: string; c
       "  timeout connect 2s",
       "  timeout client 30s",
       "  timeout server 30s",
+      // As the api's readinessProbe in deploy/k8s (every 5 s, 3 s timeout, out after 2 failures):
+      // with a 1 s check, a saturated api missed it and was taken out mid-run.
+      "  timeout check 3s",
+      "  default-server inter 5s fall 2 rise 1",
       "  option http-keep-alive",
       "frontend tidemark",
       `  bind 127.0.0.1:${port}`,
@@ -172,7 +176,7 @@ async function startHaproxy(apis: Role[], dir: string): Promise<{ url: string; c
       "  balance roundrobin",
       "  option httpchk GET /ready",
       "  http-check expect status 200",
-      ...apis.map((api, i) => `  server api${i + 1} 127.0.0.1:${api.port} check inter 1s`),
+      ...apis.map((api, i) => `  server api${i + 1} 127.0.0.1:${api.port} check`),
       "",
     ].join("\n"),
   );

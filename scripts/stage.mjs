@@ -18,8 +18,8 @@
 // already running stays up. `status` shows each service and role with its port and health, and
 // exits 1 when one is down.
 //
-// State (pids, ports, which services it started) and the roles' logs are in TIDEMARK_RUN_DIR
-// (.run/, git-ignored); the file is 0600, as the URLs it keeps may hold passwords.
+// State (pids, ports, which services it started: stage.json, 0600 as the URLs it keeps may hold
+// passwords), a pid file per role and the roles' logs are in TIDEMARK_RUN_DIR (.run/, git-ignored).
 import { spawn, spawnSync } from "node:child_process";
 import {
   chmodSync,
@@ -67,6 +67,8 @@ const READY_TIMEOUT_MS = 120_000;
 // events, a few seconds measured) before it exits.
 const STOP_TIMEOUT_MS = 60_000;
 
+/** `.run/<role>.pid`, for tools that expect one (the state file is what stop and status read). */
+const pidFile = (role) => join(RUN_DIR, `${role}.pid`);
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 /** A path as the user would type it: relative inside the working directory, else absolute. */
 function shown(path) {
@@ -302,6 +304,7 @@ async function start(stage) {
       closeSync(fd);
       child.unref();
       state.roles.push({ role, pid: child.pid, port, log });
+      writeFileSync(pidFile(role), `${child.pid}\n`);
       writeState(state);
       await waitFor(role, child.pid, `${urlOf(probeHost(host), port)}/health`, log, (r) => r.status === 200);
       say(`  ${role}: pid ${child.pid}, ${urlOf(host, port)} (log ${shown(log)})`);
@@ -405,6 +408,7 @@ async function stop() {
       `  services given by URL, not managed here: ${given.map((s) => `${s.service} (${s.variable})`).join(", ")}`,
     );
   }
+  for (const { role } of state.roles) rmSync(pidFile(role), { force: true });
   rmSync(STATE, { force: true });
 }
 

@@ -1,11 +1,14 @@
-import type {
-  EventsQuery,
-  Filter,
-  FunnelQuery,
-  RetentionQuery,
-  TopEventsQuery,
-  TopValuesQuery,
-  TrendsQuery,
+import { LINK_EVENTS, type QueryPeople, SET_MARK } from "./identity.js";
+import {
+  type EventsQuery,
+  type Filter,
+  type FunnelQuery,
+  INTERVAL_MS,
+  isPersonFilter,
+  type RetentionQuery,
+  type TopEventsQuery,
+  type TopValuesQuery,
+  type TrendsQuery,
 } from "./spec.js";
 import type { SqlDialect } from "./sql-dialect.js";
 
@@ -16,12 +19,25 @@ export interface SqlStatement {
 
 /**
  * The statements SqlQueryRunner runs, one method per query kind, each with the row shape its doc
- * states. SqlQueryBuilder writes them for DuckDB and Postgres; ClickHouseQueryBuilder
- * (clickhouse-builder.ts) writes them for ClickHouse, whose SQL differs too much to be a dialect.
+ * states, and those that read a project's identity (identity.ts). SqlQueryBuilder writes them for
+ * DuckDB and Postgres; ClickHouseQueryBuilder (clickhouse-builder.ts) writes them for ClickHouse,
+ * whose SQL differs too much to be a dialect. `people`, when given, is the query's people: the
+ * statement counts persons and reads person properties from it; without it (no links, no person
+ * property read) the statement reads the events table alone.
  */
 export type QueryStatements = Pick<
   SqlQueryBuilder,
-  "trends" | "funnel" | "retentionCohorts" | "retentionReturns" | "events" | "topEvents" | "topValues"
+  | "trends"
+  | "funnel"
+  | "retentionCohorts"
+  | "retentionReturns"
+  | "events"
+  | "topEvents"
+  | "topValues"
+  | "linkCount"
+  | "links"
+  | "propertyEventCount"
+  | "propertyEvents"
 >;
 
 /**
@@ -31,6 +47,17 @@ export type QueryStatements = Pick<
 export type PropertyColumns = (name: string) => { text: string; number: string } | undefined;
 
 const NO_PROPERTY_COLUMNS: PropertyColumns = () => undefined;
+
+/** Cheaper forms an engine may have of two operations, given what it knows of the store now. */
+export interface UserStrategies {
+  /**
+   * An exact count of the distinct users in each of about `groups` groups, for aggregating
+   * `column`, or undefined to use count(DISTINCT).
+   */
+  countDistinct?(column: string, groups: number): string | undefined;
+  /** The condition that a row is the given user's (`distinctIdRef`, `projectRef`: placeholders). */
+  isUser?(alias: string, projectRef: string, distinctIdRef: string): string;
+}
 
 /** Collects bound parameters and hands back their placeholders. */
 class Params {
@@ -42,6 +69,22 @@ class Params {
 }
 
 /**
+ * How a statement reads events: the table alone, or, for a query with people, the table (alias
+ * `e`) left-joined to the people relation (alias `m`, a CTE named `people`) on the user column.
+ * Ids missing from the people are their own person with no person properties.
+ */
+interface Source {
+  /** The events as FROM names them. */
+  from: string;
+  /** The prefix of the events' columns: "" or "e.". */
+  alias: string;
+  /** The user a row counts as: its person when the query counts persons, else its id. */
+  user: string;
+  /** The people rows are joined (false: no person has a property the query reads). */
+  joined: boolean;
+}
+
+/**
  * Builds the SQL of every query kind for engines with Postgres-like SQL. User input only ever
  * reaches the statement as a bound parameter; the only text spliced in comes from this file and
  * from validated enums (interval names).
@@ -50,7 +93,32 @@ export class SqlQueryBuilder {
   constructor(
     private readonly dialect: SqlDialect,
     private readonly columns: PropertyColumns = NO_PROPERTY_COLUMNS,
+    private readonly users: UserStrategies = {},
   ) {}
+
+  /**
+   * Where a statement reads events: the table alone for a query without people (exactly as before
+   * identity existed), else the table joined to the `people` CTE (peopleCte).
+   */
+  private source(people: QueryPeople | undefined, alias: "" | "e." = ""): Source {
+    const user = this.dialect.userColumn;
+    if (!people || people.rows.length === 0)
+      return { from: alias === "" ? "events" : "events e", alias, user: `${alias}${user}`, joined: false };
+    return {
+      from: `events e LEFT JOIN people m ON m.id = e.${user}`,
+      alias: "e.",
+      user: people.persons ? `coalesce(m.person, e.${user})` : `e.${user}`,
+      joined: true,
+    };
+  }
+
+  /** The `people` CTE of a query with people (its rows bound as one parameter), or "". */
+  private peopleCte(params: Params, people: QueryPeople | undefined): string {
+    if (!people || people.rows.length === 0) return "";
+    const ref = params.add(this.dialect.encodePeople(people.rows));
+    // Materialized: a funnel reads it once per step, and its rows are few.
+    return `people AS MATERIALIZED (${this.dialect.peopleRelation(ref)})`;
+  }
 
   /** A property as text: its typed column when there is one, else read from the JSON. */
   private propertyText(params: Params, name: string, alias = ""): string {
@@ -69,28 +137,61 @@ export class SqlQueryBuilder {
     );
   }
 
+  /** A person property as text: NULL for an id with no people row (its person has none). */
+  private personText(params: Params, name: string, source: Source): string {
+    if (!source.joined) return "CAST(NULL AS VARCHAR)";
+    return this.dialect.propertyText("m.properties", params.add(this.dialect.propertyPathValue(name)));
+  }
+
+  private personNumber(params: Params, name: string, source: Source): string {
+    if (!source.joined) return "CAST(NULL AS DOUBLE PRECISION)";
+    return this.dialect.propertyNumber("m.properties", params.add(this.dialect.propertyPathValue(name)));
+  }
+
+  /** A breakdown's value: the event's property, or its person's. */
+  private breakdownText(params: Params, q: TrendsQuery, source: Source): string {
+    if (q.breakdown === undefined) return "CAST(NULL AS VARCHAR)";
+    return q.breakdownType === "person"
+      ? this.personText(params, q.breakdown, source)
+      : this.propertyText(params, q.breakdown, source.alias);
+  }
+
   private where(
     params: Params,
     projectId: string,
     opts: { fromMs?: number; toMs?: number; event?: string; filters: readonly Filter[]; distinctId?: string },
-    alias = "",
+    source: Source,
   ): string {
+    const alias = source.alias;
     const d = this.dialect;
     const col = (name: string) => `${alias}${name}`;
-    const clauses = [`${col("project_id")} = ${d.uuid(params.add(projectId))}`];
+    const projectRef = params.add(projectId);
+    const clauses = [`${col("project_id")} = ${d.uuid(projectRef)}`];
     if (opts.fromMs !== undefined)
       clauses.push(`${col("timestamp")} >= ${d.timestampFromMs(params.add(opts.fromMs))}`);
     if (opts.toMs !== undefined)
       clauses.push(`${col("timestamp")} < ${d.timestampFromMs(params.add(opts.toMs))}`);
     if (opts.event !== undefined) clauses.push(`${col("event")} = ${params.add(opts.event)}`);
-    if (opts.distinctId !== undefined) clauses.push(`${col("distinct_id")} = ${params.add(opts.distinctId)}`);
-    for (const filter of opts.filters) clauses.push(this.filter(params, filter, alias));
+    if (opts.distinctId !== undefined) {
+      const distinctIdRef = params.add(opts.distinctId);
+      clauses.push(
+        this.users.isUser?.(alias, projectRef, distinctIdRef) ?? `${col("distinct_id")} = ${distinctIdRef}`,
+      );
+    }
+    for (const filter of opts.filters) clauses.push(this.filter(params, filter, source));
     return clauses.join(" AND ");
   }
 
-  private filter(params: Params, filter: Filter, alias: string): string {
-    const text = () => this.propertyText(params, filter.property, alias);
-    const number = () => this.propertyNumber(params, filter.property, alias);
+  private filter(params: Params, filter: Filter, source: Source): string {
+    const person = isPersonFilter(filter);
+    const text = () =>
+      person
+        ? this.personText(params, filter.property, source)
+        : this.propertyText(params, filter.property, source.alias);
+    const number = () =>
+      person
+        ? this.personNumber(params, filter.property, source)
+        : this.propertyNumber(params, filter.property, source.alias);
     switch (filter.op) {
       case "eq":
         return `${text()} = ${params.add(String(filter.value))}`;
@@ -109,19 +210,31 @@ export class SqlQueryBuilder {
   }
 
   /** Rows: t (epoch ms), bv (text or null), value, total. */
-  trends(projectId: string, q: TrendsQuery): SqlStatement {
+  trends(projectId: string, q: TrendsQuery, people?: QueryPeople): SqlStatement {
     const d = this.dialect;
     const params = new Params();
-    const where = this.where(params, projectId, q);
-    const bv = q.breakdown === undefined ? "CAST(NULL AS VARCHAR)" : this.propertyText(params, q.breakdown);
+    const cte = this.peopleCte(params, people);
+    const source = this.source(people);
+    const a = source.alias;
+    const where = this.where(params, projectId, q, source);
+    const bv = this.breakdownText(params, q, source);
     const user = d.userColumn;
-    const agg = (alias: string) =>
-      q.math === "unique_users" ? `count(DISTINCT ${alias}${user})` : "count(*)";
+    const selectUser = source.user === user ? user : `${source.user} AS ${user}`;
+    // With no breakdown, `top` has one group and the result one a bucket.
+    const groups =
+      q.breakdown === undefined ? Math.ceil((q.toMs - q.fromMs) / INTERVAL_MS[q.interval]) + 2 : undefined;
+    const agg = (alias: string) => {
+      if (q.math !== "unique_users") return "count(*)";
+      const column = `${alias}${user}`;
+      return (
+        (groups !== undefined && this.users.countDistinct?.(column, groups)) || `count(DISTINCT ${column})`
+      );
+    };
     const limit = params.add(q.limit);
     const sql = `
-      WITH base AS (
-        SELECT ${d.truncate(q.interval, "timestamp")} AS bucket, ${bv} AS bv, ${user}
-        FROM events WHERE ${where}
+      WITH ${cte === "" ? "" : `${cte},\n`}base AS (
+        SELECT ${d.truncate(q.interval, `${a}timestamp`)} AS bucket, ${bv} AS bv, ${selectUser}
+        FROM ${source.from} WHERE ${where}
       ),
       top AS (
         SELECT bv, ${agg("")} AS total FROM base GROUP BY bv
@@ -134,25 +247,29 @@ export class SqlQueryBuilder {
   }
 
   /** One row: c1..cN, the number of users reaching each step. */
-  funnel(projectId: string, q: FunnelQuery): SqlStatement {
+  funnel(projectId: string, q: FunnelQuery, people?: QueryPeople): SqlStatement {
     const d = this.dialect;
     const params = new Params();
     const window = params.add(q.windowSeconds);
     const user = d.userColumn;
-    const ctes: string[] = [];
+    const cte = this.peopleCte(params, people);
+    const source = this.source(people, "e.");
+    const ctes: string[] = cte === "" ? [] : [cte];
     q.steps.forEach((step, i) => {
-      const where = this.where(params, projectId, { ...q, event: step }, "e.");
+      const where = this.where(params, projectId, { ...q, event: step }, source);
       if (i === 0) {
         ctes.push(
-          `s0 AS (SELECT e.${user}, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM events e WHERE ${where} GROUP BY e.${user})`,
+          `s0 AS (SELECT ${source.user} AS ${user}, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM ${source.from} WHERE ${where} GROUP BY ${source.user})`,
         );
         return;
       }
       // Same name as the previous step: the next occurrence must be strictly later.
       const after = step === q.steps[i - 1] ? ">" : ">=";
+      // With people, the step's events join their persons first, in parentheses.
+      const from = source.joined ? `(${source.from})` : source.from;
       ctes.push(
-        `s${i} AS (SELECT p.${user}, p.t0, min(e.timestamp) AS t FROM s${i - 1} p JOIN events e
-          ON e.${user} = p.${user} AND e.timestamp ${after} p.t AND e.timestamp <= ${d.addSeconds("p.t0", window)}
+        `s${i} AS (SELECT p.${user}, p.t0, min(e.timestamp) AS t FROM s${i - 1} p JOIN ${from}
+          ON ${source.user} = p.${user} AND e.timestamp ${after} p.t AND e.timestamp <= ${d.addSeconds("p.t0", window)}
           WHERE ${where} GROUP BY p.${user}, p.t0)`,
       );
     });
@@ -161,9 +278,9 @@ export class SqlQueryBuilder {
   }
 
   /** Rows: cohort (epoch ms), size. */
-  retentionCohorts(projectId: string, q: RetentionQuery): SqlStatement {
+  retentionCohorts(projectId: string, q: RetentionQuery, people?: QueryPeople): SqlStatement {
     const params = new Params();
-    const sql = `WITH ${this.retentionFirsts(params, projectId, q)}
+    const sql = `WITH ${this.retentionFirsts(params, projectId, q, people)}
       SELECT ${this.dialect.epochMs("cohort")} AS cohort, count(*) AS size FROM cohorts GROUP BY cohort`;
     return { sql, params: params.values };
   }
@@ -174,66 +291,132 @@ export class SqlQueryBuilder {
     q: RetentionQuery,
     returnsFromMs: number,
     returnsToMs: number,
+    people?: QueryPeople,
   ): SqlStatement {
     const d = this.dialect;
     const params = new Params();
-    const firsts = this.retentionFirsts(params, projectId, q);
-    const where = this.where(params, projectId, {
-      fromMs: returnsFromMs,
-      toMs: returnsToMs,
-      event: q.returnEvent,
-      filters: q.filters,
-    });
+    const firsts = this.retentionFirsts(params, projectId, q, people);
+    const source = this.source(people);
+    const a = source.alias;
+    const where = this.where(
+      params,
+      projectId,
+      { fromMs: returnsFromMs, toMs: returnsToMs, event: q.returnEvent, filters: q.filters },
+      source,
+    );
     const user = d.userColumn;
+    const selectUser = source.user === user ? user : `${source.user} AS ${user}`;
     const sql = `WITH ${firsts},
-      returns AS (SELECT DISTINCT ${user}, ${d.truncate(q.interval, "timestamp")} AS period FROM events WHERE ${where})
+      returns AS (SELECT DISTINCT ${selectUser}, ${d.truncate(q.interval, `${a}timestamp`)} AS period FROM ${source.from} WHERE ${where})
       SELECT ${d.epochMs("c.cohort")} AS cohort, ${d.epochMs("r.period")} AS period, count(*) AS users
       FROM cohorts c JOIN returns r ON r.${user} = c.${user} AND r.period >= c.cohort
       GROUP BY c.cohort, r.period`;
     return { sql, params: params.values };
   }
 
-  private retentionFirsts(params: Params, projectId: string, q: RetentionQuery): string {
+  /** The CTEs `firsts` and `cohorts`, after the `people` CTE when the query has people. */
+  private retentionFirsts(
+    params: Params,
+    projectId: string,
+    q: RetentionQuery,
+    people: QueryPeople | undefined,
+  ): string {
     const d = this.dialect;
-    const where = this.where(params, projectId, { ...q, event: q.startEvent });
+    const cte = this.peopleCte(params, people);
+    const source = this.source(people);
+    const a = source.alias;
+    const where = this.where(params, projectId, { ...q, event: q.startEvent }, source);
     const user = d.userColumn;
-    return `firsts AS (SELECT ${user}, min(timestamp) AS first_ts FROM events WHERE ${where} GROUP BY ${user}),
+    const selectUser = source.user === user ? user : `${source.user} AS ${user}`;
+    return `${cte === "" ? "" : `${cte},\n`}firsts AS (SELECT ${selectUser}, min(${a}timestamp) AS first_ts FROM ${source.from} WHERE ${where} GROUP BY ${source.user}),
       cohorts AS (SELECT ${user}, ${d.truncate(q.interval, "first_ts")} AS cohort FROM firsts)`;
   }
 
   /** Rows: uuid, event, distinct_id, ts (epoch ms), properties (JSON text), received (epoch ms). */
-  events(projectId: string, q: EventsQuery): SqlStatement {
+  events(projectId: string, q: EventsQuery, people?: QueryPeople): SqlStatement {
     const d = this.dialect;
     const params = new Params();
-    let where = this.where(params, projectId, q);
+    const cte = this.peopleCte(params, people);
+    const source = this.source(people);
+    const a = source.alias;
+    let where = this.where(params, projectId, q, source);
     if (q.cursor) {
       const t = d.timestampFromMs(params.add(q.cursor.timestamp));
       const u = d.uuid(params.add(q.cursor.uuid));
-      where += ` AND (timestamp < ${t} OR (timestamp = ${t} AND uuid < ${u}))`;
+      where += ` AND (${a}timestamp < ${t} OR (${a}timestamp = ${t} AND ${a}uuid < ${u}))`;
     }
-    const sql = `SELECT CAST(uuid AS VARCHAR) AS uuid, event, distinct_id, ${d.epochMs("timestamp")} AS ts,
-        CAST(properties AS VARCHAR) AS properties, ${d.epochMs("received_at")} AS received
-      FROM events WHERE ${where} ORDER BY timestamp DESC, uuid DESC LIMIT ${params.add(q.limit + 1)}`;
+    const sql = `${with_(cte)}SELECT CAST(${a}uuid AS VARCHAR) AS uuid, ${a}event AS event, ${a}distinct_id AS distinct_id, ${d.epochMs(`${a}timestamp`)} AS ts,
+        CAST(${a}properties AS VARCHAR) AS properties, ${d.epochMs(`${a}received_at`)} AS received
+      FROM ${source.from} WHERE ${where} ORDER BY ${a}timestamp DESC, ${a}uuid DESC LIMIT ${params.add(q.limit + 1)}`;
     return { sql, params: params.values };
   }
 
   /** Rows: event, count. */
-  topEvents(projectId: string, q: TopEventsQuery): SqlStatement {
+  topEvents(projectId: string, q: TopEventsQuery, people?: QueryPeople): SqlStatement {
     const params = new Params();
-    const where = this.where(params, projectId, q);
-    const sql = `SELECT event, count(*) AS count FROM events WHERE ${where}
-      GROUP BY event ORDER BY count DESC, ${this.dialect.binaryOrder("event")} ASC LIMIT ${params.add(q.limit)}`;
+    const cte = this.peopleCte(params, people);
+    const source = this.source(people);
+    const where = this.where(params, projectId, q, source);
+    const sql = `${with_(cte)}SELECT ${source.alias}event AS event, count(*) AS count FROM ${source.from} WHERE ${where}
+      GROUP BY ${source.alias}event ORDER BY count DESC, ${this.dialect.binaryOrder("event")} ASC LIMIT ${params.add(q.limit)}`;
     return { sql, params: params.values };
   }
 
   /** Rows: value, count. */
-  topValues(projectId: string, q: TopValuesQuery): SqlStatement {
+  topValues(projectId: string, q: TopValuesQuery, people?: QueryPeople): SqlStatement {
     const d = this.dialect;
     const params = new Params();
-    const where = this.where(params, projectId, q);
-    const text = this.propertyText(params, q.property);
-    const sql = `SELECT ${text} AS value, count(*) AS count FROM events WHERE ${where} AND ${text} IS NOT NULL
+    const cte = this.peopleCte(params, people);
+    const source = this.source(people);
+    const where = this.where(params, projectId, q, source);
+    const text = this.propertyText(params, q.property, source.alias);
+    const sql = `${with_(cte)}SELECT ${text} AS value, count(*) AS count FROM ${source.from} WHERE ${where} AND ${text} IS NOT NULL
       GROUP BY 1 ORDER BY count DESC, ${d.binaryOrder("value")} ASC LIMIT ${params.add(q.limit)}`;
     return { sql, params: params.values };
   }
+
+  /** One row: n, the project's link events (identity.ts): the marker of its links. */
+  linkCount(projectId: string): SqlStatement {
+    const params = new Params();
+    const sql = `SELECT count(*) AS n FROM events
+      WHERE project_id = ${this.dialect.uuid(params.add(projectId))} AND event IN (${LINK_EVENTS.map((e) => params.add(e)).join(", ")})`;
+    return { sql, params: params.values };
+  }
+
+  /** Rows: distinct_id, event, anon ($anon_distinct_id as text), alias (as text). */
+  links(projectId: string): SqlStatement {
+    const d = this.dialect;
+    const params = new Params();
+    const anon = d.propertyText("properties", params.add(d.propertyPathValue("$anon_distinct_id")));
+    const alias = d.propertyText("properties", params.add(d.propertyPathValue("alias")));
+    const sql = `SELECT distinct_id, event, ${anon} AS anon, ${alias} AS alias FROM events
+      WHERE project_id = ${d.uuid(params.add(projectId))} AND event IN (${LINK_EVENTS.map((e) => params.add(e)).join(", ")})`;
+    return { sql, params: params.values };
+  }
+
+  /**
+   * One row: n, the project's events whose JSON text holds `"$set` (every event carrying `$set` or
+   * `$set_once`, and rarely another): the marker of its person properties.
+   */
+  propertyEventCount(projectId: string): SqlStatement {
+    const params = new Params();
+    const sql = `SELECT count(*) AS n FROM events
+      WHERE project_id = ${this.dialect.uuid(params.add(projectId))} AND strpos(CAST(properties AS VARCHAR), ${params.add(SET_MARK)}) > 0`;
+    return { sql, params: params.values };
+  }
+
+  /** Rows: distinct_id, ts (epoch ms), uuid, set ($set as JSON text), set_once. */
+  propertyEvents(projectId: string): SqlStatement {
+    const d = this.dialect;
+    const params = new Params();
+    // The text test first: a substring search is far cheaper than reading the JSON of every event.
+    const where = `project_id = ${d.uuid(params.add(projectId))} AND strpos(CAST(properties AS VARCHAR), ${params.add(SET_MARK)}) > 0`;
+    const set = d.propertyJson("properties", params.add(d.propertyPathValue("$set")));
+    const setOnce = d.propertyJson("properties", params.add(d.propertyPathValue("$set_once")));
+    const sql = `SELECT distinct_id, ${d.epochMs("timestamp")} AS ts, CAST(uuid AS VARCHAR) AS uuid, ${set} AS set, ${setOnce} AS set_once
+      FROM events WHERE ${where}`;
+    return { sql, params: params.values };
+  }
 }
+
+const with_ = (cte: string): string => (cte === "" ? "" : `WITH ${cte} `);

@@ -1,3 +1,5 @@
+import type { PeopleRow } from "./identity.js";
+
 /**
  * What differs between the SQL engines that share src/query/sql-builder.ts (DuckDB, Postgres).
  * Every method returns SQL text around a placeholder reference such as `$3`; values are always
@@ -30,4 +32,13 @@ export interface SqlDialect {
   uuid(ref: string): string;
   /** A text expression in byte order, for deterministic ties across engines. */
   binaryOrder(expr: string): string;
+  /** The property of the JSON column as JSON text (an object stays an object), NULL when absent. */
+  propertyJson(column: string, pathRef: string): string;
+  /**
+   * A query's people (identity.ts) as one bound text: `encodePeople` writes it, `peopleRelation`
+   * reads it back as a relation of (id, person, properties JSON), id and person in the type of
+   * `userColumn`.
+   */
+  encodePeople(rows: readonly PeopleRow[]): string;
+  peopleRelation(ref: string): string;
 }

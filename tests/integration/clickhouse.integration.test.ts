@@ -7,6 +7,7 @@ import type { StoredEvent } from "../../src/core/event.js";
 import { clickhouseLiteral, wellFormed } from "../../src/query/clickhouse-literal.js";
 import { parseQuerySpec } from "../../src/query/spec.js";
 import { type DataEvent, makeDataset } from "../conformance/dataset.js";
+import { identityCases, identityEvents, makeIdentityDataset } from "../conformance/identity-dataset.js";
 import { checkEventsQueries, queryCases } from "../conformance/query-cases.js";
 import { Chdb } from "../helpers/chdb.js";
 import { DEFAULT_CLICKHOUSE_URL, requireClickHouse } from "../helpers/services.js";
@@ -102,6 +103,34 @@ test("clickhouse: the conformance dataset written through the sink gives every e
       async (spec) => (await parts.analytics.query(projectId, parseQuerySpec(spec))) as never,
     ),
   );
+});
+
+test("clickhouse: the identity dataset gives every expected answer: persons and person properties", async (t) => {
+  if (!(await requireParts(t))) return;
+  const projectId = randomUUID();
+  const people = makeIdentityDataset();
+  const rows: StoredEvent[] = people.map((e) => ({
+    projectId,
+    uuid: e.uuid,
+    event: e.event,
+    distinctId: String(e.distinct_id),
+    timestamp: e.timestamp,
+    properties: JSON.stringify(e.properties),
+    receivedAt: e.timestamp + 1000,
+  }));
+  for (const batch of batches(rows, 50)) await parts.sink.write(batch);
+  for (const c of identityCases(people)) {
+    await t.test(c.name, async () => {
+      assert.deepEqual(await parts.analytics.query(projectId, parseQuerySpec(c.spec)), c.expected);
+    });
+  }
+  await t.test("events filtered by a person property", async () => {
+    const { expected, actual } = await identityEvents(
+      people,
+      async (spec) => (await parts.analytics.query(projectId, parseQuerySpec(spec))) as never,
+    );
+    assert.deepEqual(actual, expected);
+  });
 });
 
 test("clickhouse: replays never change an answer, before any merge", async (t) => {

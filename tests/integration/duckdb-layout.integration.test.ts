@@ -50,12 +50,13 @@ const stored = (projectId: string, e: DataEvent): StoredEvent => ({
 async function withStore(
   work: (store: DuckDbEventStore, db: DuckDbDatabase, dataDir: string) => Promise<void>,
   prepare?: (dataDir: string) => Promise<void>,
+  options: { bitstringMargin?: number } = {},
 ): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
   try {
     await prepare?.(dataDir);
     const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
-    const store = new DuckDbEventStore(db, { writers: 2 });
+    const store = new DuckDbEventStore(db, { writers: 2, ...options });
     await store.start();
     try {
       await work(store, db, dataDir);
@@ -101,6 +102,20 @@ test("answers are the same from the JSON and from the typed property columns onc
     // Second pass: every property the cases read now comes from its column.
     await assertConformance(store, projectId, data);
   });
+});
+
+test("distinct counts stay exact when users outrun the uid range the bitstring count was given", async () => {
+  const data = makeDataset(3);
+  const projectId = randomUUID();
+  await withStore(
+    async (store) => {
+      await store.insert(data.map((e) => stored(projectId, e)));
+      await assertConformance(store, projectId, data);
+    },
+    undefined,
+    // The range given is 40 short of the uids stored: every bitstring count fails and falls back.
+    { bitstringMargin: -40 },
+  );
 });
 
 test("events committed while a property column fills are filled too, whatever their project", async () => {
@@ -219,6 +234,46 @@ test("a store written by version 1 is migrated forward on start and answers as b
       instance.closeSync();
     },
   );
+});
+
+test("a warning names the memory cap once the event key index, which DuckDB cannot evict, fills most of it", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
+  const warnings: { obj: Record<string, unknown>; msg?: string }[] = [];
+  const log = {
+    info() {},
+    warn(obj: Record<string, unknown>, msg?: string) {
+      warnings.push({ obj, msg });
+    },
+    error() {},
+  };
+  const store = new DuckDbEventStore(new DuckDbDatabase(dataDir, { memoryLimit: "24MB", threads: 1 }), {
+    log,
+    indexWatchMs: 100,
+  });
+  await store.start();
+  try {
+    const projectId = randomUUID();
+    for (let sent = 0; sent < 600_000 && warnings.length === 0; sent += 5000)
+      await store.insert(
+        Array.from({ length: 5000 }, () => ({
+          projectId,
+          uuid: randomUUID(),
+          event: "e",
+          distinctId: "u",
+          timestamp: Date.now(),
+          properties: "{}",
+          receivedAt: Date.now(),
+        })),
+      );
+    for (let i = 0; i < 20 && warnings.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    const [warning] = warnings;
+    assert.ok(warning, "a warning before the index fills the cap");
+    assert.match(warning.msg ?? "", /raise TIDEMARK_DUCKDB_MEMORY_LIMIT/);
+    assert.ok(Number(warning.obj.share) >= 0.6 && Number(warning.obj.share) < 1, JSON.stringify(warning.obj));
+  } finally {
+    await store.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
 
 test("a store from a newer version is refused with the reason", async () => {

@@ -72,7 +72,8 @@ function portFree(port: number): Promise<boolean> {
 /** A PORT whose next three ports are free too (worker, cdc and sink take PORT+1..3). */
 async function freePortRange(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    // Below Linux's ephemeral range (32768 and up), where other tests' free ports come from.
+    const base = 20_000 + Math.floor(Math.random() * 12_000);
     const free = await Promise.all([0, 1, 2, 3].map((i) => portFree(base + i)));
     if (free.every(Boolean)) return base;
   }
@@ -156,6 +157,11 @@ async function exerciseStage(
   const token = readFileSync(join(env.TIDEMARK_DATA_DIR!, "secret_token"), "utf8").trim();
   assert.ok(started.output.includes(`SECRET_TOKEN=${token}`), started.output);
 
+  for (const role of roles) {
+    const pid = readFileSync(join(env.TIDEMARK_RUN_DIR!, `${role}.pid`), "utf8").trim();
+    assert.match(started.output, new RegExp(`^ {2}${role}: pid ${pid}, `, "m"), `${role}.pid`);
+  }
+
   const status = await make(["status"], env);
   assert.equal(status.code, 0, status.output);
   assert.match(status.output, new RegExp(`^stage ${stage}`, "m"));
@@ -220,6 +226,8 @@ async function exerciseStage(
   );
   for (const i of roles.keys()) assert.ok(await portFree(base + i), `port ${base + i} is free again`);
   assert.ok(!existsSync(join(env.TIDEMARK_RUN_DIR!, "stage.json")), "the state is gone");
+  for (const role of roles)
+    assert.ok(!existsSync(join(env.TIDEMARK_RUN_DIR!, `${role}.pid`)), `${role}.pid is gone`);
   const after = await make(["status"], env);
   assert.match(after.output, /no stage started with make start STAGE=/);
 }

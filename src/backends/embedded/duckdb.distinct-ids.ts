@@ -62,6 +62,11 @@ export class DistinctIdDictionary {
       this.cache.set(`${projectId}/${distinctId}`, Number(uid));
   }
 
+  /** How many uids there are so far (they run from 1). */
+  uidRange(): number {
+    return this.nextUid;
+  }
+
   /** Serializes the commits that create users, from `assign` to the end of their transaction. */
   readonly newUsers = new SerialLock();
 

@@ -10,9 +10,10 @@ import type { CommitOutcome, Ledger, LedgerDelta, StoredEvent } from "../../core
 import type { Log } from "../../core/log.js";
 import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
 import { commitResult, eventKey, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
+import { IdentityResolver, LINK_EVENTS, SET_MARK } from "../../query/identity.js";
 import { propertiesReadBy, type QueryResult, type QuerySpec } from "../../query/spec.js";
-import { SqlQueryBuilder } from "../../query/sql-builder.js";
-import { type RunSql, SqlQueryRunner } from "../../query/sql-runner.js";
+import { SqlQueryBuilder, type UserStrategies } from "../../query/sql-builder.js";
+import { type RunSql, SqlQueryRunner, sqlIdentitySource } from "../../query/sql-runner.js";
 import type { DuckDbDatabase } from "./duckdb.database.js";
 import { duckDbDialect } from "./duckdb.dialect.js";
 import { DistinctIdDictionary, INSERT_DISTINCT_IDS } from "./duckdb.distinct-ids.js";
@@ -66,6 +67,34 @@ function toLine(e: StoredEvent, uid: number): string {
   return `{"p":"${e.projectId}","u":"${e.uuid}","e":${JSON.stringify(e.event)},"d":${JSON.stringify(e.distinctId)},"i":${uid},"t":${e.timestamp},"props":${e.properties},"r":${e.receivedAt}}`;
 }
 
+/** How often the key index's share of the memory cap is checked, and the share that warns. */
+const INDEX_WATCH_MS = 60_000;
+const INDEX_WARN_SHARE = 0.6;
+
+/** Bytes of a DuckDB size setting such as `488.2 MiB` or `1.0 GiB`; undefined if unreadable. */
+export function parseByteSize(text: string): number | undefined {
+  const match = /^([\d.]+)\s*(bytes|[KMGT]i?B)$/i.exec(text.trim());
+  if (!match) return undefined;
+  const units: Record<string, number> = {
+    BYTES: 1,
+    KB: 1e3,
+    MB: 1e6,
+    GB: 1e9,
+    TB: 1e12,
+    KIB: 2 ** 10,
+    MIB: 2 ** 20,
+    GIB: 2 ** 30,
+    TIB: 2 ** 40,
+  };
+  const unit = units[match[2]!.toUpperCase()];
+  return unit === undefined ? undefined : Number(match[1]) * unit;
+}
+
+/** Memory the bitstrings of one distinct count may take (see userStrategies). */
+const BITSTRING_BUDGET_BYTES = 32 * 1024 * 1024;
+/** Users that may be created between reading the uid range and the query's snapshot. */
+const BITSTRING_MARGIN = 100_000;
+
 /** A commit's rows of projects that fill the same property columns. */
 interface RowGroup {
   paths: readonly string[];
@@ -94,6 +123,12 @@ async function insertStatement(writer: EventWriter, slots: number, skipStored: b
   return statement;
 }
 
+/** The uid of each given distinct id of a project that has events ($2: a JSON array of ids). */
+const USER_KEYS = `SELECT distinct_id, uid FROM distinct_ids
+  WHERE project_id = CAST($1 AS UUID) AND distinct_id IN (SELECT unnest(from_json($2, '["VARCHAR"]')))`;
+
+const LINK_EVENT_NAMES: ReadonlySet<string> = new Set(LINK_EVENTS);
+
 const isConstraintError = (error: unknown) =>
   error instanceof Error && /constraint|duplicate key/i.test(error.message);
 
@@ -113,11 +148,23 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   /** Commits under way: a property column's fill waits for those that began before its slot. */
   private readonly commitsUnderWay = new Set<Promise<void>>();
   private commitsSinceCompaction = 0;
+  /**
+   * Per project, how many commits held link events, and events carrying `$set`: the markers of its
+   * identity (src/query/identity.ts). This process is the file's only writer, so counting its own
+   * commits is exact and costs no query; a version is bumped after its commit, so a resolution read
+   * while a commit runs is read again by the next query.
+   */
+  private readonly identityVersions = new Map<string, { links: number; properties: number }>();
+  private readonly identity: IdentityResolver<number>;
+  private indexWatch?: NodeJS.Timeout;
+  private indexWarnedLevel = 0;
   private readonly idleWriters: EventWriter[] = [];
   private readonly writerWaiters: ((writer: EventWriter) => void)[] = [];
 
   private readonly writers: number;
   private readonly compactEvery: number;
+  private readonly bitstringMargin: number;
+  private readonly indexWatchMs: number;
   private readonly log?: Log;
 
   /**
@@ -126,15 +173,37 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    */
   constructor(
     private readonly db: DuckDbDatabase,
-    options: { writers?: number; compactEvery?: number; log?: Log } = {},
+    options: {
+      writers?: number;
+      compactEvery?: number;
+      log?: Log;
+      /** Uids past the highest known that a distinct count allows for (tests set it below 0). */
+      bitstringMargin?: number;
+      /** How often the key index's share of the memory cap is checked (60 s). */
+      indexWatchMs?: number;
+    } = {},
   ) {
     this.writers = options.writers ?? 2;
+    this.bitstringMargin = options.bitstringMargin ?? BITSTRING_MARGIN;
+    this.indexWatchMs = options.indexWatchMs ?? INDEX_WATCH_MS;
     this.compactEvery = options.compactEvery ?? 10_000;
     this.log = options.log;
     this.run = async ({ sql, params }) => {
       const reader = await this.db.readConnection().runAndReadAll(sql, params as DuckDBValue[]);
       return reader.getRowObjects() as Record<string, unknown>[];
     };
+    const version = (projectId: string) =>
+      this.identityVersions.get(projectId) ?? { links: 0, properties: 0 };
+    this.identity = new IdentityResolver<number>(
+      sqlIdentitySource<number>(new SqlQueryBuilder(duckDbDialect), this.run, {
+        linkMarker: async (projectId) => String(version(projectId).links),
+        propertyMarker: async (projectId) => String(version(projectId).properties),
+        userKeys: async (projectId, ids) => {
+          const rows = await this.run({ sql: USER_KEYS, params: [projectId, JSON.stringify(ids)] });
+          return new Map(rows.map((row) => [String(row.distinct_id), Number(row.uid)]));
+        },
+      }),
+    );
     this.properties = new PropertyColumnRegistry({
       commitsUnderWay: () => Promise.all([...this.commitsUnderWay]).then(() => undefined),
       withoutCommits: (work) => this.withEveryWriter(work),
@@ -149,6 +218,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     await this.compactLedger();
     await this.distinctIds.open(this.db.readConnection());
     await this.properties.open(await this.db.connect());
+    this.indexWatch = setInterval(() => void this.watchKeyIndex(), this.indexWatchMs);
+    this.indexWatch.unref();
     for (let i = 0; i < this.writers; i++) {
       const connection = await this.db.connect();
       this.idleWriters.push({
@@ -199,7 +270,35 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     }
   }
 
+  /**
+   * Warns as the (project, uuid) key index fills DuckDB's memory cap. DuckDB keeps that index in
+   * memory and cannot evict it (about 45 bytes a stored event, measured); table data beyond the cap
+   * is evicted, the index is not, so once it fills the cap commits fail with out-of-memory.
+   */
+  private async watchKeyIndex(): Promise<void> {
+    try {
+      const reader = await this.db.readConnection().runAndReadAll(
+        `SELECT (SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'ART_INDEX'),
+                (SELECT value FROM duckdb_settings() WHERE name = 'max_memory')`,
+      );
+      const [[indexBytes = 0n, limit = ""] = []] = reader.getRowsJS() as [bigint, string][];
+      const capBytes = parseByteSize(limit);
+      if (!capBytes) return;
+      const share = Number(indexBytes) / capBytes;
+      const level = Math.floor(share * 10) / 10;
+      if (share < INDEX_WARN_SHARE || level <= this.indexWarnedLevel) return;
+      this.indexWarnedLevel = level;
+      this.log?.warn(
+        { index_bytes: Number(indexBytes), memory_limit: limit, share: Math.round(share * 100) / 100 },
+        "the event key index fills DuckDB's memory cap; commits fail once it is full: raise TIDEMARK_DUCKDB_MEMORY_LIMIT (about 45 bytes a stored event)",
+      );
+    } catch {
+      // The next check tries again; the store's health does not depend on this warning.
+    }
+  }
+
   async close(): Promise<void> {
+    if (this.indexWatch) clearInterval(this.indexWatch);
     await this.properties.close();
     await this.db.close();
   }
@@ -211,10 +310,32 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       done = resolve;
     });
     this.commitsUnderWay.add(underWay);
-    return this.commit(events).finally(() => {
-      this.commitsUnderWay.delete(underWay);
-      done();
-    });
+    return this.commit(events)
+      .then((outcome) => {
+        this.noteIdentity(events);
+        return outcome;
+      })
+      .finally(() => {
+        this.commitsUnderWay.delete(underWay);
+        done();
+      });
+  }
+
+  /** Bumps the identity markers of the projects whose committed events link ids or set properties. */
+  private noteIdentity(events: readonly StoredEvent[]): void {
+    for (const e of events) {
+      const link = LINK_EVENT_NAMES.has(e.event);
+      // Properties are stored as JSON.stringify wrote them, so a `$set` key is `"$set` in the text.
+      const sets = e.properties.includes(SET_MARK);
+      if (!link && !sets) continue;
+      let version = this.identityVersions.get(e.projectId);
+      if (!version) {
+        version = { links: 0, properties: 0 };
+        this.identityVersions.set(e.projectId, version);
+      }
+      if (link) version.links++;
+      if (sets) version.properties++;
+    }
   }
 
   private commit(events: readonly StoredEvent[]): Promise<CommitOutcome> {
@@ -347,16 +468,53 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     });
     this.distinctIds.forgetProject(projectId);
     this.properties.forgetProject(projectId);
+    this.identity.forget(projectId);
+    const version = this.identityVersions.get(projectId);
+    if (version) {
+      version.links++;
+      version.properties++;
+    }
   }
 
   /**
    * Answers from the typed columns of the properties the query reads where they are ready, from
    * the JSON otherwise; a property read for the first time gets a column filled in the background.
    */
-  query(projectId: string, spec: QuerySpec): Promise<QueryResult> {
+  async query(projectId: string, spec: QuerySpec): Promise<QueryResult> {
     this.properties.request(projectId, propertiesReadBy(spec));
-    const builder = new SqlQueryBuilder(duckDbDialect, this.properties.columnsFor(projectId));
-    return new SqlQueryRunner(builder, this.run).query(projectId, spec);
+    const columns = this.properties.columnsFor(projectId);
+    const ask = (uidRange: number) =>
+      new SqlQueryRunner(
+        new SqlQueryBuilder(duckDbDialect, columns, this.userStrategies(uidRange)),
+        this.run,
+        this.identity,
+      ).query(projectId, spec);
+    try {
+      return await ask(this.distinctIds.uidRange() + this.bitstringMargin);
+    } catch (error) {
+      // Users created since the range was read, past its margin: count them the general way.
+      if (!(error instanceof Error && error.message.includes("outside of provided min and max range")))
+        throw error;
+      return ask(0);
+    }
+  }
+
+  /**
+   * Users are dense integers, so a distinct count can set one bit a user instead of hashing:
+   * DuckDB's bitstring_agg over uids 0..uidRange, then bit_count. Unique users per day over 30
+   * days of 10M events: 550 → 272 ms (loaded machine, same run). Each group holds a bitstring as
+   * long as the range, so it is used only while the groups fit in BITSTRING_BUDGET_BYTES (and not
+   * with uidRange 0). One user's events are found by the integer too (29 → 24 ms).
+   */
+  private userStrategies(uidRange: number): UserStrategies {
+    return {
+      countDistinct: (column, groups) =>
+        uidRange > 0 && (groups * uidRange) / 8 <= BITSTRING_BUDGET_BYTES
+          ? `bit_count(bitstring_agg(${column}, 0, ${uidRange}))`
+          : undefined,
+      isUser: (alias, projectRef, distinctIdRef) =>
+        `${alias}uid = (SELECT uid FROM distinct_ids WHERE project_id = CAST(${projectRef} AS UUID) AND distinct_id = ${distinctIdRef})`,
+    };
   }
 
   /** Resolves when every property column requested so far is filled (or its fill failed). */
