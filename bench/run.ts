@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { postgresPipelineEnv } from "../tests/helpers/services.js";
 import { type LoadResult, percentile, runLoad, startNoopServer } from "./load.js";
-import { QUERIES } from "./queries.js";
+import { BROWSERS, DATASET_SPAN_MS, DATASET_START_MS, NAMES, PATHS, PLANS, QUERIES } from "./queries.js";
 import { compareDoors } from "./sdk-doors.js";
 
 const { values: args } = parseArgs({
@@ -145,24 +145,6 @@ function printLoad(results: LoadResult[]): void {
     );
   }
 }
-
-const NAMES = [
-  "Page View",
-  "Page View",
-  "Page View",
-  "Click",
-  "Click",
-  "Sign Up",
-  "Add To Cart",
-  "Purchase",
-  "Search",
-  "Logout",
-];
-const PATHS = ["/", "/pricing", "/docs", "/blog", "/checkout", "/signup"];
-const PLANS = ["free", "pro", "team"];
-const BROWSERS = ["Chrome", "Firefox", "Safari", "Edge"];
-const DATASET_START_MS = Date.UTC(2026, 7, 1);
-const DATASET_SPAN_MS = 90 * 86_400_000;
 
 /**
  * Time order: generates the dataset straight into the store file while the server is stopped,
