@@ -30,7 +30,7 @@ import { ClickHouseQueryBuilder } from "../src/query/clickhouse-builder.js";
 import { clickhouseLiteral } from "../src/query/clickhouse-literal.js";
 import { parseQuerySpec, type QuerySpec } from "../src/query/spec.js";
 import { percentile } from "./load.js";
-import { QUERIES } from "./queries.js";
+import { BROWSERS, DATASET_SPAN_MS, DATASET_START_MS, NAMES, PATHS, PLANS, QUERIES } from "./queries.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -52,23 +52,8 @@ const CHECKPOINT = Number(args.checkpoint);
 const BATCH = Number(args.batch);
 const RUNS = Number(args["query-runs"]);
 
-const START = Date.UTC(2026, 7, 1);
-const SPAN = 90 * 86_400_000;
-const NAMES = [
-  "Page View",
-  "Page View",
-  "Page View",
-  "Click",
-  "Click",
-  "Sign Up",
-  "Add To Cart",
-  "Purchase",
-  "Search",
-  "Logout",
-];
-const PATHS = ["/", "/pricing", "/docs", "/blog", "/checkout", "/signup"];
-const PLANS = ["free", "pro", "team"];
-const BROWSERS = ["Chrome", "Firefox", "Safari", "Edge"];
+const START = DATASET_START_MS;
+const SPAN = DATASET_SPAN_MS;
 
 function mulberry32(seed: number): () => number {
   let a = seed;

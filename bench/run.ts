@@ -4,7 +4,8 @@
  * Method and recorded results: bench/README.md and benchmarks/README.md.
  *
  *   npm run bench -- [--duration 20] [--connections 64] [--events 10000000] [--order time,arrival]
- *                    [--skip-ingest] [--skip-queries]
+ *                    [--pipeline embedded|sync] [--memory-limit 1GB] [--skip-ingest] [--skip-queries]
+ *                    [--skip-sdk] [--sdk-only] [--sdk-rounds 2]
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -13,8 +14,10 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { DuckDBInstance } from "@duckdb/node-api";
+import { postgresPipelineEnv } from "../tests/helpers/services.js";
 import { type LoadResult, percentile, runLoad, startNoopServer } from "./load.js";
-import { QUERIES } from "./queries.js";
+import { BROWSERS, DATASET_SPAN_MS, DATASET_START_MS, NAMES, PATHS, PLANS, QUERIES } from "./queries.js";
+import { compareDoors } from "./sdk-doors.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -23,7 +26,12 @@ const { values: args } = parseArgs({
     events: { type: "string", default: "10000000" },
     "query-runs": { type: "string", default: "40" },
     order: { type: "string", default: "time,arrival" },
+    pipeline: { type: "string", default: "embedded" },
+    "memory-limit": { type: "string", default: "1GB" },
     "skip-ingest": { type: "boolean", default: false },
+    "skip-sdk": { type: "boolean", default: false },
+    "sdk-only": { type: "boolean", default: false },
+    "sdk-rounds": { type: "string", default: "2" },
     "skip-queries": { type: "boolean", default: false },
     "keep-data": { type: "boolean", default: false },
   },
@@ -32,6 +40,9 @@ const DURATION_S = Number(args.duration);
 const CONNECTIONS = Number(args.connections);
 const DATASET_EVENTS = Number(args.events);
 const QUERY_RUNS = Number(args["query-runs"]);
+const PIPELINE = args.pipeline ?? "embedded";
+if (PIPELINE !== "embedded" && PIPELINE !== "sync")
+  throw new Error(`--pipeline takes embedded or sync, not ${PIPELINE}`);
 const ORDERS = (args.order ?? "").split(",").filter((o) => o !== "");
 for (const order of ORDERS)
   if (order !== "time" && order !== "arrival")
@@ -49,7 +60,7 @@ interface BenchServer {
   stop(): Promise<void>;
 }
 
-async function startTidemark(dataDir: string): Promise<BenchServer> {
+async function startTidemark(dataDir: string, env: Record<string, string> = {}): Promise<BenchServer> {
   const port = 18000 + Math.floor(Math.random() * 1000);
   const child = spawn(process.execPath, [join(ROOT, "dist/cli.js"), "serve"], {
     env: {
@@ -60,6 +71,9 @@ async function startTidemark(dataDir: string): Promise<BenchServer> {
       TIDEMARK_DATA_DIR: dataDir,
       // info: the bench waits for the "property column ready" lines.
       TIDEMARK_LOG_LEVEL: "info",
+      // The (project, uuid) key index of 10M events takes about 450 MB, which DuckDB cannot evict.
+      TIDEMARK_DUCKDB_MEMORY_LIMIT: args["memory-limit"] ?? "1GB",
+      ...env,
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -111,7 +125,7 @@ async function createProject(
 }
 
 const event = (i: number) => ({
-  event: ["Page View", "Click", "Add To Cart"][i % 3],
+  event: ["Page View", "Click", "Add To Cart"][i % 3]!,
   distinct_id: `user_${i}`,
   properties: {
     path: "/pricing",
@@ -131,24 +145,6 @@ function printLoad(results: LoadResult[]): void {
     );
   }
 }
-
-const NAMES = [
-  "Page View",
-  "Page View",
-  "Page View",
-  "Click",
-  "Click",
-  "Sign Up",
-  "Add To Cart",
-  "Purchase",
-  "Search",
-  "Logout",
-];
-const PATHS = ["/", "/pricing", "/docs", "/blog", "/checkout", "/signup"];
-const PLANS = ["free", "pro", "team"];
-const BROWSERS = ["Chrome", "Firefox", "Safari", "Edge"];
-const DATASET_START_MS = Date.UTC(2026, 7, 1);
-const DATASET_SPAN_MS = 90 * 86_400_000;
 
 /**
  * Time order: generates the dataset straight into the store file while the server is stopped,
@@ -249,7 +245,7 @@ async function loadThroughApi(url: string, apiKey: string, count: number): Promi
   );
 }
 
-/** Runs each query once, so the properties they read get typed columns, and waits for those. */
+/** Runs each query once, so the properties they read get typed columns (embedded), and waits for those. */
 async function warmUp(server: BenchServer, readKey: string): Promise<void> {
   const properties = new Set<string>();
   for (const [, spec] of QUERIES) {
@@ -258,6 +254,7 @@ async function warmUp(server: BenchServer, readKey: string): Promise<void> {
     if (typeof spec.breakdown === "string") properties.add(spec.breakdown);
     if (typeof spec.property === "string") properties.add(spec.property);
   }
+  if (PIPELINE !== "embedded") return;
   const started = performance.now();
   await server.propertyColumnsReady(properties.size);
   console.log(
@@ -309,14 +306,25 @@ async function benchQueries(url: string, readKey: string, order: string): Promis
 
 /** A store of DATASET_EVENTS events in `order`, every query kind timed on it, and the server's peak RSS. */
 async function queriesOn(order: string): Promise<void> {
+  if (PIPELINE === "sync" && order !== "arrival") {
+    console.log(`\n${order} order: the sync pipeline's store is loaded through the API only (arrival order)`);
+    return;
+  }
   const dataDir = mkdtempSync(join(tmpdir(), `tidemark-bench-${order}-`));
+  const cleanups: (() => Promise<void>)[] = [];
   try {
-    let server = await startTidemark(dataDir);
+    let env: Record<string, string> = {};
+    if (PIPELINE === "sync") {
+      const sync = await postgresPipelineEnv("sync", cleanups);
+      if (typeof sync === "string") throw new Error(`the sync pipeline needs Postgres and Redis: ${sync}`);
+      env = sync;
+    }
+    let server = await startTidemark(dataDir, env);
     const project = await createProject(server.url, `bench queries, ${order} order`);
     if (order === "time") {
       await server.stop();
       await generateDataset(dataDir, project.id, DATASET_EVENTS);
-      server = await startTidemark(dataDir);
+      server = await startTidemark(dataDir, env);
     } else {
       await loadThroughApi(server.url, project.api_key, DATASET_EVENTS);
     }
@@ -325,6 +333,7 @@ async function queriesOn(order: string): Promise<void> {
     console.log(`\nserver peak RSS (VmHWM), ${order} order: ${server.peakRssMb()} MB (goal < 1,024 MB)`);
     await server.stop();
   } finally {
+    for (const cleanup of cleanups) await cleanup().catch(() => undefined);
     if (!args["keep-data"]) rmSync(dataDir, { recursive: true, force: true });
   }
 }
@@ -334,9 +343,10 @@ async function main(): Promise<void> {
   console.log(`Tidemark bench: ${DURATION_S} s per load run, ${CONNECTIONS} connections, data in ${dataDir}`);
   try {
     const server = await startTidemark(dataDir);
-    if (!args["skip-ingest"]) {
-      const keys: string[] = [];
+    const keys: string[] = [];
+    if (!args["skip-ingest"] || args["sdk-only"])
       for (let i = 0; i < 150; i++) keys.push((await createProject(server.url, `bench ingest ${i}`)).api_key);
+    if (!args["skip-ingest"] && !args["sdk-only"]) {
       const noop = await startNoopServer();
       const single = JSON.stringify(event(1));
       const batch = JSON.stringify({ events: Array.from({ length: 20 }, (_, i) => event(i)) });
@@ -354,8 +364,36 @@ async function main(): Promise<void> {
       const ratio = results[1]!.rps / results[0]!.rps;
       console.log(`\nsingle events: ${ratio.toFixed(2)}x the no-op server's req/s`);
     }
+    if ((!args["skip-ingest"] && !args["skip-sdk"]) || args["sdk-only"]) {
+      const rounds = Number(args["sdk-rounds"]);
+      console.log(
+        `\nSDK doors: the same events through each door, ${rounds} round(s) of ${DURATION_S} s per door`,
+      );
+      const doors = await compareDoors({
+        url: server.url,
+        keys,
+        single: event(1),
+        batch: Array.from({ length: 20 }, (_, i) => event(i)),
+        connections: CONNECTIONS,
+        durationS: DURATION_S,
+        rounds,
+        serverPid: server.process.pid!,
+      });
+      printLoad(doors.results);
+      console.log("\n| scenario | server CPU µs per event |\n| --- | ---: |");
+      for (const r of doors.results) console.log(`| ${r.name} | ${r.cpuUsPerEvent.toFixed(1)} |`);
+      const list = (values: number[]) => values.map((x) => x.toFixed(2)).join(", ");
+      console.log(
+        "\n| SDK door | against | req/s ratio (median) | per round | CPU per event ratio (median) | per round |",
+      );
+      console.log("| --- | --- | ---: | --- | ---: | --- |");
+      for (const r of doors.ratios)
+        console.log(
+          `| ${r.door} | ${r.native} | ${r.ratio.toFixed(3)} | ${list(r.rounds)} | ${r.cpu.toFixed(3)} | ${list(r.cpuRounds)} |`,
+        );
+    }
     await server.stop();
-    if (!args["skip-queries"]) for (const order of ORDERS) await queriesOn(order);
+    if (!args["skip-queries"] && !args["sdk-only"]) for (const order of ORDERS) await queriesOn(order);
   } finally {
     if (!args["keep-data"]) rmSync(dataDir, { recursive: true, force: true });
   }

@@ -261,13 +261,19 @@ export class SqlQueryBuilder {
         SELECT ${d.truncate(q.interval, `${a}timestamp`)} AS bucket, ${bv} AS bv, ${selectUser}
         FROM ${source.from} WHERE ${where}
       ),
+      -- One pass gives each (bucket, series) and each series' total over the range; the totals
+      -- pick the top series. (A CTE read twice and joined back cost 2-5x this on 10M events.)
+      g AS (
+        SELECT bucket, bv, ${agg("")} AS value, GROUPING(bucket) AS is_total
+        FROM base GROUP BY GROUPING SETS ((bucket, bv), (bv))
+      ),
       top AS (
-        SELECT bv, ${agg("")} AS total FROM base GROUP BY bv
+        SELECT bv, value AS total FROM g WHERE is_total = 1
         ORDER BY total DESC, ${d.binaryOrder("bv")} ASC NULLS LAST LIMIT ${limit}
       )
-      SELECT ${d.epochMs("base.bucket")} AS t, base.bv AS bv, ${agg("base.")} AS value, top.total AS total
-      FROM base JOIN top ON base.bv IS NOT DISTINCT FROM top.bv
-      GROUP BY base.bucket, base.bv, top.total`;
+      SELECT ${d.epochMs("g.bucket")} AS t, g.bv AS bv, g.value AS value, top.total AS total
+      FROM g JOIN top ON g.bv IS NOT DISTINCT FROM top.bv
+      WHERE g.is_total = 0`;
     return params.statement(sql);
   }
 

@@ -86,7 +86,9 @@ test("posthog-js in Chromium: starts cleanly, its events land once through a cut
   browser = await requireChromium(t);
   if (!browser) return;
   const project = await tidemark.createProject("ENTERPRISE", "posthog-js");
-  const proxy = await startDropProxy(tidemark.url, /^POST \/e\//);
+  // Two answers are cut off: Chromium itself sends a POST again, once, when a reused connection
+  // is reset before any answer (seen here), so the second cut is what reaches posthog-js.
+  const proxy = await startDropProxy(tidemark.url, /^POST \/e\//, 2);
   t.after(() => proxy.close());
   siteUrl = await startSite(proxy.url, project.api_key);
 
@@ -117,18 +119,23 @@ test("posthog-js in Chromium: starts cleanly, its events land once through a cut
   // retry queue sends it again a few seconds later.
   await waitForStored(tidemark, project.id, 3);
   const deadline = Date.now() + 30_000;
-  while (!proxy.requests.some((r) => /^POST \/e\/\S*retry_count=1/.test(r)) && Date.now() < deadline) {
+  while (!proxy.requests.some((r) => /^POST \/e\/\S*retry_count=\d/.test(r)) && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-  assert.equal(proxy.dropped, 1);
+  assert.equal(proxy.dropped, 2);
   assert.ok(
-    proxy.requests.some((r) => /^POST \/e\/\S*retry_count=1/.test(r)),
+    proxy.requests.some((r) => /^POST \/e\/\S*retry_count=\d/.test(r)),
     `the SDK's own retry: ${proxy.requests.map((r) => r.split("\r\n")[0]).join(", ")}`,
   );
-  const retried = await tidemark.request("GET", `/api/v1/project/${project.id}/stats`, {
-    key: tidemark.token,
-  });
+  let retried = await tidemark.request("GET", `/api/v1/project/${project.id}/stats`, { key: tidemark.token });
+  while (retried.body.duplicate < 1 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    retried = await tidemark.request("GET", `/api/v1/project/${project.id}/stats`, { key: tidemark.token });
+  }
+  // The cut-off request held the page's first events (how many depends on when posthog-js
+  // flushed its queue): the retry finds every one of them stored already.
   assert.ok(retried.body.duplicate >= 1, `the retry was a duplicate: ${JSON.stringify(retried.body)}`);
+  assert.equal(retried.body.accepted, 3);
 
   // Leaving the page: posthog-js sends what it holds with sendBeacon (gzip, as the remote
   // config allows), in a request no page is left to retry.
@@ -144,6 +151,12 @@ test("posthog-js in Chromium: starts cleanly, its events land once through a cut
   const beacon = proxy.requests.slice(before).find((r) => r.startsWith("POST /e/"));
   assert.ok(beacon, "the unload beacon");
   assert.match(beacon, /\r\ncontent-type: text\/plain/i);
+  // Every capture request was gzip, announced by nothing but its bytes (posthog-js's gzip-js).
+  const captures = proxy.requests.filter((r) => r.startsWith("POST /e/"));
+  assert.ok(
+    captures.every((r) => r.endsWith("[gzip]") && !/compression=/.test(r.split(" ")[1]!)),
+    captures.join("\n---\n"),
+  );
   await new Promise((resolve) => setTimeout(resolve, 500));
   const events = (
     await tidemark.request("POST", "/api/v1/query", {
@@ -165,10 +178,10 @@ test("posthog-js in Chromium: starts cleanly, its events land once through a cut
   assert.deepEqual(identify.properties.$set, { email: "erin@example.com" });
   assert.equal(named("Purchase")[0]!.distinct_id, "erin");
   assert.ok(!JSON.stringify(events).includes(project.api_key), "the write key is stored in no event");
-  // The one error is the browser's report of the connection the proxy reset.
+  // The only errors are the browser's reports of the connections the proxy reset.
   assert.deepEqual(
-    problems,
-    ["console: Failed to load resource: net::ERR_CONNECTION_RESET"],
+    problems.filter((p) => p !== "console: Failed to load resource: net::ERR_CONNECTION_RESET"),
+    [],
     "no other console error, no failed request",
   );
 });

@@ -3,7 +3,10 @@ import { connect, createServer, type Socket } from "node:net";
 export interface DropProxy {
   /** The proxy's base URL: point a client here instead of at the target. */
   url: string;
-  /** The request line and headers of every request the proxy forwarded, in order. */
+  /**
+   * The request line and headers of every request the proxy forwarded, in order; followed by
+   * `\r\n\r\n[gzip]` when the body's first bytes are gzip's.
+   */
   requests: string[];
   /** How many answers it cut off. */
   dropped: number;
@@ -28,6 +31,11 @@ export async function startDropProxy(target: string, pattern: RegExp, drops = 1)
     sockets.add(client);
     sockets.add(upstream);
     let doomed = false;
+    /** The request whose body has not begun yet, when its head came alone. */
+    let awaitingBody: number | undefined;
+    const markGzip = (index: number, bytes: Buffer, at: number) => {
+      if (bytes[at] === 0x1f && bytes[at + 1] === 0x8b) proxy.requests[index] += "\r\n\r\n[gzip]";
+    };
     client.on("data", (chunk: Buffer) => {
       // A request starts a chunk here (one request at a time per connection, no pipelining):
       // its head is up to the blank line.
@@ -36,10 +44,16 @@ export async function startDropProxy(target: string, pattern: RegExp, drops = 1)
       if (line) {
         const end = text.indexOf("\r\n\r\n");
         proxy.requests.push(end < 0 ? text : text.slice(0, end));
+        awaitingBody = undefined;
+        if (end >= 0 && chunk.length > end + 4) markGzip(proxy.requests.length - 1, chunk, end + 4);
+        else if (end >= 0) awaitingBody = proxy.requests.length - 1;
         if (budget > 0 && pattern.test(`${line[1]} ${line[2]}`)) {
           budget--;
           doomed = true;
         }
+      } else if (awaitingBody !== undefined) {
+        markGzip(awaitingBody, chunk, 0);
+        awaitingBody = undefined;
       }
       upstream.write(chunk);
     });

@@ -72,7 +72,8 @@ function portFree(port: number): Promise<boolean> {
 /** A PORT whose next three ports are free too (worker, cdc and sink take PORT+1..3). */
 async function freePortRange(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    // Below Linux's ephemeral range (32768 and up), where other tests' free ports come from.
+    const base = 20_000 + Math.floor(Math.random() * 12_000);
     const free = await Promise.all([0, 1, 2, 3].map((i) => portFree(base + i)));
     if (free.every(Boolean)) return base;
   }

@@ -17,7 +17,7 @@ import { checkMapped, type FieldNames, type MappedEvents, type MappedItem } from
  * `timestamp`. `type`, `library` and `library_version` are accepted and not stored (the SDKs copy
  * the library into `$lib` themselves).
  */
-const EVENT_FIELDS = [
+const EVENT_FIELDS = new Set([
   "event",
   "distinct_id",
   "properties",
@@ -32,9 +32,21 @@ const EVENT_FIELDS = [
   "type",
   "library",
   "library_version",
-];
+]);
 /** Fields of a batch besides its events; `historical_migration` (a PostHog routing hint) is not stored. */
 const BATCH_FIELDS = ["batch", "api_key", "token", "sent_at", "historical_migration"];
+
+/**
+ * How an event's Tidemark fields read in its own terms (see FieldNames): whether its distinct id
+ * came from its properties (1), its time from `offset` (2), a top-level `$set`/`$set_once` (4).
+ */
+const NAMES: readonly FieldNames[] = Array.from({ length: 8 }, (_, i) =>
+  Object.freeze({
+    ...(i & 1 ? { distinct_id: "properties.distinct_id" } : {}),
+    ...(i & 2 ? { timestamp: "offset", sent_at: "offset" } : {}),
+    ...(i & 4 ? { "properties.$set": "$set", "properties.$set_once": "$set_once" } : {}),
+  }),
+);
 
 /** Events Tidemark refuses, with the reason. */
 const REFUSED_EVENTS: Record<string, string> = {
@@ -99,21 +111,23 @@ export function posthogToken(body: unknown): string | undefined {
 export function mapPosthogEvent(raw: unknown): MappedItem {
   if (!isObject(raw)) return { problems: [{ field: "(event)", message: "must be a JSON object" }] };
   const problems: Problem[] = [];
-  for (const key of Object.keys(raw)) {
-    if (!EVENT_FIELDS.includes(key))
-      problems.push({ field: key, message: "unknown field of a PostHog event" });
+  for (const key in raw) {
+    if (!EVENT_FIELDS.has(key)) problems.push({ field: key, message: "unknown field of a PostHog event" });
   }
   if (typeof raw.event === "string" && Object.hasOwn(REFUSED_EVENTS, raw.event))
     problems.push({ field: "event", message: REFUSED_EVENTS[raw.event]! });
-  const names: Record<string, string> = {};
-
   let properties: Record<string, unknown> = {};
   if (raw.properties !== undefined && raw.properties !== null) {
-    if (isObject(raw.properties)) properties = { ...raw.properties };
+    if (isObject(raw.properties)) properties = raw.properties;
     else problems.push({ field: "properties", message: "must be a JSON object" });
   }
-  // The key selects the project; it is never stored beside the events.
-  delete properties.token;
+  // The key selects the project; it is never stored beside the events. The properties are
+  // copied only when something in them changes.
+  if ("token" in properties) {
+    const { token: _key, ...rest } = properties;
+    properties = rest;
+  }
+  let merged = false;
   for (const field of ["$set", "$set_once"] as const) {
     const top = raw[field];
     if (top === undefined || top === null) continue;
@@ -122,15 +136,15 @@ export function mapPosthogEvent(raw: unknown): MappedItem {
       continue;
     }
     const inner = properties[field];
-    properties[field] = isObject(inner) ? { ...inner, ...top } : top;
-    names[`properties.${field}`] = field;
+    properties = { ...properties, [field]: isObject(inner) ? { ...inner, ...top } : top };
+    merged = true;
   }
 
   let distinctId = raw.distinct_id;
-  names.distinct_id = "distinct_id";
+  let inProperties = false;
   if (distinctId === undefined || distinctId === null) {
     distinctId = properties.distinct_id;
-    names.distinct_id = "properties.distinct_id";
+    inProperties = true;
   }
   if (distinctId === undefined || distinctId === null || distinctId === "") {
     problems.push({
@@ -140,6 +154,7 @@ export function mapPosthogEvent(raw: unknown): MappedItem {
   }
 
   const mapped: Record<string, unknown> = { event: raw.event, distinct_id: distinctId, properties };
+  let offset = false;
   if (raw.offset !== undefined && raw.offset !== null) {
     if (typeof raw.offset !== "number" || !Number.isFinite(raw.offset) || raw.offset < 0) {
       problems.push({ field: "offset", message: "must be a number of milliseconds, 0 or more" });
@@ -149,8 +164,7 @@ export function mapPosthogEvent(raw: unknown): MappedItem {
       // so any offset too large to be real is a 400 on `offset`, as a time before 2000 would be.
       mapped.timestamp = EARLIEST_TIMESTAMP_MS;
       mapped.sent_at = EARLIEST_TIMESTAMP_MS + Math.round(raw.offset);
-      names.timestamp = "offset";
-      names.sent_at = "offset";
+      offset = true;
     }
   } else {
     if (raw.timestamp !== undefined && raw.timestamp !== null) mapped.timestamp = raw.timestamp;
@@ -158,7 +172,7 @@ export function mapPosthogEvent(raw: unknown): MappedItem {
   }
   if (raw.uuid !== undefined && raw.uuid !== null) mapped.uuid = raw.uuid;
   if (problems.length > 0) return { problems };
-  return { event: mapped, names: names as FieldNames };
+  return { event: mapped, names: NAMES[(inProperties ? 1 : 0) + (offset ? 2 : 0) + (merged ? 4 : 0)]! };
 }
 
 /**

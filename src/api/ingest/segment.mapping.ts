@@ -61,11 +61,61 @@ const OWN_FIELDS: Record<SegmentType, readonly string[]> = {
   group: ["groupId", "traits"],
   alias: ["previousId"],
 };
+/** Every field a call of each type may carry. */
+const ALLOWED = Object.fromEntries(
+  SEGMENT_TYPES.map((type) => [type, new Set([...COMMON_FIELDS, ...OWN_FIELDS[type]])]),
+) as unknown as Record<SegmentType, ReadonlySet<string>>;
+
+/** How each call's Tidemark fields read in Segment's terms (see FieldNames), by call type. */
+const CALL_NAMES: Record<SegmentType, Record<string, string>> = {
+  track: {},
+  page: { "properties.name": "name", "properties.category": "category" },
+  screen: { "properties.name": "name", "properties.category": "category" },
+  identify: { "properties.$set": "traits", "properties.$anon_distinct_id": "anonymousId" },
+  group: { "properties.$group_key": "groupId", "properties.$group_set": "traits" },
+  alias: { "properties.alias": "previousId" },
+};
+const namesFor = (call: SegmentType, distinctField: string, timestampField: string): FieldNames =>
+  Object.freeze({
+    event: "event",
+    "sent_at (batch)": "sentAt (batch)",
+    sent_at: "sentAt",
+    uuid: "messageId",
+    "properties.$context": "context",
+    distinct_id: distinctField,
+    timestamp: timestampField,
+    ...CALL_NAMES[call],
+  });
+/**
+ * The names of a message's fields, made once per combination: by call, then whether the
+ * distinct id is the userId (0) or the anonymousId (1), then whether the time is `timestamp` (0)
+ * or `originalTimestamp` (1).
+ */
+const NAMES = Object.fromEntries(
+  SEGMENT_TYPES.map((call) => [
+    call,
+    ["userId", "anonymousId"].map((d) => ["timestamp", "originalTimestamp"].map((t) => namesFor(call, d, t))),
+  ]),
+) as unknown as Record<SegmentType, FieldNames[][]>;
+
 /** Fields of a batch besides its messages; `context` applies to every message of the batch. */
 const BATCH_FIELDS = ["batch", "sentAt", "context", "integrations", "writeKey", "_metadata"];
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === "object" && value !== null && !Array.isArray(value);
+
+/** A field that must be a JSON object when present: the object, or undefined and a problem. */
+function objectOf(
+  message: Record<string, unknown>,
+  field: string,
+  problems: Problem[],
+): Record<string, unknown> | undefined {
+  const value = message[field];
+  if (value === undefined || value === null) return undefined;
+  if (isObject(value)) return value;
+  problems.push({ field, message: "must be a JSON object" });
+  return undefined;
+}
 
 /** An id as Segment sends one: a non-empty string or a number; null and "" count as absent. */
 const present = (value: unknown): boolean => value !== undefined && value !== null && value !== "";
@@ -109,19 +159,13 @@ export function mapSegmentMessage(
       ],
     };
   }
-  for (const key of Object.keys(message)) {
-    if (!COMMON_FIELDS.includes(key) && !OWN_FIELDS[call].includes(key))
-      problems.push({ field: key, message: `unknown field for a ${call} call` });
+  const allowed = ALLOWED[call];
+  for (const key in message) {
+    if (!allowed.has(key)) problems.push({ field: key, message: `unknown field for a ${call} call` });
   }
 
   // Who: userId, else anonymousId (alias names the user it links to, so userId is required).
-  const names: Record<string, string> = {
-    event: "event",
-    "sent_at (batch)": "sentAt (batch)",
-    sent_at: "sentAt",
-    uuid: "messageId",
-    "properties.$context": "context",
-  };
+  let distinctField = "userId";
   let distinctId: unknown;
   if (call === "alias") {
     if (!present(message.userId))
@@ -129,13 +173,11 @@ export function mapSegmentMessage(
     if (!present(message.previousId))
       problems.push({ field: "previousId", message: "is required for an alias call" });
     distinctId = message.userId;
-    names.distinct_id = "userId";
   } else if (present(message.userId)) {
     distinctId = message.userId;
-    names.distinct_id = "userId";
   } else if (present(message.anonymousId)) {
     distinctId = message.anonymousId;
-    names.distinct_id = "anonymousId";
+    distinctField = "anonymousId";
   } else {
     problems.push({ field: "userId", message: "userId or anonymousId is required" });
   }
@@ -143,13 +185,7 @@ export function mapSegmentMessage(
   // What: the event name and its properties.
   let event: unknown;
   let properties: Record<string, unknown> = {};
-  const objectField = (field: "properties" | "traits" | "context"): Record<string, unknown> | undefined => {
-    const value = message[field];
-    if (value === undefined || value === null) return undefined;
-    if (isObject(value)) return value;
-    problems.push({ field, message: "must be a JSON object" });
-    return undefined;
-  };
+  const objectField = (field: "properties" | "traits" | "context") => objectOf(message, field, problems);
   switch (call) {
     case "track":
       event = message.event;
@@ -163,8 +199,6 @@ export function mapSegmentMessage(
       // The call's own fields say what was viewed, over properties of the same name.
       if (message.name !== undefined) properties.name = message.name;
       if (message.category !== undefined) properties.category = message.category;
-      names["properties.name"] = "name";
-      names["properties.category"] = "category";
       break;
     case "identify": {
       event = "$identify";
@@ -172,8 +206,6 @@ export function mapSegmentMessage(
       if (traits !== undefined) properties.$set = traits;
       if (present(message.userId) && present(message.anonymousId))
         properties.$anon_distinct_id = message.anonymousId;
-      names["properties.$set"] = "traits";
-      names["properties.$anon_distinct_id"] = "anonymousId";
       break;
     }
     case "group": {
@@ -185,8 +217,6 @@ export function mapSegmentMessage(
         $group_key: typeof message.groupId === "number" ? String(message.groupId) : message.groupId,
         $group_set: objectField("traits") ?? {},
       };
-      names["properties.$group_key"] = "groupId";
-      names["properties.$group_set"] = "traits";
       break;
     }
     case "alias":
@@ -194,15 +224,16 @@ export function mapSegmentMessage(
       properties = {
         alias: typeof message.previousId === "number" ? String(message.previousId) : message.previousId,
       };
-      names["properties.alias"] = "previousId";
       break;
   }
-  const context = { ...options.batchContext, ...objectField("context") };
-  if (Object.keys(context).length > 0) properties.$context = context;
+  const own = objectField("context");
+  const context =
+    options.batchContext && own ? { ...options.batchContext, ...own } : (own ?? options.batchContext);
+  if (context !== undefined && Object.keys(context).length > 0) properties.$context = context;
 
   // When: timestamp, else originalTimestamp; sentAt corrects the clock.
   const timestamp = message.timestamp ?? message.originalTimestamp;
-  names.timestamp = message.timestamp === undefined ? "originalTimestamp" : "timestamp";
+  const timestampField = message.timestamp === undefined ? "originalTimestamp" : "timestamp";
 
   // Idempotency: messageId.
   let uuid: string | undefined;
@@ -217,7 +248,10 @@ export function mapSegmentMessage(
   if (timestamp !== undefined && timestamp !== null) mapped.timestamp = timestamp;
   if (message.sentAt !== undefined && message.sentAt !== null) mapped.sent_at = message.sentAt;
   if (uuid !== undefined) mapped.uuid = uuid;
-  return { event: mapped, names: names as FieldNames };
+  return {
+    event: mapped,
+    names: NAMES[call][distinctField === "userId" ? 0 : 1]![timestampField === "timestamp" ? 0 : 1]!,
+  };
 }
 
 /** A single call's body (`POST /v1/track` and the like), checked as Tidemark checks an event. */
