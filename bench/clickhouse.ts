@@ -9,6 +9,7 @@
  *   node --import tsx bench/clickhouse.ts [--events 10000000] [--checkpoint 1000000] [--batch 20000]
  *     [--query-runs 20] [--no-duckdb] [--clickhouse-url http://127.0.0.1:58123]
  *     [--data-dir DIR --keep] [--reuse]   (--reuse: time the queries on the data a --keep run left)
+ *     [--storage-only]   (load, print the bytes on disk per event, drop the database; no dedup or queries)
  *     [--server-generate]  (past the checkpoint, ClickHouse generates the same shape itself: no DuckDB)
  */
 import assert from "node:assert/strict";
@@ -29,7 +30,7 @@ import { ClickHouseQueryBuilder } from "../src/query/clickhouse-builder.js";
 import { clickhouseLiteral } from "../src/query/clickhouse-literal.js";
 import { parseQuerySpec, type QuerySpec } from "../src/query/spec.js";
 import { percentile } from "./load.js";
-import { QUERIES } from "./queries.js";
+import { BROWSERS, DATASET_SPAN_MS, DATASET_START_MS, NAMES, PATHS, PLANS, QUERIES } from "./queries.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -43,6 +44,7 @@ const { values: args } = parseArgs({
     keep: { type: "boolean", default: false },
     reuse: { type: "boolean", default: false },
     "server-generate": { type: "boolean", default: false },
+    "storage-only": { type: "boolean", default: false },
   },
 });
 const EVENTS = Number(args.events);
@@ -50,23 +52,8 @@ const CHECKPOINT = Number(args.checkpoint);
 const BATCH = Number(args.batch);
 const RUNS = Number(args["query-runs"]);
 
-const START = Date.UTC(2026, 7, 1);
-const SPAN = 90 * 86_400_000;
-const NAMES = [
-  "Page View",
-  "Page View",
-  "Page View",
-  "Click",
-  "Click",
-  "Sign Up",
-  "Add To Cart",
-  "Purchase",
-  "Search",
-  "Logout",
-];
-const PATHS = ["/", "/pricing", "/docs", "/blog", "/checkout", "/signup"];
-const PLANS = ["free", "pro", "team"];
-const BROWSERS = ["Chrome", "Firefox", "Safari", "Edge"];
+const START = DATASET_START_MS;
+const SPAN = DATASET_SPAN_MS;
 
 function mulberry32(seed: number): () => number {
   let a = seed;
@@ -309,6 +296,22 @@ async function main(): Promise<void> {
           : ""),
     );
     assert.equal(await sink.countEvents(projectId), EVENTS);
+    await db.command(`OPTIMIZE TABLE ${db.eventsTable} FINAL`);
+    const [size] = await db.query<{ parts: number; compressed: number; uncompressed: number }>(
+      `SELECT count() AS parts, sum(data_compressed_bytes) AS compressed, sum(data_uncompressed_bytes) AS uncompressed
+       FROM system.parts WHERE active AND database = '${db.database}' AND table = 'events'`,
+    );
+    console.log(
+      `on disk after OPTIMIZE FINAL (${size?.parts} active parts): ${f(Number(size?.compressed) / EVENTS)} bytes per event compressed, ` +
+        `${f(Number(size?.uncompressed) / EVENTS)} uncompressed`,
+    );
+    if (args["storage-only"]) {
+      await db.command(`DROP DATABASE IF EXISTS ${database}`);
+      await sink.close();
+      await clickhouse.close();
+      if (!args.keep) rmSync(dataDir, { recursive: true, force: true });
+      return;
+    }
     await measureDedup(EVENTS.toLocaleString("en"), db, projectId, sink, recent);
     assert.equal(await sink.countEvents(projectId), EVENTS, "replays were stored again");
   }

@@ -20,6 +20,7 @@ import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
 import { CHROMIUM, CHROMIUM_ARGS } from "../tests/helpers/browser.js";
 import { startChildServer } from "../tests/helpers/child-server.js";
+import { NAMES, PATHS } from "./queries.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -33,19 +34,6 @@ const EVENTS = Number(args.events);
 const RUNS = Number(args.runs);
 const ADMIN = `bench-${randomUUID()}`;
 const DAY = 86_400_000;
-const NAMES = [
-  "Page View",
-  "Page View",
-  "Page View",
-  "Click",
-  "Click",
-  "Sign Up",
-  "Add To Cart",
-  "Purchase",
-  "Search",
-  "Logout",
-];
-const PATHS = ["/", "/pricing", "/docs", "/blog", "/checkout", "/signup"];
 
 async function post(url: string, key: string, body: unknown): Promise<Response> {
   return fetch(url, {

@@ -17,6 +17,11 @@ export interface LoadOptions {
   durationS: number;
   /** Requests per second offered in all (open loop); 0 for a closed loop. */
   rate?: number;
+  /**
+   * How a request carries its key: headers, and a body of its own when the key is in the body
+   * (PostHog's doors); `Authorization: Bearer <key>` and `body` when absent.
+   */
+  keyed?: (key: string) => { headers: Record<string, string>; body?: string };
 }
 
 export interface LoadResult {
@@ -55,10 +60,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         method: "POST",
         body: options.body,
         setupRequest: (request) => {
-          request.headers = {
-            ...request.headers,
-            authorization: `Bearer ${options.keys[next++ % options.keys.length]}`,
-          };
+          const key = options.keys[next++ % options.keys.length]!;
+          const keyed = options.keyed?.(key);
+          request.headers = { ...request.headers, ...(keyed?.headers ?? { authorization: `Bearer ${key}` }) };
+          if (keyed?.body !== undefined) request.body = keyed.body;
           return request;
         },
       },

@@ -2,6 +2,26 @@
  * The query of every kind the benchmarks time, over the bench dataset (100K users, 10 event
  * names, 2026-08-01 to 2026-10-30): bench/run.ts (embedded) and bench/clickhouse.ts use the same.
  */
+/** The bench dataset's vocabulary: event names (skewed by repetition), paths, plans, browsers. */
+export const NAMES = [
+  "Page View",
+  "Page View",
+  "Page View",
+  "Click",
+  "Click",
+  "Sign Up",
+  "Add To Cart",
+  "Purchase",
+  "Search",
+  "Logout",
+];
+export const PATHS = ["/", "/pricing", "/docs", "/blog", "/checkout", "/signup"];
+export const PLANS = ["free", "pro", "team"];
+export const BROWSERS = ["Chrome", "Firefox", "Safari", "Edge"];
+/** The dataset's 90 days, from 2026-08-01 UTC. */
+export const DATASET_START_MS = Date.UTC(2026, 7, 1);
+export const DATASET_SPAN_MS = 90 * 86_400_000;
+
 export const QUERIES: [string, Record<string, unknown>][] = [
   [
     "trends total/day 30d",

@@ -3,16 +3,21 @@
  * run with the same load generator, so the ratio to this machine's limit is visible.
  * Method and recorded results: bench/README.md and benchmarks/README.md.
  *
- *   npm run bench -- [--duration 20] [--connections 64] [--events 10000000] [--skip-ingest] [--skip-queries]
+ *   npm run bench -- [--duration 20] [--connections 64] [--events 10000000] [--order time,arrival]
+ *                    [--pipeline embedded|sync] [--memory-limit 1GB] [--skip-ingest] [--skip-queries]
+ *                    [--skip-sdk] [--sdk-only] [--sdk-rounds 2]
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { DuckDBInstance } from "@duckdb/node-api";
+import { postgresPipelineEnv } from "../tests/helpers/services.js";
 import { type LoadResult, percentile, runLoad, startNoopServer } from "./load.js";
-import { QUERIES } from "./queries.js";
+import { BROWSERS, DATASET_SPAN_MS, DATASET_START_MS, NAMES, PATHS, PLANS, QUERIES } from "./queries.js";
+import { compareDoors } from "./sdk-doors.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -20,7 +25,13 @@ const { values: args } = parseArgs({
     connections: { type: "string", default: "64" },
     events: { type: "string", default: "10000000" },
     "query-runs": { type: "string", default: "40" },
+    order: { type: "string", default: "time,arrival" },
+    pipeline: { type: "string", default: "embedded" },
+    "memory-limit": { type: "string", default: "1GB" },
     "skip-ingest": { type: "boolean", default: false },
+    "skip-sdk": { type: "boolean", default: false },
+    "sdk-only": { type: "boolean", default: false },
+    "sdk-rounds": { type: "string", default: "2" },
     "skip-queries": { type: "boolean", default: false },
     "keep-data": { type: "boolean", default: false },
   },
@@ -29,12 +40,27 @@ const DURATION_S = Number(args.duration);
 const CONNECTIONS = Number(args.connections);
 const DATASET_EVENTS = Number(args.events);
 const QUERY_RUNS = Number(args["query-runs"]);
+const PIPELINE = args.pipeline ?? "embedded";
+if (PIPELINE !== "embedded" && PIPELINE !== "sync")
+  throw new Error(`--pipeline takes embedded or sync, not ${PIPELINE}`);
+const ORDERS = (args.order ?? "").split(",").filter((o) => o !== "");
+for (const order of ORDERS)
+  if (order !== "time" && order !== "arrival")
+    throw new Error(`--order takes time and/or arrival, not ${order}`);
 const TOKEN = "bench-secret-token";
 const ROOT = new URL("..", import.meta.url).pathname;
 
-async function startTidemark(
-  dataDir: string,
-): Promise<{ url: string; process: ChildProcess; stop(): Promise<void> }> {
+interface BenchServer {
+  url: string;
+  process: ChildProcess;
+  /** Resolves once the server has logged `count` property columns as ready. */
+  propertyColumnsReady(count: number): Promise<void>;
+  /** The server's peak resident memory so far (VmHWM), in MB. */
+  peakRssMb(): number;
+  stop(): Promise<void>;
+}
+
+async function startTidemark(dataDir: string, env: Record<string, string> = {}): Promise<BenchServer> {
   const port = 18000 + Math.floor(Math.random() * 1000);
   const child = spawn(process.execPath, [join(ROOT, "dist/cli.js"), "serve"], {
     env: {
@@ -43,9 +69,22 @@ async function startTidemark(
       HOST: "127.0.0.1",
       SECRET_TOKEN: TOKEN,
       TIDEMARK_DATA_DIR: dataDir,
-      TIDEMARK_LOG_LEVEL: "warn",
+      // info: the bench waits for the "property column ready" lines.
+      TIDEMARK_LOG_LEVEL: "info",
+      // The (project, uuid) key index of 10M events takes about 450 MB, which DuckDB cannot evict.
+      TIDEMARK_DUCKDB_MEMORY_LIMIT: args["memory-limit"] ?? "1GB",
+      ...env,
     },
-    stdio: ["ignore", "inherit", "inherit"],
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let columnsReady = 0;
+  const waiting: { count: number; resolve(): void }[] = [];
+  createInterface({ input: child.stdout! }).on("line", (line) => {
+    if (line.includes('"level":30') && !line.includes("property column")) return;
+    console.log(`  server: ${line.slice(0, 300)}`);
+    if (!line.includes('"msg":"property column ready"')) return;
+    columnsReady++;
+    for (const w of waiting.filter((w) => columnsReady >= w.count)) w.resolve();
   });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 600; i++) {
@@ -58,6 +97,12 @@ async function startTidemark(
   return {
     url,
     process: child,
+    propertyColumnsReady: (count) =>
+      columnsReady >= count ? Promise.resolve() : new Promise((resolve) => waiting.push({ count, resolve })),
+    peakRssMb: () => {
+      const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
+      return Math.round(Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) / 1024);
+    },
     stop: () =>
       new Promise((resolve) => {
         child.once("exit", () => resolve());
@@ -80,7 +125,7 @@ async function createProject(
 }
 
 const event = (i: number) => ({
-  event: ["Page View", "Click", "Add To Cart"][i % 3],
+  event: ["Page View", "Click", "Add To Cart"][i % 3]!,
   distinct_id: `user_${i}`,
   properties: {
     path: "/pricing",
@@ -101,30 +146,31 @@ function printLoad(results: LoadResult[]): void {
   }
 }
 
-/** Generates the query dataset straight into the store file while the server is stopped. */
+/**
+ * Time order: generates the dataset straight into the store file while the server is stopped,
+ * sorted by time as a store whose clients never send late events would be. 100K users
+ * (`user_N`, whose uid is N + 1), 90 days, event names skewed like real traffic, four properties.
+ */
 async function generateDataset(dataDir: string, projectId: string, count: number): Promise<void> {
   const started = performance.now();
   const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
   const connection = await instance.connect();
+  await connection.run(
+    `INSERT INTO distinct_ids SELECT CAST($1 AS UUID), 'user_' || range, range + 1 FROM range(100000)`,
+    [projectId],
+  );
   const chunk = 1_000_000;
   for (let offset = 0; offset < count; offset += chunk) {
     const n = Math.min(chunk, count - offset);
-    // 100K users over 90 days; event names skewed like real traffic; a few properties.
     await connection.run(
-      `INSERT INTO events
-       SELECT CAST($1 AS UUID), uuid(),
-              (['Page View', 'Page View', 'Page View', 'Click', 'Click', 'Sign Up', 'Add To Cart', 'Purchase', 'Search', 'Logout'])[1 + CAST(floor(random() * 10) AS INTEGER)],
-              'user_' || CAST(floor(pow(random(), 1.5) * 100000) AS INTEGER),
+      `INSERT INTO events (project_id, uuid, event, distinct_id, uid, timestamp, properties, received_at)
+       SELECT CAST($1 AS UUID), uuid(), ${sqlPick(NAMES)}, 'user_' || u, u + 1,
               TIMESTAMP '2026-08-01' + to_milliseconds(CAST(floor((($3 + range + random()) / $4) * 90 * 86400000) AS BIGINT)),
-              CAST(json_object(
-                'path', (['/', '/pricing', '/docs', '/blog', '/checkout', '/signup'])[1 + CAST(floor(random() * 6) AS INTEGER)],
-                'plan', (['free', 'pro', 'team'])[1 + CAST(floor(random() * 3) AS INTEGER)],
-                'browser', (['Chrome', 'Firefox', 'Safari', 'Edge'])[1 + CAST(floor(random() * 4) AS INTEGER)],
+              CAST(json_object('path', ${sqlPick(PATHS)}, 'plan', ${sqlPick(PLANS)}, 'browser', ${sqlPick(BROWSERS)},
                 'price', round(random() * 200, 2)) AS JSON),
               now()
-       FROM range($2)
-       -- Events arrive roughly in time order: store them so, as ingest would.
-       ORDER BY 5`,
+       FROM (SELECT range, CAST(floor(pow(random(), 1.5) * 100000) AS INTEGER) AS u FROM range($2))
+       ORDER BY 6`,
       [projectId, n, offset, count],
     );
     process.stdout.write(`  dataset: ${offset + n} events\r`);
@@ -137,23 +183,112 @@ async function generateDataset(dataDir: string, projectId: string, count: number
   );
 }
 
-async function benchQueries(url: string, readKey: string): Promise<void> {
+const sqlPick = (values: readonly string[]) =>
+  `([${values.map((v) => `'${v}'`).join(", ")}])[1 + CAST(floor(random() * ${values.length}) AS INTEGER)]`;
+const pick = <T>(values: readonly T[]): T => values[Math.floor(Math.random() * values.length)]!;
+
+/**
+ * Arrival order: the same distributions sent through POST /api/v1/event/batch (1,000 events a
+ * request, four in flight) in the order clients would send them. Time moves forward with the
+ * load; within it 5 % of events are late by up to two days (devices that were offline), and one
+ * batch in a hundred is a backfill import of events from anywhere in the past.
+ */
+async function loadThroughApi(url: string, apiKey: string, count: number): Promise<void> {
+  const started = performance.now();
+  const batchSize = 1000;
+  let sent = 0;
+  let batchNumber = 0;
+  const nextBody = (): string | undefined => {
+    if (sent >= count) return undefined;
+    const n = Math.min(batchSize, count - sent);
+    const now = DATASET_START_MS + (sent / count) * DATASET_SPAN_MS;
+    const backfill = ++batchNumber % 100 === 0;
+    const events = Array.from({ length: n }, () => {
+      let t = now;
+      if (backfill) t = DATASET_START_MS + Math.random() * (now - DATASET_START_MS);
+      else if (Math.random() < 0.05) t = Math.max(DATASET_START_MS, now - Math.random() * 2 * 86_400_000);
+      return {
+        event: pick(NAMES),
+        distinct_id: `user_${Math.floor(Math.random() ** 1.5 * 100_000)}`,
+        timestamp: Math.floor(t),
+        properties: {
+          path: pick(PATHS),
+          plan: pick(PLANS),
+          browser: pick(BROWSERS),
+          price: Math.round(Math.random() * 20_000) / 100,
+        },
+      };
+    });
+    sent += n;
+    return JSON.stringify({ events });
+  };
+  const worker = async () => {
+    for (let body = nextBody(); body !== undefined; body = nextBody()) {
+      for (;;) {
+        const response = await fetch(`${url}/api/v1/event/batch`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
+          body,
+        });
+        await response.arrayBuffer();
+        if (response.status === 202) break;
+        if (response.status !== 429 && response.status !== 503) throw new Error(`batch: ${response.status}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      if (batchNumber % 200 === 0) process.stdout.write(`  loaded: ${sent} events\r`);
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, worker));
+  const seconds = (performance.now() - started) / 1000;
   console.log(
-    `\n| query (${DATASET_EVENTS.toLocaleString("en")} events) | P50 ms | P95 ms | P99 ms | server took_ms P50 |`,
+    `\n  ${count} events loaded through the API in ${seconds.toFixed(1)} s (${Math.round(count / seconds)} events/s)`,
   );
-  console.log("| --- | ---: | ---: | ---: | ---: |");
+}
+
+/** Runs each query once, so the properties they read get typed columns (embedded), and waits for those. */
+async function warmUp(server: BenchServer, readKey: string): Promise<void> {
+  const properties = new Set<string>();
+  for (const [, spec] of QUERIES) {
+    await postQuery(server.url, readKey, spec);
+    for (const f of (spec.filters as { property: string }[] | undefined) ?? []) properties.add(f.property);
+    if (typeof spec.breakdown === "string") properties.add(spec.breakdown);
+    if (typeof spec.property === "string") properties.add(spec.property);
+  }
+  if (PIPELINE !== "embedded") return;
+  const started = performance.now();
+  await server.propertyColumnsReady(properties.size);
+  console.log(
+    `  property columns of ${[...properties].join(", ")} ready ${((performance.now() - started) / 1000).toFixed(1)} s after the first queries`,
+  );
+}
+
+async function postQuery(
+  url: string,
+  readKey: string,
+  spec: Record<string, unknown>,
+): Promise<{ took_ms: number }> {
+  const response = await fetch(`${url}/api/v1/query`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${readKey}`, "content-type": "application/json" },
+    body: JSON.stringify(spec),
+  });
+  const body = (await response.json()) as { took_ms: number };
+  if (response.status !== 200)
+    throw new Error(`${JSON.stringify(spec)}: ${response.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+async function benchQueries(url: string, readKey: string, order: string): Promise<void> {
+  console.log(
+    `\n| query (${DATASET_EVENTS.toLocaleString("en")} events, ${order} order) | P50 ms | P95 ms | P99 ms | server took_ms P50 | target |`,
+  );
+  console.log("| --- | ---: | ---: | ---: | ---: | --- |");
   for (const [name, spec] of QUERIES) {
     const times: number[] = [];
     const took: number[] = [];
     for (let i = 0; i < QUERY_RUNS + 2; i++) {
       const started = performance.now();
-      const response = await fetch(`${url}/api/v1/query`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${readKey}`, "content-type": "application/json" },
-        body: JSON.stringify(spec),
-      });
-      const body = (await response.json()) as { took_ms: number };
-      if (response.status !== 200) throw new Error(`${name}: ${response.status} ${JSON.stringify(body)}`);
+      const body = await postQuery(url, readKey, spec);
       if (i >= 2) {
         times.push(performance.now() - started);
         took.push(body.took_ms);
@@ -162,9 +297,44 @@ async function benchQueries(url: string, readKey: string): Promise<void> {
     times.sort((a, b) => a - b);
     took.sort((a, b) => a - b);
     const f = (x: number) => x.toFixed(1);
+    const p99 = percentile(times, 99);
     console.log(
-      `| ${name} | ${f(percentile(times, 50))} | ${f(percentile(times, 95))} | ${f(percentile(times, 99))} | ${f(percentile(took, 50))} |`,
+      `| ${name} | ${f(percentile(times, 50))} | ${f(percentile(times, 95))} | ${f(p99)} | ${f(percentile(took, 50))} | ${p99 < 100 ? "met" : `missed (${f(p99)} ≥ 100)`} |`,
     );
+  }
+}
+
+/** A store of DATASET_EVENTS events in `order`, every query kind timed on it, and the server's peak RSS. */
+async function queriesOn(order: string): Promise<void> {
+  if (PIPELINE === "sync" && order !== "arrival") {
+    console.log(`\n${order} order: the sync pipeline's store is loaded through the API only (arrival order)`);
+    return;
+  }
+  const dataDir = mkdtempSync(join(tmpdir(), `tidemark-bench-${order}-`));
+  const cleanups: (() => Promise<void>)[] = [];
+  try {
+    let env: Record<string, string> = {};
+    if (PIPELINE === "sync") {
+      const sync = await postgresPipelineEnv("sync", cleanups);
+      if (typeof sync === "string") throw new Error(`the sync pipeline needs Postgres and Redis: ${sync}`);
+      env = sync;
+    }
+    let server = await startTidemark(dataDir, env);
+    const project = await createProject(server.url, `bench queries, ${order} order`);
+    if (order === "time") {
+      await server.stop();
+      await generateDataset(dataDir, project.id, DATASET_EVENTS);
+      server = await startTidemark(dataDir, env);
+    } else {
+      await loadThroughApi(server.url, project.api_key, DATASET_EVENTS);
+    }
+    await warmUp(server, project.read_key);
+    await benchQueries(server.url, project.read_key, order);
+    console.log(`\nserver peak RSS (VmHWM), ${order} order: ${server.peakRssMb()} MB (goal < 1,024 MB)`);
+    await server.stop();
+  } finally {
+    for (const cleanup of cleanups) await cleanup().catch(() => undefined);
+    if (!args["keep-data"]) rmSync(dataDir, { recursive: true, force: true });
   }
 }
 
@@ -172,11 +342,11 @@ async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-bench-"));
   console.log(`Tidemark bench: ${DURATION_S} s per load run, ${CONNECTIONS} connections, data in ${dataDir}`);
   try {
-    let server = await startTidemark(dataDir);
-    const queryProject = await createProject(server.url, "bench queries");
-    if (!args["skip-ingest"]) {
-      const keys: string[] = [];
+    const server = await startTidemark(dataDir);
+    const keys: string[] = [];
+    if (!args["skip-ingest"] || args["sdk-only"])
       for (let i = 0; i < 150; i++) keys.push((await createProject(server.url, `bench ingest ${i}`)).api_key);
+    if (!args["skip-ingest"] && !args["sdk-only"]) {
       const noop = await startNoopServer();
       const single = JSON.stringify(event(1));
       const batch = JSON.stringify({ events: Array.from({ length: 20 }, (_, i) => event(i)) });
@@ -194,13 +364,36 @@ async function main(): Promise<void> {
       const ratio = results[1]!.rps / results[0]!.rps;
       console.log(`\nsingle events: ${ratio.toFixed(2)}x the no-op server's req/s`);
     }
-    if (!args["skip-queries"]) {
-      await server.stop();
-      await generateDataset(dataDir, queryProject.id, DATASET_EVENTS);
-      server = await startTidemark(dataDir);
-      await benchQueries(server.url, queryProject.read_key);
+    if ((!args["skip-ingest"] && !args["skip-sdk"]) || args["sdk-only"]) {
+      const rounds = Number(args["sdk-rounds"]);
+      console.log(
+        `\nSDK doors: the same events through each door, ${rounds} round(s) of ${DURATION_S} s per door`,
+      );
+      const doors = await compareDoors({
+        url: server.url,
+        keys,
+        single: event(1),
+        batch: Array.from({ length: 20 }, (_, i) => event(i)),
+        connections: CONNECTIONS,
+        durationS: DURATION_S,
+        rounds,
+        serverPid: server.process.pid!,
+      });
+      printLoad(doors.results);
+      console.log("\n| scenario | server CPU µs per event |\n| --- | ---: |");
+      for (const r of doors.results) console.log(`| ${r.name} | ${r.cpuUsPerEvent.toFixed(1)} |`);
+      const list = (values: number[]) => values.map((x) => x.toFixed(2)).join(", ");
+      console.log(
+        "\n| SDK door | against | req/s ratio (median) | per round | CPU per event ratio (median) | per round |",
+      );
+      console.log("| --- | --- | ---: | --- | ---: | --- |");
+      for (const r of doors.ratios)
+        console.log(
+          `| ${r.door} | ${r.native} | ${r.ratio.toFixed(3)} | ${list(r.rounds)} | ${r.cpu.toFixed(3)} | ${list(r.cpuRounds)} |`,
+        );
     }
     await server.stop();
+    if (!args["skip-queries"] && !args["sdk-only"]) for (const order of ORDERS) await queriesOn(order);
   } finally {
     if (!args["keep-data"]) rmSync(dataDir, { recursive: true, force: true });
   }

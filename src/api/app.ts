@@ -14,10 +14,13 @@ import { registerBodyParsing } from "./body-parsing.js";
 import { registerDocs } from "./docs.js";
 import { clientErrorHandler, frameworkErrors, registerErrorHandler } from "./error-handler.js";
 import { registerIngestRoutes } from "./ingest/ingest.routes.js";
+import { IngestGate } from "./ingest/ingest-gate.js";
+import { registerPosthogRoutes } from "./ingest/posthog.routes.js";
+import { registerSegmentRoutes } from "./ingest/segment.routes.js";
 import type { Metrics } from "./ops/metrics.js";
 import { registerOpsRoutes } from "./ops/ops.routes.js";
 import { registerQueryRoutes } from "./query/query.routes.js";
-import { registerWeb } from "./web.js";
+import { registerSdk, registerWeb } from "./web.js";
 
 export interface AppDeps {
   config: Config;
@@ -102,6 +105,11 @@ export async function buildApp(deps: AppDeps): Promise<App> {
           adminToken: { type: "http", scheme: "bearer", description: "SECRET_TOKEN" },
           writeKey: { type: "http", scheme: "bearer", description: "A project's write key, wk_..." },
           writeKeyHeader: { type: "apiKey", in: "header", name: "X-API-Key" },
+          segmentWriteKey: {
+            type: "http",
+            scheme: "basic",
+            description: "A project's write key as the user name, the password empty (Segment's way)",
+          },
           readKey: { type: "http", scheme: "bearer", description: "A project's read key, rk_..." },
         },
       },
@@ -113,7 +121,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     done();
   });
 
-  registerIngestRoutes(fastify, {
+  const gate = new IngestGate({
     config,
     keys,
     rateLimiter: parts.rateLimiter,
@@ -121,11 +129,15 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     ledger,
     metrics,
   });
+  registerIngestRoutes(fastify, { config, gate });
+  registerSegmentRoutes(fastify, { config, gate });
+  await registerPosthogRoutes(fastify, { config, gate, keys });
   registerQueryRoutes(fastify, { keys, projects: parts.projects, analytics: parts.analytics, metrics });
   registerProjectRoutes(fastify, { service, keys });
   registerOpsRoutes(fastify, { parts: parts.lifecycle, metrics, isShuttingDown: () => shuttingDown });
   await registerDocs(fastify);
   await registerWeb(fastify);
+  registerSdk(fastify);
   await fastify.ready();
   return {
     fastify,

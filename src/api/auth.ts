@@ -14,10 +14,25 @@ export function requestKey(request: FastifyRequest): string | undefined {
   return typeof apiKey === "string" && apiKey.length > 0 ? apiKey : undefined;
 }
 
+/**
+ * The user name of `Authorization: Basic base64(user:password)`, as Segment's libraries send
+ * their write key (with an empty password); undefined for any other scheme or a malformed value.
+ */
+export function basicAuthUser(request: FastifyRequest): string | undefined {
+  const match = /^Basic\s+([A-Za-z0-9+/=_-]+)\s*$/i.exec(request.headers.authorization ?? "");
+  if (!match) return undefined;
+  const decoded = Buffer.from(match[1]!, "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  const user = colon < 0 ? decoded : decoded.slice(0, colon);
+  return user.length > 0 ? user : undefined;
+}
+
 interface CacheEntry {
   match: KeyMatch | undefined;
   expiresAt: number;
 }
+
+const MISSING_KEY = "Missing API key: Authorization: Bearer <key> or X-API-Key";
 
 /** The project of a key's match, or the 401/403 it calls for. */
 function projectOf(match: KeyMatch | undefined, kind: "write" | "read"): Project {
@@ -65,20 +80,29 @@ export class KeyResolver {
 
   /** The project of a key of the given kind; 401 for unknown keys, 403 for the wrong kind. */
   async require(request: FastifyRequest, kind: "write" | "read"): Promise<Project> {
-    return this.resolve(request, kind);
+    return this.resolveKey(requestKey(request), kind, MISSING_KEY);
   }
 
   /**
-   * `require`, answered at once (no promise) when the key's lookup is cached, as it is for every
-   * key in use: the ingest hook then runs synchronously (src/api/ingest/ingest.routes.ts).
+   * The project of a key found elsewhere than the usual headers (a Basic-auth user name, a field
+   * of the body); `missing` is the 401's message when there is none.
+   */
+  async requireKey(key: string | undefined, kind: "write" | "read", missing: string): Promise<Project> {
+    return this.resolveKey(key, kind, missing);
+  }
+
+  /** `require`, answered at once when it can be: see resolveKey. */
+  resolve(request: FastifyRequest, kind: "write" | "read"): Project | Promise<Project> {
+    return this.resolveKey(requestKey(request), kind, MISSING_KEY);
+  }
+
+  /**
+   * `requireKey`, answered at once (no promise) when the key's lookup is cached, as it is for
+   * every key in use: the ingest hook then runs synchronously (src/api/ingest/ingest-gate.ts).
    * Throws the 401 or 403 at once when it can tell.
    */
-  resolve(request: FastifyRequest, kind: "write" | "read"): Project | Promise<Project> {
-    const key = requestKey(request);
-    if (!key)
-      throw new AppError("unauthorized", {
-        message: "Missing API key: Authorization: Bearer <key> or X-API-Key",
-      });
+  resolveKey(key: string | undefined, kind: "write" | "read", missing: string): Project | Promise<Project> {
+    if (!key) throw new AppError("unauthorized", { message: missing });
     if (keyKind(key) === undefined) throw new AppError("unauthorized", { message: "Unknown API key" });
     const hash = hashKey(key);
     const cached = this.cache.get(hash);

@@ -39,6 +39,7 @@ async function createEmbedded(config: Config, hooks: PartHooks): Promise<Pipelin
   const db = new DuckDbDatabase(config.dataDir, {
     memoryLimit: config.duckdbMemoryLimit,
     threads: config.duckdbThreads,
+    onMigration: (message, details) => hooks.log?.info(details, message),
   });
   const projects = new DuckDbProjectStore(db);
   // Two commits at once keep DuckDB busy while the previous one waits for its fsync.

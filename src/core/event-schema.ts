@@ -17,7 +17,9 @@ export const IncomingEventSchema = Type.Object(
     // Any JSON object: `additionalProperties: true` checks only that it is one. A Record of
     // Unknown said the same and tested every key against `^(.*)$` (about 1 µs an event).
     properties: Type.Optional(
-      Type.Object({}, { additionalProperties: true, description: "Any JSON object" }),
+      Type.Unsafe<Record<string, unknown>>(
+        Type.Object({}, { additionalProperties: true, description: "Any JSON object" }),
+      ),
     ),
     uuid: Type.Optional(
       Type.String({ pattern: UUID_PATTERN, description: "Idempotency key; generated when absent" }),

@@ -201,8 +201,13 @@ function contentProblems(raw: IncomingEvent, index: number | undefined, batchSen
   return problems;
 }
 
-/** One event, checked: typed when both its shape and its content are right, else its problems. */
-function checkEvent(
+/**
+ * One event, checked: typed when both its shape and its content are right, else its problems
+ * (with `index` when it is part of a batch, and `batchSentAt` the batch's own `sent_at`). The
+ * doors that speak other wire formats check the events they map to with it, so every door
+ * applies the same rules (src/api/ingest/mapped-events.ts).
+ */
+export function checkEvent(
   raw: unknown,
   index: number | undefined,
   batchSentAt: unknown,

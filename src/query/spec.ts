@@ -11,11 +11,17 @@ const IsoTime = Type.Union([Type.String({ maxLength: 64 }), Type.Number()], {
 const PropertyName = Type.String({ minLength: 1, maxLength: 200 });
 const EventName = Type.String({ minLength: 1, maxLength: 200 });
 
+const propertyType = (description: string) =>
+  Type.Optional(Type.Union([Type.Literal("event"), Type.Literal("person")], { description }));
+
 export const FilterSchema = Type.Object(
   {
     property: PropertyName,
     op: Type.Union(["eq", "neq", "contains", "gt", "lt", "is_set"].map((op) => Type.Literal(op))),
     value: Type.Optional(Type.Union([Type.String({ maxLength: 1000 }), Type.Number(), Type.Boolean()])),
+    type: propertyType(
+      "`event` (default): a property of the event. `person`: a property of the event's person, its current value from `$set` and `$set_once` (see Identity in the README)",
+    ),
   },
   { additionalProperties: false },
 );
@@ -23,6 +29,14 @@ export type Filter = Static<typeof FilterSchema>;
 const Filters = Type.Optional(Type.Array(FilterSchema, { maxItems: 20 }));
 const Limit = (max: number) => Type.Optional(Type.Integer({ minimum: 1, maximum: max }));
 const Interval = Type.Union([Type.Literal("hour"), Type.Literal("day"), Type.Literal("week")]);
+
+/** Who a user is when counting and following users; see IDENTITIES. */
+const Identity = Type.Optional(
+  Type.Union([Type.Literal("person"), Type.Literal("distinct_id")], {
+    description:
+      "`person` (default): distinct ids linked by `$identify` or `$create_alias` count as one user, and funnels and retention follow that person across them. `distinct_id`: every distinct id is a user of its own",
+  }),
+);
 
 export const TrendsSpecSchema = Type.Object(
   {
@@ -34,7 +48,11 @@ export const TrendsSpecSchema = Type.Object(
     to: IsoTime,
     filters: Filters,
     breakdown: Type.Optional(PropertyName),
+    breakdown_type: propertyType(
+      "`event` (default): `breakdown` names an event property. `person`: a person property",
+    ),
     limit: Limit(100),
+    identity: Identity,
   },
   { additionalProperties: false },
 );
@@ -46,6 +64,7 @@ export const FunnelSpecSchema = Type.Object(
     from: IsoTime,
     to: IsoTime,
     filters: Filters,
+    identity: Identity,
   },
   { additionalProperties: false },
 );
@@ -59,6 +78,7 @@ export const RetentionSpecSchema = Type.Object(
     from: IsoTime,
     to: IsoTime,
     filters: Filters,
+    identity: Identity,
   },
   { additionalProperties: false },
 );
@@ -121,6 +141,13 @@ export const QueryBodySchema = Type.Union(
 export type QueryBody = Static<typeof QueryBodySchema>;
 const bodyChecker = TypeCompiler.Compile(QueryBodySchema);
 
+/**
+ * Who a user is: `person`, the default (as PostHog counts), makes the distinct ids linked by
+ * `$identify` and `$create_alias` one user; `distinct_id` counts every distinct id apart.
+ */
+export type IdentityMode = "person" | "distinct_id";
+export const DEFAULT_IDENTITY: IdentityMode = "person";
+
 // The specs after defaults are applied and times parsed: what the SQL builders receive.
 export interface TrendsQuery {
   kind: "trends";
@@ -131,7 +158,10 @@ export interface TrendsQuery {
   toMs: number;
   filters: Filter[];
   breakdown?: string;
+  /** Whether `breakdown` is an event property (the default) or a person property. */
+  breakdownType: "event" | "person";
   limit: number;
+  identity: IdentityMode;
 }
 export interface FunnelQuery {
   kind: "funnel";
@@ -140,6 +170,7 @@ export interface FunnelQuery {
   fromMs: number;
   toMs: number;
   filters: Filter[];
+  identity: IdentityMode;
 }
 export interface RetentionQuery {
   kind: "retention";
@@ -150,6 +181,7 @@ export interface RetentionQuery {
   fromMs: number;
   toMs: number;
   filters: Filter[];
+  identity: IdentityMode;
 }
 export interface EventsCursor {
   timestamp: number;
@@ -188,6 +220,38 @@ export type QuerySpec =
   | EventsQuery
   | TopEventsQuery
   | TopValuesQuery;
+
+/** A filter on a person property rather than on the event's own. */
+export const isPersonFilter = (filter: Filter): boolean => filter.type === "person";
+
+/** The event property names a query reads (its filters, breakdown or top-values property). */
+export function propertiesReadBy(spec: QuerySpec): Set<string> {
+  const names = new Set(
+    spec.filters.filter((filter) => !isPersonFilter(filter)).map((filter) => filter.property),
+  );
+  if (spec.kind === "trends" && spec.breakdown !== undefined && spec.breakdownType === "event")
+    names.add(spec.breakdown);
+  if (spec.kind === "top_values") names.add(spec.property);
+  return names;
+}
+
+/** The person property names a query reads (person filters, a person breakdown). */
+export function personPropertiesReadBy(spec: QuerySpec): Set<string> {
+  const names = new Set(spec.filters.filter(isPersonFilter).map((filter) => filter.property));
+  if (spec.kind === "trends" && spec.breakdown !== undefined && spec.breakdownType === "person")
+    names.add(spec.breakdown);
+  return names;
+}
+
+/**
+ * Whether the query counts or follows users, so that `identity: "person"` changes its answer:
+ * unique users in trends, funnels, retention.
+ */
+export function countsUsers(spec: QuerySpec): boolean {
+  if (spec.kind === "trends") return spec.math === "unique_users" && spec.identity === "person";
+  if (spec.kind === "funnel" || spec.kind === "retention") return spec.identity === "person";
+  return false;
+}
 
 export interface TrendsResult {
   series: { breakdown_value: string | null; total: number; points: { t: string; value: number }[] }[];
@@ -354,6 +418,9 @@ export function toQuerySpec(spec: QueryBody): QuerySpec {
           },
         ]);
       }
+      if (spec.breakdown_type !== undefined && spec.breakdown === undefined) {
+        invalid([{ field: "breakdown_type", message: "needs a breakdown to apply to" }]);
+      }
       return {
         kind: "trends",
         event: spec.event,
@@ -363,7 +430,9 @@ export function toQuerySpec(spec: QueryBody): QuerySpec {
         toMs,
         filters: checkFilters(spec.filters),
         breakdown: spec.breakdown,
+        breakdownType: spec.breakdown_type ?? "event",
         limit: spec.limit ?? 10,
+        identity: spec.identity ?? DEFAULT_IDENTITY,
       };
     }
     case "funnel":
@@ -373,6 +442,7 @@ export function toQuerySpec(spec: QueryBody): QuerySpec {
         windowSeconds: spec.window_seconds ?? 86400,
         ...range(spec.from, spec.to),
         filters: checkFilters(spec.filters),
+        identity: spec.identity ?? DEFAULT_IDENTITY,
       };
     case "retention": {
       const { fromMs, toMs } = range(spec.from, spec.to);
@@ -389,6 +459,7 @@ export function toQuerySpec(spec: QueryBody): QuerySpec {
         fromMs,
         toMs,
         filters: checkFilters(spec.filters),
+        identity: spec.identity ?? DEFAULT_IDENTITY,
       };
     }
     case "events": {

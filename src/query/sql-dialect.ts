@@ -1,3 +1,5 @@
+import type { PeopleRow } from "./identity.js";
+
 /**
  * What differs between the SQL engines that share src/query/sql-builder.ts (DuckDB, Postgres).
  * Every method returns SQL text around a placeholder reference such as `$3`; values are always
@@ -7,6 +9,11 @@
  * event (text), distinct_id (text), timestamp (UTC timestamp), properties (JSON), received_at.
  */
 export interface SqlDialect {
+  /**
+   * The column that identifies a user in distinct counts and in the joins of funnels and
+   * retention: `distinct_id`, or an integer standing for it one to one (DuckDB's `uid`).
+   */
+  userColumn: string;
   /** The value to bind for a property name (a JSON pointer for DuckDB, the key for Postgres). */
   propertyPathValue(name: string): string;
   /** The property of the JSON column as text, NULL when absent or JSON null. */
@@ -25,4 +32,13 @@ export interface SqlDialect {
   uuid(ref: string): string;
   /** A text expression in byte order, for deterministic ties across engines. */
   binaryOrder(expr: string): string;
+  /** The property of the JSON column as JSON text (an object stays an object), NULL when absent. */
+  propertyJson(column: string, pathRef: string): string;
+  /**
+   * A query's people (identity.ts) as one bound text: `encodePeople` writes it, `peopleRelation`
+   * reads it back as a relation of (id, person, properties JSON), id and person in the type of
+   * `userColumn`.
+   */
+  encodePeople(rows: readonly PeopleRow[]): string;
+  peopleRelation(ref: string): string;
 }

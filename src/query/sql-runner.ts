@@ -1,8 +1,18 @@
 import {
+  IdentityResolver,
+  type IdentitySource,
+  type LinkRow,
+  type PeopleResolver,
+  type PropertyRow,
+  type QueryPeople,
+} from "./identity.js";
+import {
+  countsUsers,
   type EventsResult,
   encodeCursor,
   type FunnelResult,
   INTERVAL_MS,
+  personPropertiesReadBy,
   type QueryResult,
   type QuerySpec,
   type RetentionResult,
@@ -38,39 +48,94 @@ function bucketsBetween(unit: "hour" | "day" | "week", fromMs: number, toMs: num
   return buckets;
 }
 
+const text = (value: unknown): string | null =>
+  value === null || value === undefined || value === "" ? null : String(value);
+
+/**
+ * Where identity.ts reads a project's links and person properties: the builder's statements, run
+ * on the store. `overrides` replace a part (DuckDB keeps its markers in memory and names users by
+ * uid).
+ */
+export function sqlIdentitySource<K extends string | number = string>(
+  statements: QueryStatements,
+  run: RunSql,
+  overrides: Partial<IdentitySource<K>> = {},
+): IdentitySource<K> {
+  const count = async (statement: SqlStatement) => String(num((await run(statement))[0]?.n));
+  return {
+    linkMarker: (projectId) => count(statements.linkCount(projectId)),
+    propertyMarker: (projectId) => count(statements.propertyEventCount(projectId)),
+    readLinks: async (projectId) =>
+      (await run(statements.links(projectId))).map(
+        (row): LinkRow => ({
+          distinctId: String(row.distinct_id),
+          event: String(row.event),
+          anonId: text(row.anon),
+          alias: text(row.alias),
+        }),
+      ),
+    readPropertyEvents: async (projectId) =>
+      (await run(statements.propertyEvents(projectId))).map(
+        (row): PropertyRow => ({
+          distinctId: String(row.distinct_id),
+          timestamp: num(row.ts),
+          uuid: String(row.uuid),
+          set: text(row.set),
+          setOnce: text(row.set_once),
+        }),
+      ),
+    // Where users are named by their distinct id, every id is its own key.
+    userKeys: async (_projectId, ids) => new Map(ids.map((id) => [id, id as K])),
+    ...overrides,
+  };
+}
+
 /**
  * Runs any query kind on an engine with a SqlDialect (or its own statement builder) and shapes
  * the answer. The shaping lives here once, so DuckDB, Postgres and ClickHouse answer identically.
+ * Queries that count persons or read person properties get their people from `identity` (by
+ * default, resolved from the builder's statements and cached for the runner's life).
  */
 export class SqlQueryRunner {
   private readonly builder: QueryStatements;
+  private readonly identity: PeopleResolver;
 
   constructor(
     dialectOrBuilder: SqlDialect | QueryStatements,
     private readonly run: RunSql,
+    identity?: PeopleResolver,
   ) {
     this.builder = "trends" in dialectOrBuilder ? dialectOrBuilder : new SqlQueryBuilder(dialectOrBuilder);
+    this.identity = identity ?? new IdentityResolver(sqlIdentitySource(this.builder, run));
   }
 
   async query(projectId: string, spec: QuerySpec): Promise<QueryResult> {
+    const persons = countsUsers(spec);
+    const names = personPropertiesReadBy(spec);
+    const people =
+      persons || names.size > 0 ? await this.identity.people(projectId, persons, names) : undefined;
     switch (spec.kind) {
       case "trends":
-        return this.trends(projectId, spec);
+        return this.trends(projectId, spec, people);
       case "funnel":
-        return this.funnel(projectId, spec);
+        return this.funnel(projectId, spec, people);
       case "retention":
-        return this.retention(projectId, spec);
+        return this.retention(projectId, spec, people);
       case "events":
-        return this.events(projectId, spec);
+        return this.events(projectId, spec, people);
       case "top_events":
-        return this.topEvents(projectId, spec);
+        return this.topEvents(projectId, spec, people);
       case "top_values":
-        return this.topValues(projectId, spec);
+        return this.topValues(projectId, spec, people);
     }
   }
 
-  private async trends(projectId: string, q: Extract<QuerySpec, { kind: "trends" }>): Promise<TrendsResult> {
-    const rows = await this.run(this.builder.trends(projectId, q));
+  private async trends(
+    projectId: string,
+    q: Extract<QuerySpec, { kind: "trends" }>,
+    people?: QueryPeople,
+  ): Promise<TrendsResult> {
+    const rows = await this.run(this.builder.trends(projectId, q, people));
     const buckets = bucketsBetween(q.interval, q.fromMs, q.toMs);
     const bySeries = new Map<string | null, { total: number; values: Map<number, number> }>();
     for (const row of rows) {
@@ -100,8 +165,12 @@ export class SqlQueryRunner {
     return { series };
   }
 
-  private async funnel(projectId: string, q: Extract<QuerySpec, { kind: "funnel" }>): Promise<FunnelResult> {
-    const [row = {}] = await this.run(this.builder.funnel(projectId, q));
+  private async funnel(
+    projectId: string,
+    q: Extract<QuerySpec, { kind: "funnel" }>,
+    people?: QueryPeople,
+  ): Promise<FunnelResult> {
+    const [row = {}] = await this.run(this.builder.funnel(projectId, q, people));
     const counts = q.steps.map((_, i) => num(row[`c${i}`]));
     const first = counts[0] ?? 0;
     return {
@@ -121,14 +190,17 @@ export class SqlQueryRunner {
   private async retention(
     projectId: string,
     q: Extract<QuerySpec, { kind: "retention" }>,
+    people?: QueryPeople,
   ): Promise<RetentionResult> {
     const size = INTERVAL_MS[q.interval];
     const cohortStarts = bucketsBetween(q.interval, q.fromMs, q.toMs);
     const firstCohort = cohortStarts[0] ?? bucketStart(q.interval, q.fromMs);
     const lastCohort = cohortStarts.at(-1) ?? firstCohort;
     const [sizeRows, returnRows] = await Promise.all([
-      this.run(this.builder.retentionCohorts(projectId, q)),
-      this.run(this.builder.retentionReturns(projectId, q, firstCohort, lastCohort + q.periods * size)),
+      this.run(this.builder.retentionCohorts(projectId, q, people)),
+      this.run(
+        this.builder.retentionReturns(projectId, q, firstCohort, lastCohort + q.periods * size, people),
+      ),
     ]);
     const sizes = new Map(sizeRows.map((row) => [num(row.cohort), num(row.size)]));
     const values = new Map<number, number[]>();
@@ -152,8 +224,12 @@ export class SqlQueryRunner {
     };
   }
 
-  private async events(projectId: string, q: Extract<QuerySpec, { kind: "events" }>): Promise<EventsResult> {
-    const rows = await this.run(this.builder.events(projectId, q));
+  private async events(
+    projectId: string,
+    q: Extract<QuerySpec, { kind: "events" }>,
+    people?: QueryPeople,
+  ): Promise<EventsResult> {
+    const rows = await this.run(this.builder.events(projectId, q, people));
     const page = rows.slice(0, q.limit);
     const events = page.map((row) => ({
       uuid: String(row.uuid),
@@ -174,16 +250,18 @@ export class SqlQueryRunner {
   private async topEvents(
     projectId: string,
     q: Extract<QuerySpec, { kind: "top_events" }>,
+    people?: QueryPeople,
   ): Promise<TopEventsResult> {
-    const rows = await this.run(this.builder.topEvents(projectId, q));
+    const rows = await this.run(this.builder.topEvents(projectId, q, people));
     return { events: rows.map((row) => ({ event: String(row.event), count: num(row.count) })) };
   }
 
   private async topValues(
     projectId: string,
     q: Extract<QuerySpec, { kind: "top_values" }>,
+    people?: QueryPeople,
   ): Promise<TopValuesResult> {
-    const rows = await this.run(this.builder.topValues(projectId, q));
+    const rows = await this.run(this.builder.topValues(projectId, q, people));
     return { values: rows.map((row) => ({ value: String(row.value), count: num(row.count) })) };
   }
 }

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { startTestTidemark, type TestTidemark } from "../helpers/tidemark.js";
-import { type DataEvent, makeDataset } from "./dataset.js";
+import { makeDataset } from "./dataset.js";
+import { identityCases, identityEvents, makeIdentityDataset } from "./identity-dataset.js";
 import { checkEventsQueries, queryCases } from "./query-cases.js";
 
 /**
@@ -99,6 +100,75 @@ export function pipelineConformance(
     await t.test("events: newest first, filters, cursor pagination", () =>
       checkEventsQueries(data, (spec) => query(tidemark, project.read_key, spec)),
     );
+
+    // Identity: a project of its own, whose links and person properties come from stored events
+    // like any other (tests/conformance/identity-dataset.ts).
+    const people = makeIdentityDataset();
+    const identity = await tidemark.createProject("ENTERPRISE", `identity ${name}`);
+    await ingest(tidemark, identity.api_key, people);
+    await waitForStored(tidemark, identity.id, people.length);
+    for (const c of identityCases(people)) {
+      await t.test(c.name, async () => {
+        const answer = await query(tidemark, identity.read_key, c.spec);
+        delete answer.took_ms;
+        assert.deepEqual(answer, c.expected);
+      });
+    }
+    await t.test("identity: events filtered by a person property", async () => {
+      const { expected, actual } = await identityEvents(people, (spec) =>
+        query(tidemark, identity.read_key, spec),
+      );
+      assert.ok(expected.length > 0);
+      assert.deepEqual(actual, expected);
+    });
+    await t.test("identity: a link stored later changes the next answer", async () => {
+      const spec = {
+        kind: "funnel",
+        steps: ["Page View", "Purchase"],
+        window_seconds: 86_400,
+        from: "2026-11-02",
+        to: "2026-11-03",
+      };
+      const send = async (events: object[]) => {
+        const response = await tidemark.request("POST", "/api/v1/event/batch", {
+          key: identity.api_key,
+          body: { events },
+        });
+        assert.equal(response.status, 202, JSON.stringify(response.body));
+      };
+      await send([
+        { event: "Page View", distinct_id: "late_anon", timestamp: "2026-11-02T10:00:00Z" },
+        { event: "Purchase", distinct_id: "late_user", timestamp: "2026-11-02T11:00:00Z" },
+      ]);
+      await waitForStored(tidemark, identity.id, people.length + 2);
+      const before = await query(tidemark, identity.read_key, spec);
+      assert.deepEqual(
+        before.steps.map((s: { count: number }) => s.count),
+        [1, 0],
+      );
+      await send([
+        {
+          event: "$identify",
+          distinct_id: "late_user",
+          timestamp: "2026-11-02T12:00:00Z",
+          properties: { $anon_distinct_id: "late_anon", $set: { plan: "late" } },
+        },
+      ]);
+      await waitForStored(tidemark, identity.id, people.length + 3);
+      const after = await query(tidemark, identity.read_key, spec);
+      assert.deepEqual(
+        after.steps.map((s: { count: number }) => s.count),
+        [1, 1],
+      );
+      const late = await query(tidemark, identity.read_key, {
+        kind: "trends",
+        math: "unique_users",
+        from: spec.from,
+        to: spec.to,
+        filters: [{ property: "plan", op: "eq", value: "late", type: "person" }],
+      });
+      assert.equal(late.series[0].total, 1);
+    });
   });
 }
 
@@ -108,7 +178,7 @@ async function query(tidemark: TestTidemark, key: string, spec: Record<string, u
   return response.body;
 }
 
-async function ingest(tidemark: TestTidemark, key: string, data: readonly DataEvent[]): Promise<void> {
+async function ingest(tidemark: TestTidemark, key: string, data: readonly object[]): Promise<void> {
   for (let i = 0; i < data.length; i += 100) {
     const response = await tidemark.request("POST", "/api/v1/event/batch", {
       key,

@@ -452,6 +452,10 @@ test("the dashboard shows what the API answers", async (t) => {
       (await page.getByTestId("curl-snippet").textContent()) ?? "",
       /curl -X POST .*\/api\/v1\/event/,
     );
+    assert.equal(
+      await page.getByTestId("script-snippet").textContent(),
+      `<script src="${server.url}/sdk/tidemark.js" data-key="$WRITE_KEY"></script>`,
+    );
     await capture(page, "admin");
 
     // Create a project through the page: its keys are shown once.
@@ -468,6 +472,10 @@ test("the dashboard shows what the API answers", async (t) => {
     const made = listed.projects.find((p) => p.name === "made in the browser");
     assert.ok(made);
     assert.match((await page.getByTestId("curl-snippet").textContent()) ?? "", new RegExp(writeKey));
+    assert.match(
+      (await page.getByTestId("script-snippet").textContent()) ?? "",
+      new RegExp(`data-key="${writeKey}"`),
+    );
     await capture(page, "admin-created");
 
     // Change its plan.

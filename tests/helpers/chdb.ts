@@ -1,4 +1,5 @@
 import { Session } from "chdb";
+import type { ExternalTable } from "../../src/query/sql-builder.js";
 import type { Row } from "../../src/query/sql-runner.js";
 
 /**
@@ -9,7 +10,34 @@ import type { Row } from "../../src/query/sql-runner.js";
 export class Chdb {
   private readonly session = new Session();
 
-  async query(sql: string): Promise<Row[]> {
+  /**
+   * Runs a SELECT. `tables` (a query's external data on the server) become tables of the session's
+   * current database for this query alone, so the same SQL text reads them by name.
+   */
+  query(sql: string, tables: readonly ExternalTable[] = []): Promise<Row[]> {
+    if (tables.length === 0) return this.select(sql);
+    // One query with tables at a time: they share the tables' names (retention asks two at once).
+    const result = this.withTablesTail.then(() => this.queryWithTables(sql, tables));
+    this.withTablesTail = result.catch(() => undefined);
+    return result;
+  }
+
+  private withTablesTail: Promise<unknown> = Promise.resolve();
+
+  private async queryWithTables(sql: string, tables: readonly ExternalTable[]): Promise<Row[]> {
+    for (const table of tables) {
+      await this.session.queryAsync(`DROP TABLE IF EXISTS ${table.name}`);
+      await this.session.queryAsync(`CREATE TABLE ${table.name} (${table.structure}) ENGINE = Memory`);
+      if (table.rows.length > 0) await this.insert(table.name, table.rows);
+    }
+    try {
+      return await this.select(sql);
+    } finally {
+      for (const table of tables) await this.session.queryAsync(`DROP TABLE IF EXISTS ${table.name}`);
+    }
+  }
+
+  private async select(sql: string): Promise<Row[]> {
     const result = await this.session.queryAsync(sql, { format: "JSONEachRow" });
     const text = result.text().trim();
     return text === "" ? [] : text.split("\n").map((line) => JSON.parse(line) as Row);

@@ -106,6 +106,119 @@ test("ingest: no body makes it answer 5xx", async () => {
   );
 });
 
+/** Segment's and PostHog's fields, so their mappings are reached with every kind of value. */
+const anyValue = fc.oneof(
+  fc.string({ maxLength: 60 }),
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.jsonValue(),
+);
+const segmentLike = fc.record(
+  {
+    type: fc.oneof(fc.constantFrom("track", "identify", "page", "screen", "group", "alias"), fc.string()),
+    userId: anyValue,
+    anonymousId: anyValue,
+    event: anyValue,
+    name: anyValue,
+    category: anyValue,
+    properties: fc.oneof(fc.dictionary(fc.string(), fc.jsonValue()), anyValue),
+    traits: fc.oneof(fc.dictionary(fc.string(), fc.jsonValue()), anyValue),
+    context: fc.oneof(fc.dictionary(fc.string(), fc.jsonValue()), anyValue),
+    groupId: anyValue,
+    previousId: anyValue,
+    messageId: fc.oneof(fc.string(), fc.uuid(), anyValue),
+    timestamp,
+    originalTimestamp: timestamp,
+    sentAt: timestamp,
+  },
+  { requiredKeys: [] },
+);
+const posthogLike = fc.record(
+  {
+    event: anyValue,
+    distinct_id: anyValue,
+    properties: fc.oneof(fc.dictionary(fc.string(), fc.jsonValue()), anyValue),
+    timestamp,
+    offset: fc.oneof(fc.integer(), fc.double(), anyValue),
+    uuid: fc.oneof(fc.uuid(), anyValue),
+    $set: fc.oneof(fc.dictionary(fc.string(), fc.jsonValue()), anyValue),
+    $set_once: anyValue,
+    token: anyValue,
+    sent_at: timestamp,
+  },
+  { requiredKeys: [] },
+);
+
+test("Segment and PostHog doors: no body makes them answer 5xx", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom("track", "identify", "page", "screen", "group", "alias"),
+      fc.oneof(segmentLike, fc.jsonValue()),
+      async (type, body) => {
+        await send(`/v1/${type}`, project.api_key, body as object);
+      },
+    ),
+    { numRuns: RUNS },
+  );
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(
+        fc.record(
+          {
+            batch: fc.array(fc.oneof(segmentLike, fc.jsonValue()), { maxLength: 20 }),
+            context: anyValue,
+            sentAt: timestamp,
+          },
+          { requiredKeys: ["batch"] },
+        ),
+        fc.jsonValue(),
+      ),
+      async (body) => {
+        await send("/v1/batch", project.api_key, body as object);
+      },
+    ),
+    { numRuns: RUNS },
+  );
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(
+        fc.record(
+          {
+            api_key: fc.constant(project.api_key),
+            batch: fc.array(fc.oneof(posthogLike, fc.jsonValue()), { maxLength: 20 }),
+            sent_at: timestamp,
+          },
+          { requiredKeys: ["api_key", "batch"] },
+        ),
+        posthogLike.map((e) => ({ ...e, api_key: project.api_key })),
+        fc.array(posthogLike.map((e) => ({ ...e, properties: { token: project.api_key } }))),
+        fc.jsonValue(),
+      ),
+      fc.constantFrom("/capture/", "/batch/", "/e/", "/i/v0/e/", "/flags/", "/decide/"),
+      async (body, url) => {
+        await send(url, project.api_key, body as object);
+      },
+    ),
+    { numRuns: RUNS },
+  );
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(
+        fc.string(),
+        fc.base64String().map((b) => `data=${b}`),
+      ),
+      fc.constantFrom("application/json", "text/plain", "application/x-www-form-urlencoded"),
+      fc.constantFrom("/e/", "/e/?compression=gzip-js", "/e/?compression=base64", "/flags/"),
+      async (raw, type, url) => {
+        await send(url, project.api_key, raw, type);
+      },
+    ),
+    { numRuns: RUNS },
+  );
+});
+
 const filter = fc.record(
   {
     property: fc.oneof(

@@ -7,13 +7,13 @@ import { fileURLToPath } from "node:url";
 import { type ChildServer, startChildServer } from "../helpers/child-server.js";
 import { ensureFreshBuild } from "../helpers/services.js";
 
-// Every curl example of the README's quick start and HTTP API sections is run against a real,
+// Every curl example of the README's quick start, HTTP API and SDK sections is run against a real,
 // listening server, in order, through the HTTP path curl would take (the command is parsed, not
 // spawned, so the test needs no curl). Each must answer the status after its "# ->" line, with
 // every field that line shows.
 
 const README = readFileSync(fileURLToPath(new URL("../../README.md", import.meta.url)), "utf8");
-const SECTIONS = ["Quick start", "The HTTP API"];
+const SECTIONS = ["Quick start", "The HTTP API", "Segment and PostHog SDKs"];
 const TOKEN = "readme-example-secret-0123456789";
 
 interface Example {
@@ -146,6 +146,9 @@ function curlRequest(words: string[]): { method: string; url: string; headers: H
       const header = words[++i]!;
       const colon = header.indexOf(":");
       headers.set(header.slice(0, colon).trim(), header.slice(colon + 1).trim());
+    } else if (word === "-u" || word === "--user") {
+      // Basic auth, as curl sends it: "user:password" in base64.
+      headers.set("authorization", `Basic ${Buffer.from(words[++i]!).toString("base64")}`);
     } else if (["-d", "--data", "--data-raw", "--data-binary"].includes(word)) body = words[++i];
     else if (["-s", "-S", "-i", "--silent", "--show-error", "--fail"].includes(word)) continue;
     else if (word.startsWith("-")) assert.fail(`curl option ${word} is not understood by this test`);
@@ -183,7 +186,7 @@ after(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-test("every curl example of the README's quick start and HTTP API answers as documented", async () => {
+test("every curl example of the README's quick start, HTTP API and SDK sections answers as documented", async () => {
   const all = SECTIONS.flatMap((section) => bashBlocks(section).flatMap(examples));
   const kinds = new Set(all.flatMap((e) => [...e.command.matchAll(/"kind": "(\w+)"/g)].map((m) => m[1]!)));
   assert.deepEqual(

@@ -7,6 +7,7 @@ import { ClickHouseQueryBuilder } from "../../src/query/clickhouse-builder.js";
 import { parseQuerySpec } from "../../src/query/spec.js";
 import { SqlQueryRunner } from "../../src/query/sql-runner.js";
 import { makeDataset } from "../conformance/dataset.js";
+import { identityCases, identityEvents, makeIdentityDataset } from "../conformance/identity-dataset.js";
 import { checkEventsQueries, queryCases } from "../conformance/query-cases.js";
 import { Chdb } from "../helpers/chdb.js";
 
@@ -18,7 +19,11 @@ const database = "tidemark_chdb_test";
 const table = `${database}.events`;
 const projectId = randomUUID();
 const data = makeDataset();
-const runner = new SqlQueryRunner(new ClickHouseQueryBuilder(table), ({ sql }) => chdb.query(sql));
+const identityProject = randomUUID();
+const people = makeIdentityDataset();
+const runner = new SqlQueryRunner(new ClickHouseQueryBuilder(table), ({ sql, tables }) =>
+  chdb.query(sql, tables),
+);
 
 before(async () => {
   for (const statement of schemaStatements(database)) await chdb.command(statement);
@@ -36,6 +41,20 @@ before(async () => {
     }),
   );
   await chdb.insert(table, rows);
+  await chdb.insert(
+    table,
+    people.map((e) =>
+      toClickHouseRow({
+        projectId: identityProject,
+        uuid: e.uuid,
+        event: e.event,
+        distinctId: String(e.distinct_id),
+        timestamp: e.timestamp,
+        properties: JSON.stringify(e.properties),
+        receivedAt: e.timestamp + 1000,
+      }),
+    ),
+  );
 });
 after(() => chdb.close());
 
@@ -48,6 +67,21 @@ test("chdb: every query kind's ClickHouse SQL gives the conformance answers on c
   await t.test("events: newest first, cursor pagination, filters", () =>
     checkEventsQueries(data, async (spec) => (await runner.query(projectId, parseQuerySpec(spec))) as never),
   );
+});
+
+test("chdb: persons and person properties give the identity conformance answers on current ClickHouse", async (t) => {
+  for (const c of identityCases(people)) {
+    await t.test(c.name, async () => {
+      assert.deepEqual(await runner.query(identityProject, parseQuerySpec(c.spec)), c.expected);
+    });
+  }
+  await t.test("events filtered by a person property", async () => {
+    const { expected, actual } = await identityEvents(
+      people,
+      async (spec) => (await runner.query(identityProject, parseQuerySpec(spec))) as never,
+    );
+    assert.deepEqual(actual, expected);
+  });
 });
 
 test("chdb: another project's rows never reach an answer", async () => {

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { AppError } from "../../src/core/errors.js";
-import { parseQuerySpec } from "../../src/query/spec.js";
+import {
+  countsUsers,
+  parseQuerySpec,
+  personPropertiesReadBy,
+  propertiesReadBy,
+} from "../../src/query/spec.js";
 
 const FROM = Date.UTC(2026, 0, 1);
 const TO = Date.UTC(2026, 1, 1);
@@ -17,7 +22,9 @@ test("each kind parses with its defaults applied and its times read", () => {
     toMs: TO,
     filters: [],
     breakdown: undefined,
+    breakdownType: "event",
     limit: 10,
+    identity: "person",
   });
   assert.deepEqual(parseQuerySpec({ kind: "funnel", steps: ["a", "b"], ...range }), {
     kind: "funnel",
@@ -26,6 +33,7 @@ test("each kind parses with its defaults applied and its times read", () => {
     fromMs: FROM,
     toMs: TO,
     filters: [],
+    identity: "person",
   });
   assert.deepEqual(
     parseQuerySpec({ kind: "retention", start_event: "s", return_event: "r", interval: "week", ...range }),
@@ -38,6 +46,7 @@ test("each kind parses with its defaults applied and its times read", () => {
       fromMs: FROM,
       toMs: TO,
       filters: [],
+      identity: "person",
     },
   );
   assert.deepEqual(parseQuerySpec({ kind: "events" }), {
@@ -101,6 +110,16 @@ test("each bad field is a 400 that names it", () => {
     [{ kind: "events", cursor: "not-a-cursor" }, "cursor"],
     [{ kind: "top_events", to: "2026-01-01" }, "from"],
     [{ kind: "top_values", ...range }, "property"],
+    [{ kind: "trends", ...range, identity: "people" }, "identity"],
+    [{ kind: "funnel", steps: ["a", "b"], identity: "user", ...range }, "identity"],
+    [{ kind: "events", identity: "person" }, "identity"],
+    [{ kind: "top_events", ...range, identity: "person" }, "identity"],
+    [{ kind: "trends", ...range, breakdown_type: "person" }, "breakdown_type"],
+    [{ kind: "trends", ...range, breakdown: "plan", breakdown_type: "group" }, "breakdown_type"],
+    [
+      { kind: "trends", ...range, filters: [{ property: "p", op: "is_set", type: "user" }] },
+      "filters.0.type",
+    ],
   ];
   for (const [body, field] of cases) {
     assert.throws(
@@ -116,4 +135,33 @@ test("each bad field is a 400 that names it", () => {
       },
     );
   }
+});
+
+test("identity options: persons by default, distinct ids on request, person properties by type", () => {
+  const trends = parseQuerySpec({
+    kind: "trends",
+    ...range,
+    math: "unique_users",
+    breakdown: "plan",
+    breakdown_type: "person",
+    identity: "distinct_id",
+    filters: [
+      { property: "plan", op: "eq", value: "pro", type: "person" },
+      { property: "path", op: "eq", value: "/", type: "event" },
+      { property: "price", op: "gt", value: 1 },
+    ],
+  });
+  assert.equal(trends.kind === "trends" && trends.identity, "distinct_id");
+  assert.equal(trends.kind === "trends" && trends.breakdownType, "person");
+  assert.deepEqual([...personPropertiesReadBy(trends)], ["plan"]);
+  assert.deepEqual([...propertiesReadBy(trends)], ["path", "price"]);
+  assert.equal(countsUsers(trends), false, "distinct ids: no persons to resolve");
+  assert.equal(countsUsers(parseQuerySpec({ kind: "trends", ...range, math: "unique_users" })), true);
+  assert.equal(countsUsers(parseQuerySpec({ kind: "trends", ...range })), false, "a total counts events");
+  assert.equal(countsUsers(parseQuerySpec({ kind: "funnel", steps: ["a", "b"], ...range })), true);
+  assert.equal(
+    countsUsers(parseQuerySpec({ kind: "retention", start_event: "a", return_event: "b", ...range })),
+    true,
+  );
+  assert.equal(countsUsers(parseQuerySpec({ kind: "events" })), false);
 });

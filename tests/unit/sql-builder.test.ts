@@ -6,6 +6,7 @@ import type { SqlDialect } from "../../src/query/sql-dialect.js";
 
 /** A dialect that writes each operation by name, so the builder's own SQL can be read exactly. */
 const dialect: SqlDialect = {
+  userColumn: "distinct_id",
   propertyPathValue: (name) => `path:${name}`,
   propertyText: (column, path) => `text(${column}, ${path})`,
   propertyNumber: (column, path) => `num(${column}, ${path})`,
@@ -15,6 +16,9 @@ const dialect: SqlDialect = {
   addSeconds: (expr, ref) => `plus(${expr}, ${ref})`,
   uuid: (ref) => `uuid(${ref})`,
   binaryOrder: (expr) => `bin(${expr})`,
+  propertyJson: (column, path) => `json(${column}, ${path})`,
+  encodePeople: (rows) => JSON.stringify(rows),
+  peopleRelation: (ref) => `people(${ref})`,
 };
 const builder = new SqlQueryBuilder(dialect);
 const PROJECT = "00000000-0000-4000-8000-000000000001";
@@ -179,4 +183,67 @@ test("top events and top values: the property is a bound path, never an identifi
   assert.match(values.sql, /text\(properties, \$5\) IS DISTINCT FROM \$6/);
   assert.match(values.sql, /SELECT text\(properties, \$7\) AS value/);
   assertBound(values, [HOSTILE]);
+});
+
+test("people: bound as one parameter and joined only when the query has rows to join", () => {
+  const people = {
+    persons: true,
+    rows: [{ id: "anon'1", person: "user'1", properties: { plan: HOSTILE } }],
+  };
+  const q = spec({
+    kind: "trends",
+    math: "unique_users",
+    ...range,
+    breakdown: "plan",
+    breakdown_type: "person",
+    filters: [{ property: HOSTILE, op: "eq", value: "x", type: "person" }],
+  });
+  const statement = builder.trends(PROJECT, q, people);
+  assert.equal(statement.params[0], JSON.stringify(people.rows));
+  assert.match(statement.sql, /WITH people AS \(people\(\$1\)\)/);
+  assert.match(statement.sql, /FROM events e LEFT JOIN people m ON m\.id = e\.distinct_id/);
+  assert.match(statement.sql, /coalesce\(m\.person, e\.distinct_id\) AS distinct_id/);
+  assert.match(
+    statement.sql,
+    /text\(m\.properties, \$\d+\) = \$\d+/,
+    "a person filter reads the person's properties",
+  );
+  assert.match(statement.sql, /text\(m\.properties, \$\d+\) AS bv/);
+  assertBound(statement, [HOSTILE, "anon'1", "user'1"]);
+
+  // Ids that are their own person, with a person filter and no person having the property.
+  const none = builder.trends(PROJECT, q, { persons: false, rows: [] });
+  assert.doesNotMatch(none.sql, /people|JOIN people/);
+  assert.match(none.sql, /CAST\(NULL AS VARCHAR\) = \$\d+/);
+  assertBound(none, [HOSTILE]);
+
+  // Properties only: the join, but every id counts as itself.
+  const propertiesOnly = builder.trends(PROJECT, q, { persons: false, rows: people.rows });
+  assert.match(propertiesOnly.sql, /e\.distinct_id AS distinct_id|, e\.distinct_id\n/);
+  assert.doesNotMatch(propertiesOnly.sql, /coalesce\(m\.person/);
+});
+
+test("people: a funnel's steps and retention's cohorts and returns all follow persons", () => {
+  const people = { persons: true, rows: [{ id: "a", person: "b", properties: null }] };
+  const funnel = builder.funnel(PROJECT, spec({ kind: "funnel", steps: ["View", "Buy"], ...range }), people);
+  assert.match(funnel.sql, /s0 AS \(SELECT coalesce\(m\.person, e\.distinct_id\) AS distinct_id/);
+  // Later steps find a person's events by its ids, joining events on their own column.
+  assert.match(
+    funnel.sql,
+    /JOIN \(SELECT person, id FROM people WHERE id <> person UNION ALL SELECT distinct_id, distinct_id FROM s0\) x ON x\.person = p\.distinct_id JOIN events e ON e\.distinct_id = x\.id/,
+  );
+  assert.equal(funnel.people, true);
+  assertBound(funnel, ["View", "Buy"]);
+  const q = spec({ kind: "retention", start_event: "S", return_event: "R", ...range });
+  for (const statement of [
+    builder.retentionCohorts(PROJECT, q, people),
+    builder.retentionReturns(PROJECT, q, FROM, TO, people),
+  ]) {
+    assert.match(statement.sql, /GROUP BY coalesce\(m\.person, e\.distinct_id\)/);
+    assertBound(statement);
+  }
+  assert.match(
+    builder.retentionReturns(PROJECT, q, FROM, TO, people).sql,
+    /SELECT DISTINCT coalesce\(m\.person, e\.distinct_id\) AS distinct_id/,
+  );
 });

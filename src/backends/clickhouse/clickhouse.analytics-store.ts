@@ -15,9 +15,9 @@ export class ClickHouseAnalyticsStore implements AnalyticsStore {
   private readonly runner: SqlQueryRunner;
 
   constructor(private readonly db: ClickHouseDatabase) {
-    this.runner = new SqlQueryRunner(new ClickHouseQueryBuilder(db.eventsTable), async ({ sql }) => {
+    this.runner = new SqlQueryRunner(new ClickHouseQueryBuilder(db.eventsTable), async ({ sql, tables }) => {
       try {
-        return await this.db.query(sql);
+        return await this.db.query(sql, tables);
       } catch (error) {
         throw toClickHouseQueryError(error);
       }

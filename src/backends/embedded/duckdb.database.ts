@@ -1,39 +1,7 @@
 import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { type DuckDBConnection, DuckDBInstance } from "@duckdb/node-api";
-
-const SCHEMA = `
-  CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL);
-  CREATE TABLE IF NOT EXISTS projects (
-    id UUID PRIMARY KEY,
-    name VARCHAR NOT NULL,
-    plan VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL
-  );
-  CREATE TABLE IF NOT EXISTS project_keys (
-    key_hash VARCHAR PRIMARY KEY,
-    project_id UUID NOT NULL,
-    kind VARCHAR NOT NULL
-  );
-  CREATE TABLE IF NOT EXISTS events (
-    project_id UUID NOT NULL,
-    uuid UUID NOT NULL,
-    event VARCHAR NOT NULL,
-    distinct_id VARCHAR NOT NULL,
-    timestamp TIMESTAMP NOT NULL,
-    properties JSON NOT NULL,
-    received_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (project_id, uuid)
-  );
-  -- Append-only: an upsert costs several times a plain insert on every commit; readers sum,
-  -- and compaction folds the rows now and then.
-  CREATE TABLE IF NOT EXISTS ledger_entries (
-    project_id UUID NOT NULL,
-    outcome VARCHAR NOT NULL,
-    n BIGINT NOT NULL
-  );
-  INSERT OR IGNORE INTO schema_migrations VALUES (1, now());
-`;
+import { type MigrationProgress, migrate } from "./duckdb.schema.js";
 
 /**
  * One DuckDB file shared by the embedded parts. DuckDB allows one writing process per file, and
@@ -46,6 +14,8 @@ export interface DuckDbOptions {
   memoryLimit: string;
   /** DuckDB's worker threads. */
   threads: number;
+  /** Told what a schema migration is doing when an older store opens; they can take a while. */
+  onMigration?: MigrationProgress;
 }
 
 /** Another process holds the file: DuckDB allows one writing process per database file. */
@@ -111,7 +81,7 @@ export class DuckDbDatabase {
     }
     this.writer = await this.instance.connect();
     this.reader = await this.instance.connect();
-    await this.writer.run(SCHEMA);
+    await migrate(this.writer, this.options.onMigration ?? (() => undefined));
   }
 
   /** A further connection, for work that may run beside the serialized writes (event inserts). */

@@ -8,6 +8,7 @@ import type { SqlDialect } from "../../query/sql-dialect.js";
  * json_typeof says so, as DuckDB's json_type does.
  */
 export const postgresDialect: SqlDialect = {
+  userColumn: "distinct_id",
   propertyPathValue: (name) => name,
   propertyText: (column, path) => `((${column} ->> ${path}::text) COLLATE "C")`,
   propertyNumber: (column, path) =>
@@ -22,4 +23,11 @@ export const postgresDialect: SqlDialect = {
   // order: the events columns are declared so and propertyText says so. Adding COLLATE here would
   // break ORDER BY on an output alias, which Postgres allows only bare.
   binaryOrder: (expr) => expr,
+  propertyJson: (column, path) => `(${column} -> ${path}::text)::text`,
+  // One JSON array; ids compare in "C", as the events columns do.
+  encodePeople: (rows) =>
+    JSON.stringify(rows.map((row) => ({ i: row.id, p: row.person, props: row.properties }))),
+  peopleRelation: (ref) =>
+    `SELECT j.i COLLATE "C" AS id, j.p COLLATE "C" AS person, j.props AS properties
+     FROM json_to_recordset(${ref}::json) AS j(i text, p text, props json)`,
 };

@@ -3,19 +3,11 @@ import { TidemarkClient } from "../api/client";
 import { type Ledger, PLANS, type Plan, type Project, type ProjectWithKeys } from "../api/types";
 import { CopyButton } from "../components/copy-button";
 import { Panel } from "../components/panel";
+import { curlSnippet, scriptSnippet, TRACK_EXAMPLE } from "../snippets";
 import { formatNumber } from "../time-range";
 import { errorText, useAsync } from "../use-async";
 
 const LEDGER_REFRESH_MS = 3000;
-
-function curlSnippet(writeKey: string): string {
-  return [
-    `curl -X POST ${location.origin}/api/v1/event \\`,
-    `  -H "Authorization: Bearer ${writeKey}" \\`,
-    `  -H "Content-Type: application/json" \\`,
-    `  -d '{"event": "Page View", "distinct_id": "user_1", "properties": {"path": "/pricing"}}'`,
-  ].join("\n");
-}
 
 /** Keys are shown once, right after they are made; nothing keeps them afterwards. */
 function NewKeys(props: { project: ProjectWithKeys }) {
@@ -249,16 +241,38 @@ function ProjectDetail(props: {
         </div>
       </Panel>
       <LedgerView client={client} project={project} />
-      <Panel title="Send an event" id="snippet">
+      <Panel title="Send events" id="snippet">
         <p class="hint">
           {writeKey
-            ? "With the write key just made:"
-            : "Put the project's write key (shown when it was created or its keys rotated) in place of $WRITE_KEY:"}
+            ? "With the write key just made."
+            : "Put the project's write key (shown when it was created or its keys rotated) in place of $WRITE_KEY."}
         </p>
-        <pre class="snippet" data-testid="curl-snippet">
-          {curlSnippet(writeKey ?? "$WRITE_KEY")}
+        <h3 class="snippet-title">From a web page</h3>
+        <p class="hint">
+          One line in the page's <code>&lt;head&gt;</code> loads Tidemark's browser client from this server
+          and tracks a "Page View" with its <code>path</code>; it batches, compresses, retries, and sends what
+          is left when the page closes.
+        </p>
+        <pre class="snippet" data-testid="script-snippet">
+          {scriptSnippet(location.origin, writeKey ?? "$WRITE_KEY")}
         </pre>
-        <CopyButton text={curlSnippet(writeKey ?? "$WRITE_KEY")} label="Copy the curl command" />
+        <CopyButton
+          text={scriptSnippet(location.origin, writeKey ?? "$WRITE_KEY")}
+          label="Copy the script tag"
+        />
+        <p class="hint">
+          Then, anywhere on the page: <code>{TRACK_EXAMPLE}</code>; at sign-in,{" "}
+          <code>tidemark.identify(userId, traits)</code>. For Node.js, the same client is in{" "}
+          <code>clients/js</code> (see the README).
+        </p>
+        <h3 class="snippet-title">From anywhere, with curl</h3>
+        <pre class="snippet" data-testid="curl-snippet">
+          {curlSnippet(location.origin, writeKey ?? "$WRITE_KEY")}
+        </pre>
+        <CopyButton
+          text={curlSnippet(location.origin, writeKey ?? "$WRITE_KEY")}
+          label="Copy the curl command"
+        />
       </Panel>
     </>
   );

@@ -1,0 +1,222 @@
+import type { DuckDBConnection } from "@duckdb/node-api";
+import type { Log } from "../../core/log.js";
+import type { PropertyColumns } from "../../query/sql-builder.js";
+import { jsonPointer } from "./duckdb.dialect.js";
+import { PROPERTY_SLOTS, slotColumns } from "./duckdb.schema.js";
+
+interface Slot {
+  name: string;
+  slot: number;
+  /** Every stored event of the project has the slot filled: queries may read it. */
+  ready: boolean;
+}
+
+/** DuckDB's json_type names of JSON numbers, as the dialect's propertyNumber reads them. */
+const NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')";
+
+/**
+ * Which properties of each project are kept as typed columns (slots) beside the JSON, as PostHog
+ * materializes the properties its queries read most.
+ *
+ * A property earns a slot the first time a query reads it, while the project has a free one (of
+ * PROPERTY_SLOTS). From then on every commit fills the slot, and a background fill writes it for
+ * the events stored before; once that is done the slot is `ready` and queries read the column
+ * instead of parsing JSON (on 10M events: top values of a property 2,038 → 46 ms, a breakdown
+ * 189 → 40 ms). Until then, and for properties without a slot, queries read the JSON: the answer
+ * is the same either way, since the column holds exactly what the JSON functions return.
+ */
+export class PropertyColumnRegistry {
+  private readonly byProject = new Map<string, Slot[]>();
+  private filling: Promise<void> = Promise.resolve();
+  private readonly requested = new Set<string>();
+  private readonly full = new Set<string>();
+
+  /** Slot columns the events table has: 0..columnsPresent-1 (added when first needed). */
+  private columnsPresent = 0;
+  private readonly log?: Log;
+  private readonly commitsUnderWay: () => Promise<void>;
+  private readonly withoutCommits: (work: () => Promise<void>) => Promise<void>;
+
+  constructor(options: {
+    /** Resolves when the commits under way now have ended: a fill must see every one of them. */
+    commitsUnderWay: () => Promise<void>;
+    /** Runs work while no commit runs (adding a column alters the table commits write). */
+    withoutCommits: (work: () => Promise<void>) => Promise<void>;
+    log?: Log;
+  }) {
+    this.commitsUnderWay = options.commitsUnderWay;
+    this.withoutCommits = options.withoutCommits;
+    this.log = options.log;
+  }
+
+  private connection?: DuckDBConnection;
+  private closing = false;
+
+  /**
+   * Loads the slots, on a connection of the registry's own (its fills run beside the commits), and
+   * resumes the fills a stop interrupted.
+   */
+  async open(connection: DuckDBConnection): Promise<void> {
+    this.connection = connection;
+    this.byProject.clear();
+    const columns = await connection.runAndReadAll(
+      "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events' AND schema_name = 'main' AND column_name LIKE 'p%_text'",
+    );
+    const [[present = 0n] = []] = columns.getRowsJS() as [bigint][];
+    this.columnsPresent = Number(present);
+    const reader = await connection.runAndReadAll(
+      "SELECT CAST(project_id AS VARCHAR), name, slot, ready FROM property_columns ORDER BY project_id, slot",
+    );
+    for (const [projectId, name, slot, ready] of reader.getRowsJS() as [string, string, number, boolean][]) {
+      const entry = { name, slot, ready };
+      this.slotsOf(projectId).push(entry);
+      if (!ready) this.schedule(projectId, name, () => this.fill(projectId, entry));
+    }
+  }
+
+  /** The slots commits fill for a project, in slot order (0, 1, ...): each JSON pointer's column. */
+  pathsToFill(projectId: string): readonly string[] {
+    return (this.byProject.get(projectId) ?? []).map((s) => jsonPointer(s.name));
+  }
+
+  /** The ready columns of a project's properties, for the query builder. */
+  columnsFor(projectId: string): PropertyColumns {
+    const slots = this.byProject.get(projectId) ?? [];
+    return (name) => {
+      const slot = slots.find((s) => s.name === name && s.ready);
+      return slot ? slotColumns(slot.slot) : undefined;
+    };
+  }
+
+  /**
+   * Gives each named property a slot if it has none and the project has one free, and fills it in
+   * the background. Returns at once; the fills run one at a time.
+   */
+  request(projectId: string, names: Iterable<string>): void {
+    for (const name of names) {
+      if (this.full.has(projectId) || this.slotsOf(projectId).some((s) => s.name === name)) continue;
+      this.schedule(projectId, name, () => this.assignAndFill(projectId, name));
+    }
+  }
+
+  private schedule(projectId: string, name: string, work: () => Promise<void>): void {
+    const key = `${projectId}/${name}`;
+    if (this.closing || this.requested.has(key)) return;
+    this.requested.add(key);
+    this.filling = this.filling
+      .then(() => (this.closing ? undefined : work()))
+      .catch((error: unknown) => {
+        this.log?.warn(
+          { err: error, project_id: projectId, property: name },
+          "property column fill failed; queries read the JSON until the next start retries it",
+        );
+      })
+      .finally(() => this.requested.delete(key));
+  }
+
+  /** Stops a running fill (the next start resumes it) and waits for the queue to end. */
+  async close(): Promise<void> {
+    this.closing = true;
+    this.connection?.interrupt();
+    await this.filling;
+  }
+
+  /** Resolves when every fill requested so far has ended. */
+  settled(): Promise<void> {
+    return this.filling;
+  }
+
+  forgetProject(projectId: string): void {
+    this.byProject.delete(projectId);
+    this.full.delete(projectId);
+  }
+
+  private slotsOf(projectId: string): Slot[] {
+    let slots = this.byProject.get(projectId);
+    if (!slots) {
+      slots = [];
+      this.byProject.set(projectId, slots);
+    }
+    return slots;
+  }
+
+  private async assignAndFill(projectId: string, name: string): Promise<void> {
+    const slots = this.slotsOf(projectId);
+    if (slots.some((s) => s.name === name)) return;
+    if (slots.length >= PROPERTY_SLOTS) {
+      this.full.add(projectId);
+      this.log?.info(
+        { project_id: projectId, property: name, slots: PROPERTY_SLOTS },
+        "every property column of the project is taken; queries on this property read the JSON",
+      );
+      return;
+    }
+    const slot: Slot = { name, slot: slots.length, ready: false };
+    if (slot.slot >= this.columnsPresent) {
+      const { text, number } = slotColumns(slot.slot);
+      await this.withoutCommits(async () => {
+        const connection = this.connectionOrThrow();
+        await connection.run(`ALTER TABLE events ADD COLUMN IF NOT EXISTS ${text} VARCHAR`);
+        await connection.run(`ALTER TABLE events ADD COLUMN IF NOT EXISTS ${number} DOUBLE`);
+      });
+      this.columnsPresent = slot.slot + 1;
+    }
+    await this.connectionOrThrow().run(
+      "INSERT INTO property_columns VALUES (CAST($1 AS UUID), $2, $3, false)",
+      [projectId, name, slot.slot],
+    );
+    // From here every new commit fills the slot; the fill covers the commits before.
+    slots.push(slot);
+    await this.fill(projectId, slot);
+  }
+
+  /** Writes the slot for every event committed before it was assigned, then marks it ready. */
+  private async fill(projectId: string, slot: Slot): Promise<void> {
+    await this.commitsUnderWay();
+    const connection = this.connectionOrThrow();
+    const started = performance.now();
+    const { text, number } = slotColumns(slot.slot);
+    const reader = await connection.runAndReadAll(
+      `UPDATE events SET ${text} = json_extract_string(properties, $2),
+         ${number} = CASE WHEN json_type(properties, $2) IN ${NUMBER_TYPES} THEN CAST(json_extract_string(properties, $2) AS DOUBLE) END
+       WHERE project_id = CAST($1 AS UUID)`,
+      [projectId, jsonPointer(slot.name)],
+    );
+    const [[rows = 0n] = []] = reader.getRowsJS() as [bigint][];
+    await connection.run(
+      "UPDATE property_columns SET ready = true WHERE project_id = CAST($1 AS UUID) AND name = $2",
+      [projectId, slot.name],
+    );
+    slot.ready = true;
+    this.log?.info(
+      {
+        project_id: projectId,
+        property: slot.name,
+        slot: slot.slot,
+        events: Number(rows),
+        took_ms: Math.round(performance.now() - started),
+      },
+      "property column ready",
+    );
+  }
+
+  private connectionOrThrow(): DuckDBConnection {
+    if (!this.connection) throw new Error("the property column registry is not open");
+    return this.connection;
+  }
+}
+
+/** The SQL expressions of slot values computed from a commit's rows (`x`: texts, `y`: JSON types). */
+export function slotValueColumns(count: number): { columns: string[]; values: string[] } {
+  const columns: string[] = [];
+  const values: string[] = [];
+  for (let slot = 0; slot < count; slot++) {
+    const { text, number } = slotColumns(slot);
+    columns.push(text, number);
+    values.push(
+      `x[${slot + 1}]`,
+      `CASE WHEN y[${slot + 1}] IN ${NUMBER_TYPES} THEN CAST(x[${slot + 1}] AS DOUBLE) END`,
+    );
+  }
+  return { columns, values };
+}

@@ -1,0 +1,158 @@
+import type { DuckDBConnection } from "@duckdb/node-api";
+
+/**
+ * Properties a project may have as typed columns beside the JSON (duckdb.property-columns.ts).
+ * Reading a key from JSON text costs ~75 ns a row, a typed column ~25× less. The columns are added
+ * to the events table only when a project first needs slot N: every column, even one left NULL,
+ * costs each commit (1,000-row commits: 40–50K rows/s with no slot columns, 13–16K with 32).
+ */
+export const PROPERTY_SLOTS = 16;
+
+/** The text and number columns of property slot `slot`. */
+export const slotColumns = (slot: number) => ({ text: `p${slot}_text`, number: `p${slot}_num` });
+
+/** The newest schema version; a store at an older one is migrated forward when it opens. */
+export const SCHEMA_VERSION = 2;
+
+const BASE = `
+  CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL);
+  CREATE TABLE IF NOT EXISTS projects (
+    id UUID PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    plan VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS project_keys (
+    key_hash VARCHAR PRIMARY KEY,
+    project_id UUID NOT NULL,
+    kind VARCHAR NOT NULL
+  );
+  -- Append-only: an upsert costs several times a plain insert on every commit; readers sum,
+  -- and compaction folds the rows now and then.
+  CREATE TABLE IF NOT EXISTS ledger_entries (
+    project_id UUID NOT NULL,
+    outcome VARCHAR NOT NULL,
+    n BIGINT NOT NULL
+  );
+`;
+
+/**
+ * Version 2: users as integers and the most-queried properties as typed columns.
+ * - `distinct_ids` gives every (project, distinct_id) an integer `uid`; events carry it, so exact
+ *   distinct counts and the joins of funnels and retention work on integers (measured on 10M
+ *   events: unique users per day 396 → 267 ms, with everything else equal).
+ * - `property_columns` says which property of a project lives in which slot, and whether the slot
+ *   is filled for every stored event (`ready`); until then queries read the JSON.
+ */
+const V2_TABLES = `
+  CREATE TABLE distinct_ids (
+    project_id UUID NOT NULL,
+    distinct_id VARCHAR NOT NULL,
+    uid BIGINT NOT NULL,
+    PRIMARY KEY (project_id, distinct_id)
+  );
+  CREATE TABLE property_columns (
+    project_id UUID NOT NULL,
+    name VARCHAR NOT NULL,
+    slot INTEGER NOT NULL,
+    ready BOOLEAN NOT NULL,
+    PRIMARY KEY (project_id, name)
+  );
+`;
+
+const eventsV2 = (table: string) => `
+  CREATE TABLE ${table} (
+    project_id UUID NOT NULL,
+    uuid UUID NOT NULL,
+    event VARCHAR NOT NULL,
+    distinct_id VARCHAR NOT NULL,
+    uid BIGINT NOT NULL,
+    timestamp TIMESTAMP NOT NULL,
+    properties JSON NOT NULL,
+    received_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (project_id, uuid)
+  );
+`;
+
+/** What a migration logs while it runs: a store of 10M events takes tens of seconds to migrate. */
+export type MigrationProgress = (message: string, details: Record<string, unknown>) => void;
+
+async function count(connection: DuckDBConnection, sql: string): Promise<number> {
+  const reader = await connection.runAndReadAll(sql);
+  const [[n = 0n] = []] = reader.getRowsJS() as [bigint][];
+  return Number(n);
+}
+
+/**
+ * From version 1: numbers every (project, distinct_id), then rewrites the events with their uid,
+ * sorted by (project, time) so that time ranges skip row groups. DuckDB
+ * does not let one transaction both alter a table and write to it, so the table is rebuilt rather
+ * than altered. All in one transaction: a crash leaves version 1 intact.
+ */
+async function migrateToV2(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
+  const events = await count(connection, "SELECT count(*) FROM events");
+  progress("migrating the store to schema 2 (integer user ids, property columns)", { events });
+  const started = performance.now();
+  await connection.run(V2_TABLES);
+  await connection.run(`INSERT INTO distinct_ids
+    SELECT project_id, distinct_id, row_number() OVER (ORDER BY project_id, distinct_id)
+    FROM (SELECT DISTINCT project_id, distinct_id FROM events)`);
+  await connection.run(eventsV2("events_v2"));
+  await connection.run(`INSERT INTO events_v2 (project_id, uuid, event, distinct_id, uid, timestamp, properties, received_at)
+    SELECT e.project_id, e.uuid, e.event, e.distinct_id, d.uid, e.timestamp, e.properties, e.received_at
+    FROM events e JOIN distinct_ids d ON d.project_id = e.project_id AND d.distinct_id = e.distinct_id
+    ORDER BY e.project_id, e.timestamp`);
+  await connection.run("DROP TABLE events");
+  await connection.run("ALTER TABLE events_v2 RENAME TO events");
+  progress("store migrated to schema 2", {
+    events,
+    users: await count(connection, "SELECT count(*) FROM distinct_ids"),
+    took_ms: Math.round(performance.now() - started),
+  });
+}
+
+const MIGRATIONS: {
+  version: number;
+  up(connection: DuckDBConnection, progress: MigrationProgress): Promise<void>;
+}[] = [{ version: 2, up: migrateToV2 }];
+
+/**
+ * Creates the schema in a new store, or brings an older store forward one version at a time, each
+ * in its own transaction. A store newer than this build is refused rather than misread.
+ */
+export async function migrate(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
+  await connection.run(BASE);
+  const hasEvents =
+    (await count(
+      connection,
+      "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'events' AND schema_name = 'main'",
+    )) > 0;
+  if (!hasEvents) {
+    await connection.run("BEGIN TRANSACTION");
+    await connection.run(eventsV2("events"));
+    await connection.run(V2_TABLES);
+    for (let version = 1; version <= SCHEMA_VERSION; version++)
+      await connection.run(`INSERT OR IGNORE INTO schema_migrations VALUES (${version}, now())`);
+    await connection.run("COMMIT");
+    return;
+  }
+  // Stores written before the table existed are version 1.
+  await connection.run("INSERT OR IGNORE INTO schema_migrations VALUES (1, now())");
+  const current = await count(connection, "SELECT max(version) FROM schema_migrations");
+  if (current > SCHEMA_VERSION)
+    throw new Error(
+      `the store is at schema version ${current}, newer than this Tidemark (${SCHEMA_VERSION}): run the newer version`,
+    );
+  for (const migration of MIGRATIONS) {
+    if (migration.version <= current) continue;
+    await connection.run("BEGIN TRANSACTION");
+    try {
+      await migration.up(connection, progress);
+      await connection.run(`INSERT INTO schema_migrations VALUES (${migration.version}, now())`);
+      await connection.run("COMMIT");
+    } catch (error) {
+      await connection.run("ROLLBACK").catch(() => undefined);
+      throw error;
+    }
+  }
+}

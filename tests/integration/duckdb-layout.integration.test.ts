@@ -1,0 +1,293 @@
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { DuckDBInstance } from "@duckdb/node-api";
+import { DuckDbDatabase } from "../../src/backends/embedded/duckdb.database.js";
+import { DuckDbEventStore } from "../../src/backends/embedded/duckdb.event-store.js";
+import type { StoredEvent } from "../../src/core/event.js";
+import { parseQuerySpec } from "../../src/query/spec.js";
+import { type DataEvent, makeDataset } from "../conformance/dataset.js";
+import { queryCases } from "../conformance/query-cases.js";
+
+/**
+ * The embedded store's layout: users as integers, properties as typed columns once queried, and
+ * stores written by the previous version migrated forward. Every answer is checked against the
+ * conformance suite's independently computed ones, before and after the columns are filled.
+ */
+
+/** Version 1's tables, frozen exactly as that release created them (do not edit). */
+const SCHEMA_V1 = `
+  CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL);
+  CREATE TABLE IF NOT EXISTS projects (id UUID PRIMARY KEY, name VARCHAR NOT NULL, plan VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
+  CREATE TABLE IF NOT EXISTS project_keys (key_hash VARCHAR PRIMARY KEY, project_id UUID NOT NULL, kind VARCHAR NOT NULL);
+  CREATE TABLE IF NOT EXISTS events (
+    project_id UUID NOT NULL,
+    uuid UUID NOT NULL,
+    event VARCHAR NOT NULL,
+    distinct_id VARCHAR NOT NULL,
+    timestamp TIMESTAMP NOT NULL,
+    properties JSON NOT NULL,
+    received_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (project_id, uuid)
+  );
+  CREATE TABLE IF NOT EXISTS ledger_entries (project_id UUID NOT NULL, outcome VARCHAR NOT NULL, n BIGINT NOT NULL);
+  INSERT OR IGNORE INTO schema_migrations VALUES (1, now());
+`;
+
+const stored = (projectId: string, e: DataEvent): StoredEvent => ({
+  projectId,
+  uuid: e.uuid,
+  event: e.event,
+  distinctId: e.distinct_id,
+  timestamp: e.timestamp,
+  properties: JSON.stringify(e.properties),
+  receivedAt: e.timestamp,
+});
+
+async function withStore(
+  work: (store: DuckDbEventStore, db: DuckDbDatabase, dataDir: string) => Promise<void>,
+  prepare?: (dataDir: string) => Promise<void>,
+  options: { bitstringMargin?: number } = {},
+): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
+  try {
+    await prepare?.(dataDir);
+    const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+    const store = new DuckDbEventStore(db, { writers: 2, ...options });
+    await store.start();
+    try {
+      await work(store, db, dataDir);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function assertConformance(store: DuckDbEventStore, projectId: string, data: readonly DataEvent[]) {
+  for (const c of queryCases(data))
+    assert.deepEqual(await store.query(projectId, parseQuerySpec(c.spec)), c.expected, c.name);
+}
+
+async function rows(db: DuckDbDatabase, sql: string): Promise<unknown[][]> {
+  return (await db.readConnection().runAndReadAll(sql)).getRowsJS();
+}
+
+/** The first row of a query that returns one. */
+async function row(db: DuckDbDatabase, sql: string): Promise<unknown[]> {
+  const [first] = await rows(db, sql);
+  assert.ok(first, `no row from ${sql}`);
+  return first;
+}
+
+test("answers are the same from the JSON and from the typed property columns once filled", async () => {
+  const data = makeDataset();
+  const projectId = randomUUID();
+  await withStore(async (store, db) => {
+    for (let i = 0; i < data.length; i += 100)
+      await store.insert(data.slice(i, i + 100).map((e) => stored(projectId, e)));
+    // First pass: the columns are requested and filled in the background while queries read JSON.
+    await assertConformance(store, projectId, data);
+    await store.propertyColumnsSettled();
+    const ready = await rows(db, "SELECT name, ready FROM property_columns ORDER BY slot");
+    assert.ok(ready.length >= 4, `the queried properties have columns: ${JSON.stringify(ready)}`);
+    assert.ok(
+      ready.every(([, isReady]) => isReady === true),
+      "every column is filled",
+    );
+    // Second pass: every property the cases read now comes from its column.
+    await assertConformance(store, projectId, data);
+  });
+});
+
+test("distinct counts stay exact when users outrun the uid range the bitstring count was given", async () => {
+  const data = makeDataset(3);
+  const projectId = randomUUID();
+  await withStore(
+    async (store) => {
+      await store.insert(data.map((e) => stored(projectId, e)));
+      await assertConformance(store, projectId, data);
+    },
+    undefined,
+    // The range given is 40 short of the uids stored: every bitstring count fails and falls back.
+    { bitstringMargin: -40 },
+  );
+});
+
+test("events committed while a property column fills are filled too, whatever their project", async () => {
+  const data = makeDataset(7);
+  const projectId = randomUUID();
+  const other = randomUUID();
+  await withStore(async (store, db) => {
+    await store.insert(data.slice(0, 500).map((e) => stored(projectId, e)));
+    store.query(
+      projectId,
+      parseQuerySpec({ kind: "top_values", property: "plan", from: "2000-01-01", to: "2100-01-01" }),
+    );
+    // Commits that race the fill: half in the project being filled, half in one without columns.
+    const racing: Promise<unknown>[] = [];
+    for (let i = 500; i < data.length; i += 25)
+      racing.push(
+        store.insert(data.slice(i, i + 25).map((e, k) => stored(k % 2 === 0 ? projectId : other, e))),
+      );
+    await Promise.all(racing);
+    await store.propertyColumnsSettled();
+    const [unfilled] = await row(
+      db,
+      `SELECT count(*) FROM events e JOIN property_columns c ON c.project_id = e.project_id AND c.name = 'plan'
+       WHERE e.p0_text IS DISTINCT FROM json_extract_string(e.properties, '/plan')`,
+    );
+    assert.equal(unfilled, 0n);
+    const [otherFilled] = await row(
+      db,
+      `SELECT count(*) FROM events WHERE project_id = '${other}' AND p0_text IS NOT NULL`,
+    );
+    assert.equal(otherFilled, 0n, "a project's columns are its own");
+  });
+});
+
+test("one user keeps one integer id across commits, writers and restarts; different users never share one", async () => {
+  const projectA = randomUUID();
+  const projectB = randomUUID();
+  const users = ["alice", "bob", "ünïcode 用户", 'quote"and\nnewline', "user_1"];
+  const event = (projectId: string, distinctId: string): StoredEvent => ({
+    projectId,
+    uuid: randomUUID(),
+    event: "e",
+    distinctId,
+    timestamp: Date.now(),
+    properties: "{}",
+    receivedAt: Date.now(),
+  });
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
+  try {
+    for (let round = 0; round < 2; round++) {
+      const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+      const store = new DuckDbEventStore(db, { writers: 2 });
+      await store.start();
+      try {
+        // Concurrent commits meeting the same new users.
+        await Promise.all(
+          Array.from({ length: 8 }, () =>
+            store.insert(users.flatMap((u) => [event(projectA, u), event(projectB, u)])),
+          ),
+        );
+        const perUser = await rows(
+          db,
+          "SELECT CAST(project_id AS VARCHAR), distinct_id, count(DISTINCT uid) FROM events GROUP BY ALL",
+        );
+        assert.equal(perUser.length, users.length * 2);
+        assert.ok(
+          perUser.every(([, , n]) => n === 1n),
+          "one uid per user",
+        );
+        const [uids, pairs] = await row(
+          db,
+          "SELECT count(DISTINCT uid), count(DISTINCT (project_id, distinct_id)) FROM events",
+        );
+        assert.equal(uids, pairs, "no two users share a uid");
+        const [dictionary] = await row(db, "SELECT count(*) FROM distinct_ids");
+        assert.equal(dictionary, BigInt(users.length * 2));
+      } finally {
+        await store.close();
+      }
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test("a store written by version 1 is migrated forward on start and answers as before", async () => {
+  const data = makeDataset(11);
+  const projectId = randomUUID();
+  await withStore(
+    async (store, db) => {
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[2]]);
+      const [missing] = await row(db, "SELECT count(*) FROM events WHERE uid IS NULL");
+      assert.equal(missing, 0n, "every stored event has its uid");
+      await assertConformance(store, projectId, data);
+      // New events of known users get the same uids as the migrated ones.
+      const more = makeDataset(12).map((e) => stored(projectId, { ...e, uuid: randomUUID() }));
+      await store.insert(more);
+      const [split] = await row(
+        db,
+        "SELECT count(*) FROM (SELECT distinct_id FROM events GROUP BY distinct_id HAVING count(DISTINCT uid) > 1)",
+      );
+      assert.equal(split, 0n);
+      const ledger = await store.readLedger(projectId);
+      assert.equal(ledger.stored, data.length + more.length);
+    },
+    async (dataDir) => {
+      const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+      const connection = await instance.connect();
+      await connection.run(SCHEMA_V1);
+      for (const e of data)
+        await connection.run(
+          "INSERT INTO events VALUES (CAST($1 AS UUID), CAST($2 AS UUID), $3, $4, epoch_ms(CAST($5 AS BIGINT)), CAST($6 AS JSON), epoch_ms(CAST($5 AS BIGINT)))",
+          [projectId, e.uuid, e.event, e.distinct_id, e.timestamp, JSON.stringify(e.properties)],
+        );
+      connection.closeSync();
+      instance.closeSync();
+    },
+  );
+});
+
+test("a warning names the memory cap once the event key index, which DuckDB cannot evict, fills most of it", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
+  const warnings: { obj: Record<string, unknown>; msg?: string }[] = [];
+  const log = {
+    info() {},
+    warn(obj: Record<string, unknown>, msg?: string) {
+      warnings.push({ obj, msg });
+    },
+    error() {},
+  };
+  const store = new DuckDbEventStore(new DuckDbDatabase(dataDir, { memoryLimit: "24MB", threads: 1 }), {
+    log,
+    indexWatchMs: 100,
+  });
+  await store.start();
+  try {
+    const projectId = randomUUID();
+    for (let sent = 0; sent < 600_000 && warnings.length === 0; sent += 5000)
+      await store.insert(
+        Array.from({ length: 5000 }, () => ({
+          projectId,
+          uuid: randomUUID(),
+          event: "e",
+          distinctId: "u",
+          timestamp: Date.now(),
+          properties: "{}",
+          receivedAt: Date.now(),
+        })),
+      );
+    for (let i = 0; i < 20 && warnings.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    const [warning] = warnings;
+    assert.ok(warning, "a warning before the index fills the cap");
+    assert.match(warning.msg ?? "", /raise TIDEMARK_DUCKDB_MEMORY_LIMIT/);
+    assert.ok(Number(warning.obj.share) >= 0.6 && Number(warning.obj.share) < 1, JSON.stringify(warning.obj));
+  } finally {
+    await store.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test("a store from a newer version is refused with the reason", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
+  try {
+    const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+    const connection = await instance.connect();
+    await connection.run(SCHEMA_V1);
+    await connection.run("INSERT INTO schema_migrations VALUES (99, now())");
+    connection.closeSync();
+    instance.closeSync();
+    const store = new DuckDbEventStore(new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 }));
+    await assert.rejects(store.start(), /schema version 99, newer than this Tidemark/);
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
