@@ -42,8 +42,11 @@ async function createEmbedded(config: Config, hooks: PartHooks): Promise<Pipelin
     onMigration: (message, details) => hooks.log?.info(details, message),
   });
   const projects = new DuckDbProjectStore(db);
-  // Two commits at once keep DuckDB busy while the previous one waits for its fsync.
-  const writers = 2;
+  // One commit at a time: what arrives during a commit forms the next one. A DuckDB commit costs
+  // about 3 ms of CPU however few events it holds, and that CPU is the API's too: against two
+  // writers, one made commits about 1.5x larger and took a third less CPU per single-event request,
+  // for about 1.3x the requests a second (benchmarks/README.md, "Ingest CPU per request").
+  const writers = 1;
   const events = new DuckDbEventStore(db, { writers, log: hooks.log });
   const parts = groupCommitParts(config, hooks, {
     projects,
