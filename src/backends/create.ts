@@ -43,9 +43,9 @@ async function createEmbedded(config: Config, hooks: PartHooks): Promise<Pipelin
   });
   const projects = new DuckDbProjectStore(db);
   // One commit at a time: what arrives during a commit forms the next one. A DuckDB commit costs
-  // about 3 ms of CPU however few events it holds, and that CPU is the API's too: against two
-  // writers, one made commits about 1.5x larger and took a third less CPU per single-event request,
-  // for about 1.3x the requests a second (benchmarks/README.md, "Ingest CPU per request").
+  // about 3.5 ms of CPU however few events it holds, and that CPU is the API's too: against two
+  // writers, one made commits of 41 events instead of 26 and took 0.69-0.83x the CPU per
+  // single-event request in 3 rounds of 4 (benchmarks/README.md, "Ingest CPU per request").
   const writers = 1;
   const events = new DuckDbEventStore(db, { writers, log: hooks.log });
   const parts = groupCommitParts(config, hooks, {
