@@ -74,12 +74,13 @@ export function sqlIdentitySource<K extends string | number = string>(
           alias: text(row.alias),
         }),
       ),
-    readPropertyEvents: async (projectId) =>
-      (await run(statements.propertyEvents(projectId))).map(
+    readPropertyEvents: async (projectId, sinceMs) =>
+      (await run(statements.propertyEvents(projectId, sinceMs))).map(
         (row): PropertyRow => ({
           distinctId: String(row.distinct_id),
           timestamp: num(row.ts),
           uuid: String(row.uuid),
+          receivedAt: num(row.received),
           set: text(row.set),
           setOnce: text(row.set_once),
         }),
