@@ -251,7 +251,6 @@ export class ClickHouseQueryBuilder implements QueryStatements {
       WHERE project_id = ${lit(projectId.toLowerCase())} AND (${propertySet("$set")} OR ${propertySet("$set_once")})${since}`;
     return { sql, params: [] };
   }
-
 }
 
 /** The name of the people table a query with people joins (clickhouse.database.ts sends it). */

@@ -400,14 +400,21 @@ export class IdentityResolver<K extends string | number = string | number> imple
    * taken after that read, must equal what is held: no candidate is ever removed, so equal counts
    * mean nothing was missed. Otherwise (or with nothing read before) all of them are read.
    */
-  private propertyState(entry: ProjectIdentity<K>, projectId: string, marker: string): Promise<PropertyState> {
+  private propertyState(
+    entry: ProjectIdentity<K>,
+    projectId: string,
+    marker: string,
+  ): Promise<PropertyState> {
     const cached = entry.properties;
     if (cached && cached.marker === marker) return cached.value;
     const previous = cached?.value;
     const value = (async (): Promise<PropertyState> => {
       const before = await previous?.catch(() => undefined);
       if (before) {
-        const state: PropertyState = { candidates: new Map(before.candidates), maxReceivedAt: before.maxReceivedAt };
+        const state: PropertyState = {
+          candidates: new Map(before.candidates),
+          maxReceivedAt: before.maxReceivedAt,
+        };
         addCandidates(
           state,
           await this.source.readPropertyEvents(projectId, before.maxReceivedAt - PROPERTY_REREAD_WINDOW_MS),

@@ -462,7 +462,8 @@ export class SqlQueryBuilder {
     const params = new Params();
     // The text test first: a substring search is far cheaper than reading the JSON of every event.
     let where = `project_id = ${d.uuid(params.add(projectId))} AND strpos(CAST(properties AS VARCHAR), ${params.add(SET_MARK)}) > 0`;
-    if (sinceMs !== undefined) where += ` AND received_at >= ${d.timestampFromMs(params.add(Math.floor(sinceMs)))}`;
+    if (sinceMs !== undefined)
+      where += ` AND received_at >= ${d.timestampFromMs(params.add(Math.floor(sinceMs)))}`;
     const set = d.propertyJson("properties", params.add(d.propertyPathValue("$set")));
     const setOnce = d.propertyJson("properties", params.add(d.propertyPathValue("$set_once")));
     const sql = `SELECT distinct_id, ${d.epochMs("timestamp")} AS ts, CAST(uuid AS VARCHAR) AS uuid,
