@@ -85,6 +85,8 @@ export interface IdentitySource<K extends string | number> {
   readPropertyEvents(projectId: string, sinceMs?: number): Promise<PropertyRow[]>;
   /** The engine's user key of each id that has events (ids without events may be left out). */
   userKeys(projectId: string, ids: readonly string[]): Promise<ReadonlyMap<string, K>>;
+  /** Every id is its own key (users are named by distinct id): nothing to look up or keep. */
+  keysAreIds?: boolean;
 }
 
 const MAX_ID_LENGTH = 200;
@@ -388,6 +390,7 @@ export class IdentityResolver<K extends string | number = string | number> imple
     projectId: string,
     ids: ReadonlySet<string>,
   ): Promise<ReadonlyMap<string, K>> {
+    if (this.source.keysAreIds) return new Map([...ids].map((id) => [id, id as K]));
     const missing = [...ids].filter((id) => !entry.keys.has(id));
     if (missing.length > 0)
       for (const [id, key] of await this.source.userKeys(projectId, missing)) entry.keys.set(id, key);

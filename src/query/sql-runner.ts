@@ -87,6 +87,7 @@ export function sqlIdentitySource<K extends string | number = string>(
       ),
     // Where users are named by their distinct id, every id is its own key.
     userKeys: async (_projectId, ids) => new Map(ids.map((id) => [id, id as K])),
+    keysAreIds: overrides.userKeys === undefined,
     ...overrides,
   };
 }
