@@ -26,7 +26,7 @@ import { DuckDbEventStore } from "../src/backends/embedded/duckdb.event-store.js
 import { PostgresDatabase } from "../src/backends/postgres/postgres.database.js";
 import { PostgresEventStore } from "../src/backends/postgres/postgres.event-store.js";
 import type { StoredEvent } from "../src/core/event.js";
-import type { AnalyticsStore } from "../src/pipeline/event-store.js";
+import type { AnalyticsStore, EventStore } from "../src/pipeline/event-store.js";
 import { parseQuerySpec } from "../src/query/spec.js";
 import { percentile } from "./load.js";
 
@@ -34,6 +34,7 @@ const { values: args } = parseArgs({
   options: {
     events: { type: "string", default: "1000000" },
     identified: { type: "string", default: "0.2" },
+    "set-once": { type: "string", default: "0" },
     "query-runs": { type: "string", default: "10" },
     stores: { type: "string", default: "duckdb,postgres,clickhouse" },
     "database-url": {
@@ -45,6 +46,8 @@ const { values: args } = parseArgs({
 });
 const EVENTS = Number(args.events);
 const IDENTIFIED = Number(args.identified);
+/** The share of events carrying `$set_once`, as posthog-js sends on the first event of each page. */
+const SET_ONCE = Number(args["set-once"]);
 const RUNS = Number(args["query-runs"]);
 const STORES = new Set(args.stores.split(","));
 const USERS = 100_000;
@@ -101,12 +104,12 @@ function dataset(projectId: string): { events: StoredEvent[]; links: number } {
         );
       }
     }
-    events.push(
-      event(NAMES[Math.floor(random() * NAMES.length)]!, id, t, {
-        path: random() < 0.5 ? "/" : "/pricing",
-        price: Math.round(random() * 20_000) / 100,
-      }),
-    );
+    const properties: Record<string, unknown> = {
+      path: random() < 0.5 ? "/" : "/pricing",
+      price: Math.round(random() * 20_000) / 100,
+    };
+    if (random() < SET_ONCE) properties.$set_once = { initial_path: properties.path };
+    events.push(event(NAMES[Math.floor(random() * NAMES.length)]!, id, t, properties));
   }
   return { events, links: identified.size };
 }
@@ -188,7 +191,23 @@ interface BenchStore {
   name: string;
   /** A store over the loaded data with nothing cached (for the cold resolution). */
   fresh(): Promise<AnalyticsStore & { close(): Promise<void> }>;
+  /** Stores more events (as the pipeline would; in the same process for the embedded store). */
+  write(events: StoredEvent[]): Promise<void>;
   close(): Promise<void>;
+}
+
+/** Ten events that each `$set` a person property, received now. */
+function newSets(projectId: string): StoredEvent[] {
+  const now = Date.now();
+  return Array.from({ length: 10 }, (_, i) => ({
+    projectId,
+    uuid: randomUUID(),
+    event: "$set",
+    distinctId: `user_${i}`,
+    timestamp: START + SPAN - 1000 + i,
+    properties: JSON.stringify({ $set: { plan: "enterprise" } }),
+    receivedAt: now,
+  }));
 }
 
 async function measure(store: BenchStore, projectId: string): Promise<void> {
@@ -201,12 +220,17 @@ async function measure(store: BenchStore, projectId: string): Promise<void> {
   const filter = parseQuerySpec(PERSON_QUERIES[0]![1]);
   const firstProps = await timed(() => cold.query(projectId, filter));
   const secondProps = await timed(() => cold.query(projectId, filter));
+  // Through the store queried where it writes too (the embedded store's markers are its own).
+  const writer = cold as Partial<EventStore>;
+  if (writer.insert) await writer.insert(newSets(projectId));
+  else await store.write(newSets(projectId));
+  const afterNew = await timed(() => cold.query(projectId, filter));
   await cold.close();
   console.log(
     `unique users/day 30d: first query ${f(first)} ms (links read and resolved), second ${f(second)} ms, by distinct id ${f(byId)} ms`,
   );
   console.log(
-    `person filter: first query ${f(firstProps)} ms (person properties read), second ${f(secondProps)} ms`,
+    `person filter: first query ${f(firstProps)} ms (person properties read), second ${f(secondProps)} ms, after 10 new $set events ${f(afterNew)} ms`,
   );
   const warm = await store.fresh();
   console.log(
@@ -258,6 +282,9 @@ async function main(): Promise<void> {
           await store.start();
           return store;
         },
+        write: async () => {
+          throw new Error("the embedded store is written through the store queried");
+        },
         close: async () => rmSync(dir, { recursive: true, force: true }),
       },
       projectId,
@@ -289,6 +316,9 @@ async function main(): Promise<void> {
           await store.start();
           return store;
         },
+        write: async () => {
+          throw new Error("Postgres is written through the store queried");
+        },
         close: async () => {
           await admin.query(`DROP DATABASE ${database}`);
           await admin.end();
@@ -316,6 +346,7 @@ async function main(): Promise<void> {
           await store.start();
           return store;
         },
+        write: (rows) => db.insert(db.eventsTable, rows.map(toClickHouseRow)),
         close: async () => {
           await db.command(`DROP DATABASE IF EXISTS ${database}`);
           await db.close();

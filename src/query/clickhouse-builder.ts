@@ -239,12 +239,16 @@ export class ClickHouseQueryBuilder implements QueryStatements {
     return { sql, params: [] };
   }
 
-  /** Rows: distinct_id, ts (epoch ms), uuid, set ($set as JSON text, '' when absent), set_once. */
-  propertyEvents(projectId: string): SqlStatement {
+  /**
+   * Rows: distinct_id, ts (epoch ms), uuid, received (epoch ms), set ($set as JSON text, '' when
+   * absent), set_once: the project's property candidates, those received at or after `sinceMs`.
+   */
+  propertyEvents(projectId: string, sinceMs?: number): SqlStatement {
     // An object property is kept as its JSON text in prop_values (clickhouse.rows.ts).
-    const sql = `SELECT distinct_id, ts, uuid, ${propertyText("$set")} AS set, ${propertyText("$set_once")} AS set_once
+    const since = sinceMs === undefined ? "" : ` AND received_at >= ${lit(Math.floor(sinceMs))}`;
+    const sql = `SELECT distinct_id, ts, uuid, received_at AS received, ${propertyText("$set")} AS set, ${propertyText("$set_once")} AS set_once
       FROM ${this.table}
-      WHERE project_id = ${lit(projectId.toLowerCase())} AND (${propertySet("$set")} OR ${propertySet("$set_once")})`;
+      WHERE project_id = ${lit(projectId.toLowerCase())} AND (${propertySet("$set")} OR ${propertySet("$set_once")})${since}`;
     return { sql, params: [] };
   }
 }

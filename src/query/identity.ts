@@ -34,11 +34,16 @@ export interface LinkRow {
   alias: string | null;
 }
 
-/** A stored event that carries `$set` or `$set_once`: their JSON texts. */
+/**
+ * A stored event that may carry `$set` or `$set_once` (their JSON texts, null when absent): one
+ * of the project's property candidates, which the store picks by a cheap test of the text.
+ */
 export interface PropertyRow {
   distinctId: string;
   timestamp: number;
   uuid: string;
+  /** When the API received it (epoch ms), to read only the candidates stored since a read. */
+  receivedAt: number;
   set: string | null;
   setOnce: string | null;
 }
@@ -68,12 +73,20 @@ export interface QueryPeople<K extends string | number = string | number> {
 export interface IdentitySource<K extends string | number> {
   /** Changes whenever the project gains link events (a count of them, or a version kept in memory). */
   linkMarker(projectId: string): Promise<string>;
-  /** Changes whenever the project gains events carrying `$set` or `$set_once`. */
+  /** Changes whenever the project gains property candidates (their count, or a version in memory). */
   propertyMarker(projectId: string): Promise<string>;
+  /**
+   * The number of the project's property candidates now. Without it, the property marker is
+   * that number.
+   */
+  propertyCount?(projectId: string): Promise<number>;
   readLinks(projectId: string): Promise<LinkRow[]>;
-  readPropertyEvents(projectId: string): Promise<PropertyRow[]>;
+  /** The project's property candidates, all of them or those received at or after `sinceMs`. */
+  readPropertyEvents(projectId: string, sinceMs?: number): Promise<PropertyRow[]>;
   /** The engine's user key of each id that has events (ids without events may be left out). */
   userKeys(projectId: string, ids: readonly string[]): Promise<ReadonlyMap<string, K>>;
+  /** Every id is its own key (users are named by distinct id): nothing to look up or keep. */
+  keysAreIds?: boolean;
 }
 
 const MAX_ID_LENGTH = 200;
@@ -141,22 +154,46 @@ export interface PropertyUpdate {
   setOnce?: Record<string, unknown>;
 }
 
+/** A candidate parsed: its update, or undefined when it carries no `$set` or `$set_once` object. */
+export function parsePropertyRow(row: PropertyRow): PropertyUpdate | undefined {
+  const set = parseObject(row.set);
+  const setOnce = parseObject(row.setOnce);
+  if (set === undefined && setOnce === undefined) return undefined;
+  return { distinctId: row.distinctId, timestamp: row.timestamp, uuid: row.uuid.toLowerCase(), set, setOnce };
+}
+
 export function parsePropertyRows(rows: readonly PropertyRow[]): PropertyUpdate[] {
   const updates: PropertyUpdate[] = [];
   for (const row of rows) {
-    const set = parseObject(row.set);
-    const setOnce = parseObject(row.setOnce);
-    if (set === undefined && setOnce === undefined) continue;
-    updates.push({
-      distinctId: row.distinctId,
-      timestamp: row.timestamp,
-      uuid: row.uuid.toLowerCase(),
-      set,
-      setOnce,
-    });
+    const update = parsePropertyRow(row);
+    if (update) updates.push(update);
   }
   return updates;
 }
+
+/**
+ * A project's property candidates as last read: each by uuid (null when it carries no update),
+ * and the latest time one was received.
+ */
+export interface PropertyState {
+  candidates: Map<string, PropertyUpdate | null>;
+  maxReceivedAt: number;
+}
+
+function addCandidates(state: PropertyState, rows: readonly PropertyRow[]): void {
+  for (const row of rows) {
+    state.candidates.set(row.uuid.toLowerCase(), parsePropertyRow(row) ?? null);
+    if (row.receivedAt > state.maxReceivedAt) state.maxReceivedAt = row.receivedAt;
+  }
+}
+
+/**
+ * How far before the latest receipt already read a read of new candidates starts. Events are
+ * stored seconds after their receipt in every pipeline when all is well; one stored later than
+ * this (a worker catching up after an outage) is not lost: the count check then fails and the
+ * candidates are read whole.
+ */
+export const PROPERTY_REREAD_WINDOW_MS = 10 * 60_000;
 
 /**
  * Each person's properties: its ids' updates applied in event-time order (ties by uuid), each
@@ -268,9 +305,11 @@ interface Cached<T> {
 
 interface ProjectIdentity<K extends string | number> {
   links?: Cached<Map<string, string>>;
-  updates?: Cached<PropertyUpdate[]>;
+  properties?: Cached<PropertyState>;
   people?: Cached<ResolvedPeople<K>>;
   peopleWithProperties?: Cached<ResolvedPeople<K>>;
+  /** Keys found so far (an id's key never changes while its project exists). */
+  keys: Map<string, K>;
 }
 
 /**
@@ -305,7 +344,7 @@ export class IdentityResolver<K extends string | number = string | number> imple
       // Most recently used last, so the first is the one to drop.
       this.projects.delete(projectId);
     } else {
-      entry = {};
+      entry = { keys: new Map() };
       if (this.projects.size >= this.maxProjects) {
         const oldest = this.projects.keys().next().value;
         if (oldest !== undefined) this.projects.delete(oldest);
@@ -329,16 +368,13 @@ export class IdentityResolver<K extends string | number = string | number> imple
       const representative = await this.cached(entry, "links", linkMarker, async () =>
         linkComponents(await this.source.readLinks(projectId)),
       );
-      const updates = withProperties
-        ? await this.cached(entry, "updates", propertyMarker, async () =>
-            parsePropertyRows(await this.source.readPropertyEvents(projectId)),
-          )
-        : undefined;
-      const properties = updates ? personProperties(updates, representative) : undefined;
+      const state = withProperties ? await this.propertyState(entry, projectId, propertyMarker) : undefined;
+      const updates: PropertyUpdate[] = [];
+      for (const update of state?.candidates.values() ?? []) if (update) updates.push(update);
+      const properties = state ? personProperties(updates, representative) : undefined;
       const ids = new Set(representative.keys());
-      for (const update of updates ?? []) ids.add(update.distinctId);
-      const keys = ids.size === 0 ? new Map<string, K>() : await this.source.userKeys(projectId, [...ids]);
-      return toEngineKeys(representative, properties, keys);
+      for (const update of updates) ids.add(update.distinctId);
+      return toEngineKeys(representative, properties, await this.keys(entry, projectId, ids));
     })();
     entry[slot] = { marker, value };
     // A failed read is not cached: the next query tries again.
@@ -348,16 +384,70 @@ export class IdentityResolver<K extends string | number = string | number> imple
     return value;
   }
 
-  private cached<T>(
+  /** The keys of `ids`, looking up only those not found before. */
+  private async keys(
     entry: ProjectIdentity<K>,
-    slot: "links" | "updates",
+    projectId: string,
+    ids: ReadonlySet<string>,
+  ): Promise<ReadonlyMap<string, K>> {
+    if (this.source.keysAreIds) return new Map([...ids].map((id) => [id, id as K]));
+    const missing = [...ids].filter((id) => !entry.keys.has(id));
+    if (missing.length > 0)
+      for (const [id, key] of await this.source.userKeys(projectId, missing)) entry.keys.set(id, key);
+    return entry.keys;
+  }
+
+  /**
+   * The project's property candidates. When the marker changed since the last read, only those
+   * received since shortly before the latest one read are read, then the count of candidates,
+   * taken after that read, must equal what is held: no candidate is ever removed, so equal counts
+   * mean nothing was missed. Otherwise (or with nothing read before) all of them are read.
+   */
+  private propertyState(
+    entry: ProjectIdentity<K>,
+    projectId: string,
     marker: string,
-    load: () => Promise<T>,
-  ): Promise<T> {
-    const cached = entry[slot] as Cached<T> | undefined;
+  ): Promise<PropertyState> {
+    const cached = entry.properties;
+    if (cached && cached.marker === marker) return cached.value;
+    const previous = cached?.value;
+    const value = (async (): Promise<PropertyState> => {
+      const before = await previous?.catch(() => undefined);
+      if (before) {
+        const state: PropertyState = {
+          candidates: new Map(before.candidates),
+          maxReceivedAt: before.maxReceivedAt,
+        };
+        addCandidates(
+          state,
+          await this.source.readPropertyEvents(projectId, before.maxReceivedAt - PROPERTY_REREAD_WINDOW_MS),
+        );
+        const count = this.source.propertyCount
+          ? await this.source.propertyCount(projectId)
+          : Number(await this.source.propertyMarker(projectId));
+        if (count === state.candidates.size) return state;
+      }
+      const state: PropertyState = { candidates: new Map(), maxReceivedAt: Number.NEGATIVE_INFINITY };
+      addCandidates(state, await this.source.readPropertyEvents(projectId));
+      return state;
+    })();
+    entry.properties = { marker, value };
+    value.catch(() => {
+      if (entry.properties?.value === value) entry.properties = undefined;
+    });
+    return value;
+  }
+
+  private cached(
+    entry: ProjectIdentity<K>,
+    slot: "links",
+    marker: string,
+    load: () => Promise<Map<string, string>>,
+  ): Promise<Map<string, string>> {
+    const cached = entry[slot];
     if (cached && cached.marker === marker) return cached.value;
     const value = load();
-    (entry as Record<string, Cached<unknown> | undefined>)[slot] = { marker, value };
+    entry[slot] = { marker, value };
     value.catch(() => {
       if (entry[slot]?.value === value) entry[slot] = undefined;
     });

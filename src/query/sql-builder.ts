@@ -453,15 +453,21 @@ export class SqlQueryBuilder {
     return params.statement(sql);
   }
 
-  /** Rows: distinct_id, ts (epoch ms), uuid, set ($set as JSON text), set_once. */
-  propertyEvents(projectId: string): SqlStatement {
+  /**
+   * Rows: distinct_id, ts (epoch ms), uuid, received (epoch ms), set ($set as JSON text), set_once:
+   * the project's property candidates, those received at or after `sinceMs` when given.
+   */
+  propertyEvents(projectId: string, sinceMs?: number): SqlStatement {
     const d = this.dialect;
     const params = new Params();
     // The text test first: a substring search is far cheaper than reading the JSON of every event.
-    const where = `project_id = ${d.uuid(params.add(projectId))} AND strpos(CAST(properties AS VARCHAR), ${params.add(SET_MARK)}) > 0`;
+    let where = `project_id = ${d.uuid(params.add(projectId))} AND strpos(CAST(properties AS VARCHAR), ${params.add(SET_MARK)}) > 0`;
+    if (sinceMs !== undefined)
+      where += ` AND received_at >= ${d.timestampFromMs(params.add(Math.floor(sinceMs)))}`;
     const set = d.propertyJson("properties", params.add(d.propertyPathValue("$set")));
     const setOnce = d.propertyJson("properties", params.add(d.propertyPathValue("$set_once")));
-    const sql = `SELECT distinct_id, ${d.epochMs("timestamp")} AS ts, CAST(uuid AS VARCHAR) AS uuid, ${set} AS set, ${setOnce} AS set_once
+    const sql = `SELECT distinct_id, ${d.epochMs("timestamp")} AS ts, CAST(uuid AS VARCHAR) AS uuid,
+        ${d.epochMs("received_at")} AS received, ${set} AS set, ${setOnce} AS set_once
       FROM events WHERE ${where}`;
     return params.statement(sql);
   }

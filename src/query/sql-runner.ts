@@ -74,18 +74,20 @@ export function sqlIdentitySource<K extends string | number = string>(
           alias: text(row.alias),
         }),
       ),
-    readPropertyEvents: async (projectId) =>
-      (await run(statements.propertyEvents(projectId))).map(
+    readPropertyEvents: async (projectId, sinceMs) =>
+      (await run(statements.propertyEvents(projectId, sinceMs))).map(
         (row): PropertyRow => ({
           distinctId: String(row.distinct_id),
           timestamp: num(row.ts),
           uuid: String(row.uuid),
+          receivedAt: num(row.received),
           set: text(row.set),
           setOnce: text(row.set_once),
         }),
       ),
     // Where users are named by their distinct id, every id is its own key.
     userKeys: async (_projectId, ids) => new Map(ids.map((id) => [id, id as K])),
+    keysAreIds: overrides.userKeys === undefined,
     ...overrides,
   };
 }

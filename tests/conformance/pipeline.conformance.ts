@@ -168,6 +168,36 @@ export function pipelineConformance(
         filters: [{ property: "plan", op: "eq", value: "late", type: "person" }],
       });
       assert.equal(late.series[0].total, 1);
+
+      // Linked through an id that has no events yet; then it sends one: still one person.
+      const uniqueUsers = async () =>
+        (
+          await query(tidemark, identity.read_key, {
+            kind: "trends",
+            math: "unique_users",
+            from: spec.from,
+            to: spec.to,
+          })
+        ).series[0].total;
+      await send([
+        {
+          event: "$create_alias",
+          distinct_id: "late_user",
+          timestamp: "2026-11-02T12:10:00Z",
+          properties: { alias: "late_ghost" },
+        },
+        {
+          event: "$identify",
+          distinct_id: "late_phone",
+          timestamp: "2026-11-02T12:20:00Z",
+          properties: { $anon_distinct_id: "late_ghost" },
+        },
+      ]);
+      await waitForStored(tidemark, identity.id, people.length + 5);
+      assert.equal(await uniqueUsers(), 1);
+      await send([{ event: "Page View", distinct_id: "late_ghost", timestamp: "2026-11-02T13:00:00Z" }]);
+      await waitForStored(tidemark, identity.id, people.length + 6);
+      assert.equal(await uniqueUsers(), 1, "the id's first event counts as its person's");
     });
   });
 }

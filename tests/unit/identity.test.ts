@@ -5,6 +5,7 @@ import {
   type IdentitySource,
   type LinkRow,
   linkComponents,
+  PROPERTY_REREAD_WINDOW_MS,
   type PropertyRow,
   parsePropertyRows,
   personProperties,
@@ -74,13 +75,41 @@ test("components: a long chain resolves to one person", () => {
 
 test("person properties: latest $set by event time, else earliest $set_once; arrival order does not matter", () => {
   const rows: PropertyRow[] = [
-    { distinctId: "anon", timestamp: 1, uuid: "1", set: null, setOnce: '{"source":"ad","tier":"t1"}' },
-    { distinctId: "user", timestamp: 5, uuid: "5", set: '{"plan":"pro"}', setOnce: null },
-    { distinctId: "user", timestamp: 3, uuid: "3", set: '{"plan":"free","tier":"t2"}', setOnce: null },
-    { distinctId: "anon", timestamp: 2, uuid: "2", set: null, setOnce: '{"source":"organic","ref":"r0"}' },
-    { distinctId: "user", timestamp: 4, uuid: "4", set: '{"ref":"r1"}', setOnce: '{"ref":"r2"}' },
-    { distinctId: "other", timestamp: 1, uuid: "6", set: "not an object", setOnce: "[1]" },
-    { distinctId: "solo", timestamp: 1, uuid: "7", set: '{"n":1}', setOnce: null },
+    {
+      distinctId: "anon",
+      timestamp: 1,
+      uuid: "1",
+      receivedAt: 1,
+      set: null,
+      setOnce: '{"source":"ad","tier":"t1"}',
+    },
+    { distinctId: "user", timestamp: 5, uuid: "5", receivedAt: 5, set: '{"plan":"pro"}', setOnce: null },
+    {
+      distinctId: "user",
+      timestamp: 3,
+      uuid: "3",
+      receivedAt: 3,
+      set: '{"plan":"free","tier":"t2"}',
+      setOnce: null,
+    },
+    {
+      distinctId: "anon",
+      timestamp: 2,
+      uuid: "2",
+      receivedAt: 2,
+      set: null,
+      setOnce: '{"source":"organic","ref":"r0"}',
+    },
+    {
+      distinctId: "user",
+      timestamp: 4,
+      uuid: "4",
+      receivedAt: 4,
+      set: '{"ref":"r1"}',
+      setOnce: '{"ref":"r2"}',
+    },
+    { distinctId: "other", timestamp: 1, uuid: "6", receivedAt: 1, set: "not an object", setOnce: "[1]" },
+    { distinctId: "solo", timestamp: 1, uuid: "7", receivedAt: 1, set: '{"n":1}', setOnce: null },
   ];
   const representative = new Map([
     ["anon", "anon"],
@@ -163,6 +192,10 @@ function countingSource() {
     linkMarker: "1",
     propertyMarker: "0",
     reads: { links: 0, properties: 0, keys: 0 },
+    /** The `sinceMs` of each property read (undefined: all). */
+    since: [] as (number | undefined)[],
+    /** The ids each key lookup asked for. */
+    asked: [] as string[][],
     fail: false,
   };
   const source: IdentitySource<string> = {
@@ -173,13 +206,15 @@ function countingSource() {
       if (state.fail) throw new Error("store down");
       return state.links;
     },
-    readPropertyEvents: async () => {
+    readPropertyEvents: async (_projectId, sinceMs) => {
       state.reads.properties++;
-      return state.properties;
+      state.since.push(sinceMs);
+      return state.properties.filter((row) => sinceMs === undefined || row.receivedAt >= sinceMs);
     },
     userKeys: async (_projectId, ids) => {
       state.reads.keys++;
-      return new Map(ids.map((id) => [id, id]));
+      state.asked.push([...ids].sort());
+      return new Map(ids.filter((id) => id !== "ghost").map((id) => [id, id]));
     },
   };
   return { state, source };
@@ -203,15 +238,69 @@ test("resolver: reads again only when a marker changes; properties only for quer
   );
   assert.equal(state.reads.links, 2);
 
-  state.properties = [{ distinctId: "old", timestamp: 1, uuid: "u", set: '{"plan":"pro"}', setOnce: null }];
+  state.properties = [
+    { distinctId: "old", timestamp: 1, uuid: "u", receivedAt: 1, set: '{"plan":"pro"}', setOnce: null },
+  ];
   const withPlan = await resolver.people("p", false, new Set(["plan"]));
   assert.deepEqual(withPlan.rows.length, 3);
   assert.ok(withPlan.rows.every((row) => (row.properties as { plan: string }).plan === "pro"));
   await resolver.people("p", false, new Set(["plan"]));
-  assert.deepEqual(state.reads, { links: 2, properties: 1, keys: 3 });
+  // Keys are looked up once per id: the third resolution found every one known.
+  assert.deepEqual(state.reads, { links: 2, properties: 1, keys: 2 });
+  assert.deepEqual(state.asked, [["anon", "user"], ["old"]]);
   state.propertyMarker = "1";
   await resolver.people("p", false, new Set(["plan"]));
   assert.equal(state.reads.properties, 2);
+});
+
+test("resolver: new property events are read from shortly before the last one read, checked by count", async () => {
+  const { state, source } = countingSource();
+  const resolver = new IdentityResolver(source);
+  const day = 86_400_000;
+  const row = (uuid: string, receivedAt: number, set: string | null): PropertyRow => ({
+    distinctId: "user",
+    timestamp: receivedAt,
+    uuid,
+    receivedAt,
+    set,
+    setOnce: null,
+  });
+  const plan = async () => {
+    const people = await resolver.people("p", false, new Set(["plan"]));
+    return people.rows.find((r) => r.id === "user")?.properties?.plan;
+  };
+  state.properties = [row("a", 10 * day, '{"plan":"free"}'), row("b", 11 * day, "not an object")];
+  state.propertyMarker = "2";
+  assert.equal(await plan(), "free");
+  assert.deepEqual(state.since, [undefined]);
+
+  // One more, received after the others: read from the window before the latest, and the count
+  // (the marker here) agrees.
+  state.properties.push(row("c", 12 * day, '{"plan":"pro"}'));
+  state.propertyMarker = "3";
+  assert.equal(await plan(), "pro");
+  assert.deepEqual(state.since, [undefined, 11 * day - PROPERTY_REREAD_WINDOW_MS]);
+
+  // One stored long after its receipt (a worker catching up): outside the window, so the count
+  // disagrees and everything is read again.
+  state.properties.push(row("d", 12 * day + 1, null), row("e", 1 * day, '{"plan":"team"}'));
+  state.propertyMarker = "5";
+  assert.equal(await plan(), "pro", "the latest $set by event time still wins");
+  assert.deepEqual(state.since.slice(2), [12 * day - PROPERTY_REREAD_WINDOW_MS, undefined]);
+  const people = await resolver.people("p", false, new Set(["plan"]));
+  assert.equal(people.rows.length, 2);
+});
+
+test("resolver: an id without events is asked for again at each resolution", async () => {
+  const { state, source } = countingSource();
+  state.links = [identify("user", "ghost"), alias("other", "ghost")];
+  const resolver = new IdentityResolver(source);
+  const first = await resolver.people("p", true, new Set());
+  // "ghost" has no key: the person's key is the smallest keyed id.
+  assert.deepEqual(first.rows, [{ id: "user", person: "other", properties: null }]);
+  state.linkMarker = "2";
+  await resolver.people("p", true, new Set());
+  assert.deepEqual(state.asked, [["ghost", "other", "user"], ["ghost"]]);
 });
 
 test("resolver: a failed read is not kept; the next query reads again", async () => {

@@ -156,6 +156,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    */
   private readonly identityVersions = new Map<string, { links: number; properties: number }>();
   private readonly identity: IdentityResolver<number>;
+  /** Per project, the linked ids its last resolution found no uid for (they had no events). */
+  private readonly unkeyed = new Map<string, Set<string>>();
   private indexWatch?: NodeJS.Timeout;
   private indexWarnedLevel = 0;
   private readonly idleWriters: EventWriter[] = [];
@@ -194,13 +196,24 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     };
     const version = (projectId: string) =>
       this.identityVersions.get(projectId) ?? { links: 0, properties: 0 };
+    const statements = new SqlQueryBuilder(duckDbDialect);
     this.identity = new IdentityResolver<number>(
-      sqlIdentitySource<number>(new SqlQueryBuilder(duckDbDialect), this.run, {
+      sqlIdentitySource<number>(statements, this.run, {
         linkMarker: async (projectId) => String(version(projectId).links),
         propertyMarker: async (projectId) => String(version(projectId).properties),
+        propertyCount: async (projectId) =>
+          Number((await this.run(statements.propertyEventCount(projectId)))[0]?.n ?? 0),
         userKeys: async (projectId, ids) => {
           const rows = await this.run({ sql: USER_KEYS, params: [projectId, JSON.stringify(ids)] });
-          return new Map(rows.map((row) => [String(row.distinct_id), Number(row.uid)]));
+          const keys = new Map(rows.map((row) => [String(row.distinct_id), Number(row.uid)]));
+          // A linked id with no events has no uid yet: its first event must change the people.
+          const waiting = ids.filter((id) => !keys.has(id));
+          if (waiting.length > 0) this.unkeyed.set(projectId, new Set(waiting));
+          else this.unkeyed.delete(projectId);
+          // One committed while this read ran: the next query resolves again.
+          const { uids } = this.distinctIds.known(new Set(waiting.map((id) => `${projectId}/${id}`)));
+          if (uids.size > 0) this.noteNewUsers([...uids]);
+          return keys;
         },
       }),
     );
@@ -321,6 +334,20 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       });
   }
 
+  /** A linked id that had no uid got one: its project's people are resolved again. */
+  private noteNewUsers(keys: readonly (readonly [string, number])[]): void {
+    if (this.unkeyed.size === 0) return;
+    for (const [key] of keys) {
+      const slash = key.indexOf("/");
+      const projectId = key.slice(0, slash);
+      if (!this.unkeyed.get(projectId)?.has(key.slice(slash + 1))) continue;
+      this.unkeyed.delete(projectId);
+      const version = this.identityVersions.get(projectId) ?? { links: 0, properties: 0 };
+      version.links++;
+      this.identityVersions.set(projectId, version);
+    }
+  }
+
   /** Bumps the identity markers of the projects whose committed events link ids or set properties. */
   private noteIdentity(events: readonly StoredEvent[]): void {
     for (const e of events) {
@@ -354,6 +381,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         const created = await this.distinctIds.assign(writer.connection, missing, uids);
         const outcome = await this.commitRows(writer, events, unique, uids, created.lines);
         this.distinctIds.committed(created);
+        this.noteNewUsers(created.keys);
         return outcome;
       });
     });
@@ -469,6 +497,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     this.distinctIds.forgetProject(projectId);
     this.properties.forgetProject(projectId);
     this.identity.forget(projectId);
+    this.unkeyed.delete(projectId);
     const version = this.identityVersions.get(projectId);
     if (version) {
       version.links++;
