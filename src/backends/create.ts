@@ -42,17 +42,17 @@ async function createEmbedded(config: Config, hooks: PartHooks): Promise<Pipelin
     onMigration: (message, details) => hooks.log?.info(details, message),
   });
   const projects = new DuckDbProjectStore(db);
-  // One commit at a time: what arrives during a commit forms the next one. A DuckDB commit costs
-  // about 3.5 ms of CPU however few events it holds, and that CPU is the API's too: against two
-  // writers, one made commits of 41 events instead of 26 and took 0.69-0.83x the CPU per
-  // single-event request in 3 rounds of 4 (benchmarks/README.md, "Ingest CPU per request").
-  const writers = 1;
-  const events = new DuckDbEventStore(db, { writers, log: hooks.log });
+  // One commit at a time (the store commits so): what arrives during a commit forms the next one.
+  // A DuckDB commit costs about 3.5 ms of CPU however few events it holds, and that CPU is the
+  // API's too: against two writers, one made commits of 41 events instead of 26 and took
+  // 0.69-0.83x the CPU per single-event request in 3 rounds of 4 (benchmarks/README.md, "Ingest
+  // CPU per request").
+  const events = new DuckDbEventStore(db, { log: hooks.log });
   const parts = groupCommitParts(config, hooks, {
     projects,
     events,
     rateLimiter: new MemoryRateLimiter(),
-    writers,
+    writers: 1,
   });
   return { ...parts, soleProjectWriter: true };
 }

@@ -19,7 +19,7 @@ test("a failed ledger compaction is logged as a warning with its error, and comm
     error() {},
   };
   const db = new DuckDbDatabase(dataDir);
-  const store = new DuckDbEventStore(db, { writers: 1, compactEvery: 1, log });
+  const store = new DuckDbEventStore(db, { compactEvery: 1, log });
   await store.start();
   try {
     const failure = new Error("disk full while compacting");

@@ -17,6 +17,7 @@ import { type RunSql, SqlQueryRunner, sqlIdentitySource } from "../../query/sql-
 import type { DuckDbDatabase } from "./duckdb.database.js";
 import { duckDbDialect } from "./duckdb.dialect.js";
 import { DistinctIdDictionary, INSERT_DISTINCT_IDS } from "./duckdb.distinct-ids.js";
+import { KeyFilter, type KeyFilterOptions, type KeyHash } from "./duckdb.key-filter.js";
 import { PropertyColumnRegistry, slotValueColumns } from "./duckdb.property-columns.js";
 
 // Rows travel to DuckDB as one NDJSON text parameter that DuckDB parses on its own threads: one
@@ -27,10 +28,9 @@ const ROW_SHAPE = `'{"p":"VARCHAR","u":"VARCHAR","e":"VARCHAR","d":"VARCHAR","i"
  * The insert of a commit's rows for a project with `slots` property columns to fill ($2: their
  * JSON pointers, in slot order; one parse of each row's JSON fills them all). Rows are not sorted:
  * a commit is far smaller than a row group, whose min/max is what scans skip by, and an ORDER BY
- * halves the insert rate. `skipStored`: with retries in the commit, skip what is stored already
- * and say which rows went in.
+ * halves the insert rate. The rows are new: the commit left out what the store holds already.
  */
-function insertSql(slots: number, skipStored: boolean): string {
+function insertSql(slots: number): string {
   const filled = slotValueColumns(slots);
   const extract =
     slots > 0
@@ -56,38 +56,14 @@ function insertSql(slots: number, skipStored: boolean): string {
     "j.props",
     "epoch_ms(j.r)",
   ];
-  return `INSERT ${skipStored ? "OR IGNORE " : ""}INTO events (${[...columns, ...filled.columns].join(", ")})
+  return `INSERT INTO events (${[...columns, ...filled.columns].join(", ")})
     SELECT ${[...values, ...filled.values].join(", ")}
-    FROM (SELECT j${extract} FROM (SELECT from_json(unnest(string_split($1, chr(10))), ${ROW_SHAPE}) AS j))
-    ${skipStored ? "RETURNING CAST(project_id AS VARCHAR) AS p, CAST(uuid AS VARCHAR) AS u" : ""}`;
+    FROM (SELECT j${extract} FROM (SELECT from_json(unnest(string_split($1, chr(10))), ${ROW_SHAPE}) AS j))`;
 }
 
 /** One NDJSON line per event; `properties` is already JSON text, and JSON text has no raw newline. */
 function toLine(e: StoredEvent, uid: number): string {
   return `{"p":"${e.projectId}","u":"${e.uuid}","e":${JSON.stringify(e.event)},"d":${JSON.stringify(e.distinctId)},"i":${uid},"t":${e.timestamp},"props":${e.properties},"r":${e.receivedAt}}`;
-}
-
-/** How often the key index's share of the memory cap is checked, and the share that warns. */
-const INDEX_WATCH_MS = 60_000;
-const INDEX_WARN_SHARE = 0.6;
-
-/** Bytes of a DuckDB size setting such as `488.2 MiB` or `1.0 GiB`; undefined if unreadable. */
-export function parseByteSize(text: string): number | undefined {
-  const match = /^([\d.]+)\s*(bytes|[KMGT]i?B)$/i.exec(text.trim());
-  if (!match) return undefined;
-  const units: Record<string, number> = {
-    BYTES: 1,
-    KB: 1e3,
-    MB: 1e6,
-    GB: 1e9,
-    TB: 1e12,
-    KIB: 2 ** 10,
-    MIB: 2 ** 20,
-    GIB: 2 ** 30,
-    TIB: 2 ** 40,
-  };
-  const unit = units[match[2]!.toUpperCase()];
-  return unit === undefined ? undefined : Number(match[1]) * unit;
 }
 
 /** Memory the bitstrings of one distinct count may take (see userStrategies). */
@@ -105,23 +81,26 @@ const LEDGER_SHAPE = `'{"p":"VARCHAR","o":"VARCHAR","n":"BIGINT"}'`;
 const INSERT_LEDGER = `INSERT INTO ledger_entries SELECT CAST(j.p AS UUID), j.o, j.n
   FROM (SELECT from_json(unnest(string_split($1, chr(10))), ${LEDGER_SHAPE}) AS j)`;
 
-/** A connection that commits events, with its statements prepared once. */
+/** The connection that commits events, with its statements prepared once. */
 interface EventWriter {
   connection: DuckDBConnection;
-  /** By `${slots}/${skipStored}`, prepared on first use. */
-  inserts: Map<string, DuckDBPreparedStatement>;
+  /** By the number of property slots filled, prepared on first use. */
+  inserts: Map<number, DuckDBPreparedStatement>;
   insertLedger: DuckDBPreparedStatement;
 }
 
-async function insertStatement(writer: EventWriter, slots: number, skipStored: boolean) {
-  const key = `${slots}/${skipStored}`;
-  let statement = writer.inserts.get(key);
+async function insertStatement(writer: EventWriter, slots: number) {
+  let statement = writer.inserts.get(slots);
   if (!statement) {
-    statement = await writer.connection.prepare(insertSql(slots, skipStored));
-    writer.inserts.set(key, statement);
+    statement = await writer.connection.prepare(insertSql(slots));
+    writer.inserts.set(slots, statement);
   }
   return statement;
 }
+
+/** Which of a project's uuids the table holds ($2: the uuids, one a line). */
+const STORED_UUIDS = `SELECT CAST(uuid AS VARCHAR) AS u FROM events
+  WHERE project_id = CAST($1 AS UUID) AND uuid IN (SELECT CAST(unnest(string_split($2, chr(10))) AS UUID))`;
 
 /** The uid of each given distinct id of a project that has events ($2: a JSON array of ids). */
 const USER_KEYS = `SELECT distinct_id, uid FROM distinct_ids
@@ -129,16 +108,17 @@ const USER_KEYS = `SELECT distinct_id, uid FROM distinct_ids
 
 const LINK_EVENT_NAMES: ReadonlySet<string> = new Set(LINK_EVENTS);
 
-const isConstraintError = (error: unknown) =>
-  error instanceof Error && /constraint|duplicate key/i.test(error.message);
-
 /**
- * Events in the embedded DuckDB file. A commit inserts its rows against the (project_id, uuid)
- * primary key with one statement (one per project that has property columns to fill), and
- * updates the ledger in the same transaction. A plain INSERT is twice as fast as INSERT OR IGNORE,
- * so that runs first; retried uuids make it fail on the key and the commit is redone skipping
- * what is stored. Each row carries its user's integer uid (duckdb.distinct-ids.ts) and the typed
- * columns of the properties queries read (duckdb.property-columns.ts).
+ * Events in the embedded DuckDB file. Commits run one at a time on one connection. A commit leaves
+ * out the events whose (project, uuid) the store holds already, which the key filter
+ * (duckdb.key-filter.ts) says of most keys without reading the table; then it inserts its rows
+ * with one statement (one per project that has property columns to fill) and updates the ledger,
+ * in one transaction. Each row carries its user's integer uid (duckdb.distinct-ids.ts) and the
+ * typed columns of the properties queries read (duckdb.property-columns.ts).
+ *
+ * One commit at a time is what keeps the check and the insert exact: no other commit can store a
+ * key between them. It is also the faster way here: two writers made commits half as large, and a
+ * DuckDB commit costs about 3 ms of CPU however few events it holds (benchmarks/README.md).
  */
 export class DuckDbEventStore implements EventStore, AnalyticsStore {
   readonly name = "duckdb";
@@ -158,36 +138,28 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   private readonly identity: IdentityResolver<number>;
   /** Per project, the linked ids its last resolution found no uid for (they had no events). */
   private readonly unkeyed = new Map<string, Set<string>>();
-  private indexWatch?: NodeJS.Timeout;
-  private indexWarnedLevel = 0;
-  private readonly idleWriters: EventWriter[] = [];
+  private readonly keys: KeyFilter;
+  private writer?: EventWriter;
   private readonly writerWaiters: ((writer: EventWriter) => void)[] = [];
 
-  private readonly writers: number;
   private readonly compactEvery: number;
   private readonly bitstringMargin: number;
-  private readonly indexWatchMs: number;
   private readonly log?: Log;
 
-  /**
-   * `writers` commits may run at once (2 by default), each on its own connection; the ledger is
-   * compacted every `compactEvery` commits (10,000 by default).
-   */
+  /** The ledger is compacted every `compactEvery` commits (10,000 by default). */
   constructor(
     private readonly db: DuckDbDatabase,
     options: {
-      writers?: number;
       compactEvery?: number;
       log?: Log;
       /** Uids past the highest known that a distinct count allows for (tests set it below 0). */
       bitstringMargin?: number;
-      /** How often the key index's share of the memory cap is checked (60 s). */
-      indexWatchMs?: number;
+      /** The key filter's sizes (tests make it small, so that it errs often). */
+      keyFilter?: KeyFilterOptions;
     } = {},
   ) {
-    this.writers = options.writers ?? 2;
+    this.keys = new KeyFilter(options.keyFilter);
     this.bitstringMargin = options.bitstringMargin ?? BITSTRING_MARGIN;
-    this.indexWatchMs = options.indexWatchMs ?? INDEX_WATCH_MS;
     this.compactEvery = options.compactEvery ?? 10_000;
     this.log = options.log;
     this.run = async ({ sql, params }) => {
@@ -230,17 +202,15 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     this.log?.info({ path: this.db.path, memory_limit: memoryLimit, threads }, "embedded store open");
     await this.compactLedger();
     await this.distinctIds.open(this.db.readConnection());
+    const loading = performance.now();
+    const loaded = await this.keys.load(this.db.readConnection());
+    this.log?.info(
+      { ...loaded, bytes: this.keys.size().bytes, took_ms: Math.round(performance.now() - loading) },
+      "event keys loaded",
+    );
     await this.properties.open(await this.db.connect());
-    this.indexWatch = setInterval(() => void this.watchKeyIndex(), this.indexWatchMs);
-    this.indexWatch.unref();
-    for (let i = 0; i < this.writers; i++) {
-      const connection = await this.db.connect();
-      this.idleWriters.push({
-        connection,
-        inserts: new Map(),
-        insertLedger: await connection.prepare(INSERT_LEDGER),
-      });
-    }
+    const connection = await this.db.connect();
+    this.writer = { connection, inserts: new Map(), insertLedger: await connection.prepare(INSERT_LEDGER) };
   }
 
   private async withWriter<T>(work: (writer: EventWriter) => Promise<T>): Promise<T> {
@@ -253,25 +223,23 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   }
 
   /** Runs `work` while no commit runs: DuckDB refuses to alter a table other transactions write. */
-  private async withEveryWriter<T>(work: () => Promise<T>): Promise<T> {
-    const held: EventWriter[] = [];
-    try {
-      for (let i = 0; i < this.writers; i++) held.push(await this.acquireWriter());
-      return await work();
-    } finally {
-      for (const writer of held) this.releaseWriter(writer);
-    }
+  private withEveryWriter<T>(work: () => Promise<T>): Promise<T> {
+    return this.withWriter(() => work());
   }
 
   private acquireWriter(): Promise<EventWriter> {
-    const idle = this.idleWriters.pop();
-    return idle ? Promise.resolve(idle) : new Promise((resolve) => this.writerWaiters.push(resolve));
+    const idle = this.writer;
+    if (idle) {
+      this.writer = undefined;
+      return Promise.resolve(idle);
+    }
+    return new Promise((resolve) => this.writerWaiters.push(resolve));
   }
 
   private releaseWriter(writer: EventWriter): void {
     const next = this.writerWaiters.shift();
     if (next) next(writer);
-    else this.idleWriters.push(writer);
+    else this.writer = writer;
   }
 
   async ready(): Promise<string | undefined> {
@@ -283,35 +251,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     }
   }
 
-  /**
-   * Warns as the (project, uuid) key index fills DuckDB's memory cap. DuckDB keeps that index in
-   * memory and cannot evict it (about 45 bytes a stored event, measured); table data beyond the cap
-   * is evicted, the index is not, so once it fills the cap commits fail with out-of-memory.
-   */
-  private async watchKeyIndex(): Promise<void> {
-    try {
-      const reader = await this.db.readConnection().runAndReadAll(
-        `SELECT (SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'ART_INDEX'),
-                (SELECT value FROM duckdb_settings() WHERE name = 'max_memory')`,
-      );
-      const [[indexBytes = 0n, limit = ""] = []] = reader.getRowsJS() as [bigint, string][];
-      const capBytes = parseByteSize(limit);
-      if (!capBytes) return;
-      const share = Number(indexBytes) / capBytes;
-      const level = Math.floor(share * 10) / 10;
-      if (share < INDEX_WARN_SHARE || level <= this.indexWarnedLevel) return;
-      this.indexWarnedLevel = level;
-      this.log?.warn(
-        { index_bytes: Number(indexBytes), memory_limit: limit, share: Math.round(share * 100) / 100 },
-        "the event key index fills DuckDB's memory cap; commits fail once it is full: raise TIDEMARK_DUCKDB_MEMORY_LIMIT (about 45 bytes a stored event)",
-      );
-    } catch {
-      // The next check tries again; the store's health does not depend on this warning.
-    }
-  }
-
   async close(): Promise<void> {
-    if (this.indexWatch) clearInterval(this.indexWatch);
     await this.properties.close();
     await this.db.close();
   }
@@ -368,37 +308,71 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   private commit(events: readonly StoredEvent[]): Promise<CommitOutcome> {
     return this.withWriter(async (writer) => {
       const unique = new Map<string, StoredEvent>();
-      const users = new Set<string>();
       for (const e of events) {
         const key = eventKey(e);
-        if (unique.has(key)) continue;
-        unique.set(key, e);
-        users.add(`${e.projectId}/${e.distinctId}`);
+        if (!unique.has(key)) unique.set(key, e);
       }
+      const hashes = await this.keys.hashes(
+        writer.connection,
+        [...unique.values()].map((e) => e.uuid),
+      );
+      const fresh = await this.withoutStored(writer.connection, unique, hashes);
+      const users = new Set<string>();
+      for (const e of fresh.values()) users.add(`${e.projectId}/${e.distinctId}`);
       const { uids, missing } = this.distinctIds.known(users);
-      if (missing.length === 0) return this.commitRows(writer, events, unique, uids, []);
-      return this.distinctIds.newUsers.run(async () => {
-        const created = await this.distinctIds.assign(writer.connection, missing, uids);
-        const outcome = await this.commitRows(writer, events, unique, uids, created.lines);
-        this.distinctIds.committed(created);
-        this.noteNewUsers(created.keys);
-        return outcome;
-      });
+      let outcome: CommitOutcome;
+      if (missing.length === 0) outcome = await this.commitRows(writer, events, fresh, uids, []);
+      else
+        outcome = await this.distinctIds.newUsers.run(async () => {
+          const created = await this.distinctIds.assign(writer.connection, missing, uids);
+          const committed = await this.commitRows(writer, events, fresh, uids, created.lines);
+          this.distinctIds.committed(created);
+          this.noteNewUsers(created.keys);
+          return committed;
+        });
+      // Durable now: later commits must find these keys.
+      for (const e of fresh.values()) this.keys.add(e.projectId, hashes.get(e.uuid)!);
+      return outcome;
     });
   }
 
-  /** One transaction: the commit's new users, its rows, and the ledger. */
+  /**
+   * The events of `unique` whose (project, uuid) the store does not hold. The filter clears most
+   * keys; the table is asked only about those it may hold (retries, and rarely a chance match),
+   * one query a project: a scan of the project's uuids, 65 ms on 10M events.
+   */
+  private async withoutStored(
+    connection: DuckDBConnection,
+    unique: ReadonlyMap<string, StoredEvent>,
+    hashes: ReadonlyMap<string, KeyHash>,
+  ): Promise<Map<string, StoredEvent>> {
+    const fresh = new Map(unique);
+    const maybe = new Map<string, string[]>();
+    for (const e of unique.values()) {
+      if (!this.keys.mayHold(e.projectId, hashes.get(e.uuid)!)) continue;
+      const uuids = maybe.get(e.projectId);
+      if (uuids) uuids.push(e.uuid);
+      else maybe.set(e.projectId, [e.uuid]);
+    }
+    for (const [projectId, uuids] of maybe) {
+      const reader = await connection.runAndReadAll(STORED_UUIDS, [projectId, uuids.join("\n")]);
+      for (const [uuid] of reader.getRowsJS() as [string][]) fresh.delete(`${projectId}/${uuid}`);
+    }
+    return fresh;
+  }
+
+  /** One transaction: the commit's new users, its new rows (`fresh`), and the ledger. */
   private async commitRows(
     writer: EventWriter,
     events: readonly StoredEvent[],
-    unique: ReadonlyMap<string, StoredEvent>,
+    fresh: ReadonlyMap<string, StoredEvent>,
     uids: ReadonlyMap<string, number>,
     newUsers: readonly string[],
   ): Promise<CommitOutcome> {
     const { connection, insertLedger } = writer;
     // One group for the projects without property columns, one for each project with some.
     const groups = new Map<string, RowGroup>();
-    for (const e of unique.values()) {
+    for (const e of fresh.values()) {
       let group = groups.get(e.projectId);
       if (!group) {
         const paths = this.properties.pathsToFill(e.projectId);
@@ -409,35 +383,16 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       }
       group.lines.push(toLine(e, uids.get(`${e.projectId}/${e.distinctId}`)!));
     }
-    const batches = [...new Set(groups.values())];
-    const begin = async () => {
+    try {
       await connection.run("BEGIN TRANSACTION");
       if (newUsers.length > 0) await connection.run(INSERT_DISTINCT_IDS, [newUsers.join("\n")]);
-    };
-    const insertAll = async (skipStored: boolean): Promise<[string, string][]> => {
-      const inserted: [string, string][] = [];
-      for (const { paths, lines } of batches) {
-        const statement = await insertStatement(writer, paths.length, skipStored);
+      for (const { paths, lines } of new Set(groups.values())) {
+        const statement = await insertStatement(writer, paths.length);
         statement.bindVarchar(1, lines.join("\n"));
         if (paths.length > 0) statement.bindList(2, listValue([...paths]), LIST(VARCHAR));
-        if (skipStored)
-          inserted.push(...((await statement.runAndReadAll()).getRowsJS() as [string, string][]));
-        else await statement.run();
+        await statement.run();
       }
-      return inserted;
-    };
-    try {
-      await begin();
-      let insertedKeys: Set<string> | undefined;
-      try {
-        await insertAll(false);
-      } catch (error) {
-        if (!isConstraintError(error)) throw error;
-        await connection.run("ROLLBACK");
-        await begin();
-        insertedKeys = new Set((await insertAll(true)).map(([p, u]) => `${p}/${u}`));
-      }
-      const { outcome, ledger: deltas } = commitResult(events, insertedKeys ?? new Set(unique.keys()));
+      const { outcome, ledger: deltas } = commitResult(events, new Set(fresh.keys()));
       const ledger = ledgerText(deltas);
       if (ledger !== "") {
         insertLedger.bindVarchar(1, ledger);

@@ -12,7 +12,7 @@ export const PROPERTY_SLOTS = 16;
 export const slotColumns = (slot: number) => ({ text: `p${slot}_text`, number: `p${slot}_num` });
 
 /** The newest schema version; a store at an older one is migrated forward when it opens. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 const BASE = `
   CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL);
@@ -60,6 +60,7 @@ const V2_TABLES = `
   );
 `;
 
+/** Version 2's events table, as that release created it: keyed by (project_id, uuid). */
 const eventsV2 = (table: string) => `
   CREATE TABLE ${table} (
     project_id UUID NOT NULL,
@@ -71,6 +72,24 @@ const eventsV2 = (table: string) => `
     properties JSON NOT NULL,
     received_at TIMESTAMP NOT NULL,
     PRIMARY KEY (project_id, uuid)
+  );
+`;
+
+/**
+ * Version 3's events table: no key. A PRIMARY KEY made DuckDB hold an index of every key in memory
+ * (about 45 bytes an event, never evicted), so RSS grew with the store and commits failed once the
+ * index filled the memory cap; exactly-once is kept by duckdb.key-filter.ts instead.
+ */
+const eventsV3 = (table: string) => `
+  CREATE TABLE ${table} (
+    project_id UUID NOT NULL,
+    uuid UUID NOT NULL,
+    event VARCHAR NOT NULL,
+    distinct_id VARCHAR NOT NULL,
+    uid BIGINT NOT NULL,
+    timestamp TIMESTAMP NOT NULL,
+    properties JSON NOT NULL,
+    received_at TIMESTAMP NOT NULL
   );
 `;
 
@@ -111,10 +130,36 @@ async function migrateToV2(connection: DuckDBConnection, progress: MigrationProg
   });
 }
 
+/**
+ * From version 2: rebuilds the events table without its (project_id, uuid) key, keeping every
+ * column (the property slots too) and sorting by (project, time). DuckDB cannot drop a key in
+ * place.
+ */
+async function migrateToV3(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
+  const events = await count(connection, "SELECT count(*) FROM events");
+  progress("migrating the store to schema 3 (events without a key index)", { events });
+  const started = performance.now();
+  const reader = await connection.runAndReadAll(
+    `SELECT column_name, data_type, is_nullable FROM duckdb_columns()
+     WHERE schema_name = 'main' AND table_name = 'events' ORDER BY column_index`,
+  );
+  const columns = (reader.getRowsJS() as [string, string, boolean][]).map(
+    ([name, type, nullable]) => `"${name.replaceAll('"', '""')}" ${type}${nullable ? "" : " NOT NULL"}`,
+  );
+  await connection.run(`CREATE TABLE events_v3 (${columns.join(", ")})`);
+  await connection.run("INSERT INTO events_v3 SELECT * FROM events ORDER BY project_id, timestamp");
+  await connection.run("DROP TABLE events");
+  await connection.run("ALTER TABLE events_v3 RENAME TO events");
+  progress("store migrated to schema 3", { events, took_ms: Math.round(performance.now() - started) });
+}
+
 const MIGRATIONS: {
   version: number;
   up(connection: DuckDBConnection, progress: MigrationProgress): Promise<void>;
-}[] = [{ version: 2, up: migrateToV2 }];
+}[] = [
+  { version: 2, up: migrateToV2 },
+  { version: 3, up: migrateToV3 },
+];
 
 /**
  * Creates the schema in a new store, or brings an older store forward one version at a time, each
@@ -129,7 +174,7 @@ export async function migrate(connection: DuckDBConnection, progress: MigrationP
     )) > 0;
   if (!hasEvents) {
     await connection.run("BEGIN TRANSACTION");
-    await connection.run(eventsV2("events"));
+    await connection.run(eventsV3("events"));
     await connection.run(V2_TABLES);
     for (let version = 1; version <= SCHEMA_VERSION; version++)
       await connection.run(`INSERT OR IGNORE INTO schema_migrations VALUES (${version}, now())`);
