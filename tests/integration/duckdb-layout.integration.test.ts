@@ -345,28 +345,41 @@ test("a retried event is stored once, across restarts and whether or not the key
   }
 });
 
-test("commits keep succeeding past the memory cap that the key index used to fill", async () => {
+test("commits keep succeeding past the memory cap that the key index used to fill; a large project's keys are found after a restart", async () => {
   // With a PRIMARY KEY, DuckDB kept an index of every key in memory and commits failed with
   // out-of-memory at about 450K events under a 32MB cap. Without it, 24MB holds any number.
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
-  const store = new DuckDbEventStore(new DuckDbDatabase(dataDir, { memoryLimit: "24MB", threads: 1 }));
-  await store.start();
+  const open = async () => {
+    const store = new DuckDbEventStore(new DuckDbDatabase(dataDir, { memoryLimit: "24MB", threads: 1 }));
+    await store.start();
+    return store;
+  };
+  let store = await open();
   try {
     const projectId = randomUUID();
     const total = 500_000;
-    for (let sent = 0; sent < total; sent += 5000)
-      await store.insert(
-        Array.from({ length: 5000 }, () => ({
-          projectId,
-          uuid: randomUUID(),
-          event: "e",
-          distinctId: "u",
-          timestamp: Date.now(),
-          properties: "{}",
-          receivedAt: Date.now(),
-        })),
-      );
+    const batch = () =>
+      Array.from({ length: 5000 }, () => ({
+        projectId,
+        uuid: randomUUID(),
+        event: "e",
+        distinctId: "u",
+        timestamp: Date.now(),
+        properties: "{}",
+        receivedAt: Date.now(),
+      }));
+    const sent: StoredEvent[][] = [];
+    for (let n = 0; n < total; n += 5000) {
+      const events = batch();
+      if (n % 100_000 === 0) sent.push(events);
+      await store.insert(events);
+    }
     assert.equal((await store.readLedger(projectId)).stored, total);
+    // Past 100K keys a project's filter is built by a query of its own.
+    await store.close();
+    store = await open();
+    for (const events of sent) assert.equal((await store.insert(events)).inserted, 0);
+    assert.equal((await store.insert(batch())).inserted, 5000);
   } finally {
     await store.close();
     rmSync(dataDir, { recursive: true, force: true });
