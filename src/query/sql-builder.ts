@@ -55,7 +55,8 @@ export type QueryStatements = Pick<
   | "links"
   | "propertyEventCount"
   | "propertyEvents"
->;
+> &
+  Partial<Pick<SqlQueryBuilder, "retention">>;
 
 /**
  * The typed columns holding a property of the project queried, if the engine keeps it so (DuckDB's
@@ -74,6 +75,16 @@ export interface UserStrategies {
   countDistinct?(column: string, groups: number): string | undefined;
   /** The condition that a row is the given user's (`distinctIdRef`, `projectRef`: placeholders). */
   isUser?(alias: string, projectRef: string, distinctIdRef: string): string;
+  /**
+   * Exact sets of users that can be united, for about `groups` groups of `column`: `aggregate`
+   * makes a group's set, `size` counts a set, `union` is the aggregate uniting sets. A trend counts
+   * each bucket's users once and the range's users by uniting the buckets' sets, instead of a
+   * second distinct count over every row. Undefined: count(DISTINCT) twice.
+   */
+  userSets?(
+    column: string,
+    groups: number,
+  ): { aggregate: string; size: (set: string) => string; union: (set: string) => string } | undefined;
 }
 
 /** Collects bound parameters and hands back their placeholders. */
@@ -256,11 +267,29 @@ export class SqlQueryBuilder {
       );
     };
     const limit = params.add(q.limit);
-    const sql = `
-      WITH ${cte === "" ? "" : `${cte},\n`}base AS (
+    const base = `${cte === "" ? "" : `${cte},\n`}base AS (
         SELECT ${d.truncate(q.interval, `${a}timestamp`)} AS bucket, ${bv} AS bv, ${selectUser}
         FROM ${source.from} WHERE ${where}
-      ),
+      )`;
+    const result = `SELECT ${d.epochMs("g.bucket")} AS t, g.bv AS bv, g.value AS value, top.total AS total`;
+    const sets =
+      q.math === "unique_users" && groups !== undefined ? this.users.userSets?.(user, groups) : undefined;
+    if (sets) {
+      // Each bucket's set of users, once; the range's users are the union of its buckets' sets
+      // (10M events, unique users per day over 30 days: 303 -> 180 ms against a second count).
+      const sql = `
+      WITH ${base},
+      s AS MATERIALIZED (SELECT bucket, bv, ${sets.aggregate} AS users FROM base GROUP BY bucket, bv),
+      g AS (SELECT bucket, bv, ${sets.size("users")} AS value FROM s),
+      top AS (
+        SELECT bv, ${sets.size(sets.union("users"))} AS total FROM s GROUP BY bv
+        ORDER BY total DESC, ${d.binaryOrder("bv")} ASC NULLS LAST LIMIT ${limit}
+      )
+      ${result} FROM g JOIN top ON g.bv IS NOT DISTINCT FROM top.bv`;
+      return params.statement(sql);
+    }
+    const sql = `
+      WITH ${base},
       -- One pass gives each (bucket, series) and each series' total over the range; the totals
       -- pick the top series. (A CTE read twice and joined back cost 2-5x this on 10M events.)
       g AS (
@@ -271,8 +300,7 @@ export class SqlQueryBuilder {
         SELECT bv, value AS total FROM g WHERE is_total = 1
         ORDER BY total DESC, ${d.binaryOrder("bv")} ASC NULLS LAST LIMIT ${limit}
       )
-      SELECT ${d.epochMs("g.bucket")} AS t, g.bv AS bv, g.value AS value, top.total AS total
-      FROM g JOIN top ON g.bv IS NOT DISTINCT FROM top.bv
+      ${result} FROM g JOIN top ON g.bv IS NOT DISTINCT FROM top.bv
       WHERE g.is_total = 0`;
     return params.statement(sql);
   }
@@ -290,7 +318,7 @@ export class SqlQueryBuilder {
       const where = this.where(params, projectId, { ...q, event: step }, source);
       if (i === 0) {
         ctes.push(
-          `s0 AS (SELECT ${as(source.user, user)}, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM ${source.from} WHERE ${where} GROUP BY ${source.user})`,
+          `s0 AS MATERIALIZED (SELECT ${as(source.user, user)}, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM ${source.from} WHERE ${where} GROUP BY ${source.user})`,
         );
         return;
       }
@@ -300,7 +328,7 @@ export class SqlQueryBuilder {
       const previous = `s${i - 1}`;
       if (!source.joined) {
         ctes.push(
-          `s${i} AS (SELECT p.${user}, p.t0, min(e.timestamp) AS t FROM ${previous} p JOIN events e
+          `s${i} AS MATERIALIZED (SELECT p.${user}, p.t0, min(e.timestamp) AS t FROM ${previous} p JOIN events e
             ON e.${user} = p.${user} AND ${within}
             WHERE ${where} GROUP BY p.${user}, p.t0)`,
         );
@@ -314,15 +342,51 @@ export class SqlQueryBuilder {
         ? `(SELECT person, id FROM people WHERE id <> person UNION ALL SELECT ${user}, ${user} FROM ${previous}) x`
         : undefined;
       ctes.push(
-        `s${i} AS (SELECT p.${user}, p.t0, min(e.timestamp) AS t FROM ${previous} p
+        `s${i} AS MATERIALIZED (SELECT p.${user}, p.t0, min(e.timestamp) AS t FROM ${previous} p
           ${ids ? `JOIN ${ids} ON x.person = p.${user} JOIN events e ON e.${user} = x.id` : `JOIN events e ON e.${user} = p.${user}`}
             AND ${within}
           LEFT JOIN people m ON m.id = e.${user}
           WHERE ${where} GROUP BY p.${user}, p.t0)`,
       );
     });
+    // Each step is read by the next and by its count: materialized, it runs once (DuckDB inlined it,
+    // 10M events: 173 -> 151 ms; Postgres materializes such a CTE by itself).
     const counts = q.steps.map((_, i) => `(SELECT count(*) FROM s${i}) AS c${i}`).join(", ");
     return params.statement(`WITH ${ctes.join(",\n")} SELECT ${counts}`);
+  }
+
+  /**
+   * Cohort sizes and returns in one statement, the cohorts computed once. Rows: cohort (epoch ms),
+   * period (epoch ms; NULL on a cohort's size row), users (the size, or the users returning).
+   * 10M events, weekly over 90 days: 440 ms as two statements, 308 as one.
+   */
+  retention(
+    projectId: string,
+    q: RetentionQuery,
+    returnsFromMs: number,
+    returnsToMs: number,
+    people?: QueryPeople,
+  ): SqlStatement {
+    const d = this.dialect;
+    const params = new Params();
+    const firsts = this.retentionFirsts(params, projectId, q, people, true);
+    const source = this.source(people);
+    const a = source.alias;
+    const where = this.where(
+      params,
+      projectId,
+      { fromMs: returnsFromMs, toMs: returnsToMs, event: q.returnEvent, filters: q.filters },
+      source,
+    );
+    const user = d.userColumn;
+    const sql = `WITH ${firsts},
+      returns AS (SELECT DISTINCT ${as(source.user, user)}, ${d.truncate(q.interval, `${a}timestamp`)} AS period FROM ${source.from} WHERE ${where})
+      SELECT ${d.epochMs("cohort")} AS cohort, CAST(NULL AS BIGINT) AS period, count(*) AS users FROM cohorts GROUP BY cohort
+      UNION ALL
+      SELECT ${d.epochMs("c.cohort")} AS cohort, ${d.epochMs("r.period")} AS period, count(*) AS users
+      FROM cohorts c JOIN returns r ON r.${user} = c.${user} AND r.period >= c.cohort
+      GROUP BY c.cohort, r.period`;
+    return params.statement(sql);
   }
 
   /** Rows: cohort (epoch ms), size. */
@@ -362,12 +426,16 @@ export class SqlQueryBuilder {
     return params.statement(sql);
   }
 
-  /** The CTEs `firsts` and `cohorts`, after the `people` CTE when the query has people. */
+  /**
+   * The CTEs `firsts` and `cohorts`, after the `people` CTE when the query has people; `cohorts`
+   * materialized when the statement reads it twice.
+   */
   private retentionFirsts(
     params: Params,
     projectId: string,
     q: RetentionQuery,
     people: QueryPeople | undefined,
+    readTwice = false,
   ): string {
     const d = this.dialect;
     const cte = this.peopleCte(params, people);
@@ -377,7 +445,7 @@ export class SqlQueryBuilder {
     const user = d.userColumn;
     const selectUser = as(source.user, user);
     return `${cte === "" ? "" : `${cte},\n`}firsts AS (SELECT ${selectUser}, min(${a}timestamp) AS first_ts FROM ${source.from} WHERE ${where} GROUP BY ${source.user}),
-      cohorts AS (SELECT ${user}, ${d.truncate(q.interval, "first_ts")} AS cohort FROM firsts)`;
+      cohorts AS ${readTwice ? "MATERIALIZED " : ""}(SELECT ${user}, ${d.truncate(q.interval, "first_ts")} AS cohort FROM firsts)`;
   }
 
   /** Rows: uuid, event, distinct_id, ts (epoch ms), properties (JSON text), received (epoch ms). */

@@ -226,7 +226,7 @@ test("people: bound as one parameter and joined only when the query has rows to 
 test("people: a funnel's steps and retention's cohorts and returns all follow persons", () => {
   const people = { persons: true, rows: [{ id: "a", person: "b", properties: null }] };
   const funnel = builder.funnel(PROJECT, spec({ kind: "funnel", steps: ["View", "Buy"], ...range }), people);
-  assert.match(funnel.sql, /s0 AS \(SELECT coalesce\(m\.person, e\.distinct_id\) AS distinct_id/);
+  assert.match(funnel.sql, /s0 AS MATERIALIZED \(SELECT coalesce\(m\.person, e\.distinct_id\) AS distinct_id/);
   // Later steps find a person's events by its ids, joining events on their own column.
   assert.match(
     funnel.sql,
@@ -238,12 +238,14 @@ test("people: a funnel's steps and retention's cohorts and returns all follow pe
   for (const statement of [
     builder.retentionCohorts(PROJECT, q, people),
     builder.retentionReturns(PROJECT, q, FROM, TO, people),
+    builder.retention(PROJECT, q, FROM, TO, people),
   ]) {
     assert.match(statement.sql, /GROUP BY coalesce\(m\.person, e\.distinct_id\)/);
     assertBound(statement);
   }
-  assert.match(
-    builder.retentionReturns(PROJECT, q, FROM, TO, people).sql,
-    /SELECT DISTINCT coalesce\(m\.person, e\.distinct_id\) AS distinct_id/,
-  );
+  for (const statement of [
+    builder.retentionReturns(PROJECT, q, FROM, TO, people),
+    builder.retention(PROJECT, q, FROM, TO, people),
+  ])
+    assert.match(statement.sql, /SELECT DISTINCT coalesce\(m\.person, e\.distinct_id\) AS distinct_id/);
 });

@@ -496,6 +496,14 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         uidRange > 0 && (groups * uidRange) / 8 <= BITSTRING_BUDGET_BYTES
           ? `bit_count(bitstring_agg(${column}, 0, ${uidRange}))`
           : undefined,
+      userSets: (column, groups) =>
+        uidRange > 0 && (groups * uidRange) / 8 <= BITSTRING_BUDGET_BYTES
+          ? {
+              aggregate: `bitstring_agg(${column}, 0, ${uidRange})`,
+              size: (set) => `bit_count(${set})`,
+              union: (set) => `bit_or(${set})`,
+            }
+          : undefined,
       isUser: (alias, projectRef, distinctIdRef) =>
         `${alias}uid = (SELECT uid FROM distinct_ids WHERE project_id = CAST(${projectRef} AS UUID) AND distinct_id = ${distinctIdRef})`,
     };
