@@ -226,7 +226,10 @@ test("people: bound as one parameter and joined only when the query has rows to 
 test("people: a funnel's steps and retention's cohorts and returns all follow persons", () => {
   const people = { persons: true, rows: [{ id: "a", person: "b", properties: null }] };
   const funnel = builder.funnel(PROJECT, spec({ kind: "funnel", steps: ["View", "Buy"], ...range }), people);
-  assert.match(funnel.sql, /s0 AS MATERIALIZED \(SELECT coalesce\(m\.person, e\.distinct_id\) AS distinct_id/);
+  assert.match(
+    funnel.sql,
+    /s0 AS MATERIALIZED \(SELECT coalesce\(m\.person, e\.distinct_id\) AS distinct_id/,
+  );
   // Later steps find a person's events by its ids, joining events on their own column.
   assert.match(
     funnel.sql,
