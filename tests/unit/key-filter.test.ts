@@ -26,9 +26,9 @@ test("every key added is held, across segments as the filter grows, and projects
 });
 
 test("a full filter errs on fewer than one new key in 10,000 at its default size", (t) => {
-  // A segment full to its capacity, with a capacity whose 24 bits a key make a power-of-two count
-  // of blocks, is the worst case: block counts round up, and a new segment holds twice the keys
-  // before it. 349,525 keys x 24 bits = 16,384 blocks of 512 bits.
+  // A segment full to its capacity is the worst case: a new segment holds as many keys as all
+  // before it, and a store opened sizes its first segment for twice its keys. 349,525 keys x 24 bits =
+  // 16,384 blocks of 512 bits.
   const keys = 349_525;
   const filter = new KeyFilter({ minCapacity: keys });
   const next = hashes(11);
@@ -39,4 +39,15 @@ test("a full filter errs on fewer than one new key in 10,000 at its default size
   t.diagnostic(`false positives: ${errors} of ${tries}; ${filter.size().bytes} bytes for ${keys} keys`);
   assert.ok(errors / tries < 1e-4, `${errors} of ${tries}`);
   assert.ok(filter.size().bytes <= keys * 3 + 1, "3 bytes a key");
+});
+
+test("as it grows, the filter takes 3 to 6 bytes a key", () => {
+  const filter = new KeyFilter();
+  const next = hashes(13);
+  for (let keys = 1; keys <= 1_000_000; keys++) {
+    filter.add("p", next());
+    if (keys % 50_000 !== 0) continue;
+    const perKey = filter.size().bytes / keys;
+    assert.ok(perKey >= 3 && perKey <= 6.01, `${perKey.toFixed(2)} bytes a key at ${keys} keys`);
+  }
 });

@@ -16,7 +16,7 @@ import type { DuckDBConnection, DuckDBResult } from "@duckdb/node-api";
  * 32-bit word), so a lookup touches one cache line. Key hashes are DuckDB's own `hash(uuid)`,
  * computed by the same DuckDB for the keys of a commit and for the keys of the table when the
  * filter is built at start, so the two always agree. A project's filter grows by segments: when
- * one is full, the next one holds twice the keys of all before it, and a lookup checks each.
+ * one is full, the next one holds as many keys as all before it, and a lookup checks each.
  */
 
 /** One key's hash, as DuckDB's 64-bit `hash(uuid)` split in two: the block, and the bits in it. */
@@ -25,7 +25,7 @@ export interface KeyHash {
   bits: number;
 }
 
-/** Bits a key when a segment is full (at least: block counts are powers of two). */
+/** Bits a key when a segment is full: 3 bytes. */
 const BITS_PER_KEY = 24;
 /** Keys of a project's first segment when it has few or none: 8,192 keys take 32 KB. */
 const MIN_CAPACITY = 8192;
@@ -38,25 +38,29 @@ const SALT = [
 
 interface Segment {
   words: Uint32Array;
-  /** Blocks - 1 (blocks are a power of two). */
-  mask: number;
+  blocks: number;
   capacity: number;
   keys: number;
 }
 
-/** Blocks for `capacity` keys at `bitsPerKey`: a power of two, at least one. */
-function blocksFor(capacity: number, bitsPerKey: number): number {
-  const wanted = Math.ceil((capacity * bitsPerKey) / (WORDS_PER_BLOCK * 32));
-  return 2 ** Math.max(0, Math.ceil(Math.log2(Math.max(1, wanted))));
-}
+/** Blocks for `capacity` keys at `bitsPerKey`, at least one. */
+const blocksFor = (capacity: number, bitsPerKey: number): number =>
+  Math.max(1, Math.ceil((capacity * bitsPerKey) / (WORDS_PER_BLOCK * 32)));
+
+/**
+ * A key's block: its 32-bit `block` hash scaled to the count of blocks (multiply and shift, so any
+ * count will do and the filter takes exactly the bits it was sized for). The product stays below
+ * 2^53, exact in a double; the SQL of `load` computes the same in UBIGINT.
+ */
+const blockOf = (s: Segment, key: KeyHash): number => Math.floor((key.block * s.blocks) / 4294967296);
 
 function segment(capacity: number, bitsPerKey: number): Segment {
   const blocks = blocksFor(capacity, bitsPerKey);
-  return { words: new Uint32Array(blocks * WORDS_PER_BLOCK), mask: blocks - 1, capacity, keys: 0 };
+  return { words: new Uint32Array(blocks * WORDS_PER_BLOCK), blocks, capacity, keys: 0 };
 }
 
 function holds(s: Segment, key: KeyHash): boolean {
-  const base = (key.block & s.mask) * WORDS_PER_BLOCK;
+  const base = blockOf(s, key) * WORDS_PER_BLOCK;
   for (let j = 0; j < WORDS_PER_BLOCK; j++) {
     const bit = 1 << (Math.imul(key.bits, SALT[j]!) >>> 27);
     if ((s.words[base + j]! & bit) === 0) return false;
@@ -65,7 +69,7 @@ function holds(s: Segment, key: KeyHash): boolean {
 }
 
 function set(s: Segment, key: KeyHash): void {
-  const base = (key.block & s.mask) * WORDS_PER_BLOCK;
+  const base = blockOf(s, key) * WORDS_PER_BLOCK;
   for (let j = 0; j < WORDS_PER_BLOCK; j++) s.words[base + j]! |= 1 << (Math.imul(key.bits, SALT[j]!) >>> 27);
 }
 
@@ -124,21 +128,21 @@ export class KeyFilter {
       if (s.keys >= LARGE_PROJECT)
         await this.loadBlocks(
           await connection.stream(
-            `SELECT $1 AS p, b, ${BLOCK_WORDS} FROM (SELECT CAST(h & ${s.mask} AS UINTEGER) AS b, CAST(h >> 32 AS UINTEGER) AS bits
+            `SELECT $1 AS p, b, ${BLOCK_WORDS} FROM (SELECT CAST(((h & 4294967295) * ${s.blocks}) >> 32 AS UINTEGER) AS b, CAST(h >> 32 AS UINTEGER) AS bits
                FROM (SELECT hash(uuid) AS h FROM events WHERE project_id = CAST($1 AS UUID))) GROUP BY b`,
             [projectId],
           ),
         );
-      else small.push(JSON.stringify({ p: projectId, m: s.mask }));
+      else small.push(JSON.stringify({ p: projectId, n: s.blocks }));
     }
     if (small.length > 0)
       await this.loadBlocks(
         await connection.stream(
-          `WITH masks AS (SELECT CAST(j.p AS UUID) AS project_id, j.m AS mask
-              FROM (SELECT from_json(unnest(string_split($1, chr(10))), '{"p":"VARCHAR","m":"UINTEGER"}') AS j))
+          `WITH sizes AS (SELECT CAST(j.p AS UUID) AS project_id, j.n AS blocks
+              FROM (SELECT from_json(unnest(string_split($1, chr(10))), '{"p":"VARCHAR","n":"UBIGINT"}') AS j))
            SELECT CAST(project_id AS VARCHAR) AS p, b, ${BLOCK_WORDS} FROM (
-             SELECT e.project_id, CAST(e.h & m.mask AS UINTEGER) AS b, CAST(e.h >> 32 AS UINTEGER) AS bits
-             FROM (SELECT project_id, hash(uuid) AS h FROM events) e JOIN masks m USING (project_id))
+             SELECT e.project_id, CAST(((e.h & 4294967295) * m.blocks) >> 32 AS UINTEGER) AS b, CAST(e.h >> 32 AS UINTEGER) AS bits
+             FROM (SELECT project_id, hash(uuid) AS h FROM events) e JOIN sizes m USING (project_id))
            GROUP BY project_id, b`,
           [small.join("\n")],
         ),
@@ -196,8 +200,9 @@ export class KeyFilter {
     }
     let last = segments[segments.length - 1]!;
     if (last.keys >= last.capacity) {
+      // As many keys as all before it: the filter takes 3-6 bytes a key whatever its size.
       const total = segments.reduce((sum, s) => sum + s.capacity, 0);
-      last = segment(2 * total, this.bitsPerKey);
+      last = segment(total, this.bitsPerKey);
       segments.push(last);
     }
     set(last, key);
