@@ -175,6 +175,12 @@ async function generateDataset(dataDir: string, projectId: string, count: number
     );
     process.stdout.write(`  dataset: ${offset + n} events\r`);
   }
+  // The hourly counts the store keeps beside its events (duckdb.schema.ts, event_counts).
+  await connection.run(
+    `INSERT INTO event_counts SELECT project_id, event, date_trunc('hour', timestamp), count(*)
+     FROM events WHERE project_id = CAST($1 AS UUID) GROUP BY ALL`,
+    [projectId],
+  );
   await connection.run("CHECKPOINT");
   connection.closeSync();
   instance.closeSync();

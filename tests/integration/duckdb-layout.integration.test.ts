@@ -345,6 +345,55 @@ test("a retried event is stored once, across restarts and whether or not the key
   }
 });
 
+test("the hourly counts equal the events, through retries, compaction, restarts and a project's deletion", async () => {
+  const data = makeDataset(19);
+  const projectId = randomUUID();
+  const other = randomUUID();
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
+  const open = async () => {
+    const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+    // Compaction every 3 commits folds the counts while commits go on.
+    const store = new DuckDbEventStore(db, { compactEvery: 3 });
+    await store.start();
+    return { db, store };
+  };
+  const countsMatch = async (db: DuckDbDatabase) => {
+    const [differences] = await row(
+      db,
+      `SELECT count(*) FROM (
+         SELECT project_id, event, date_trunc('hour', timestamp) AS hour, count(*) AS n FROM events GROUP BY ALL
+         EXCEPT SELECT project_id, event, hour, sum(n) FROM event_counts GROUP BY ALL)`,
+    );
+    const [rows, events] = await row(
+      db,
+      "SELECT (SELECT sum(n) FROM event_counts), (SELECT count(*) FROM events)",
+    );
+    assert.equal(differences, 0n);
+    assert.equal(rows, events);
+  };
+  try {
+    let { db, store } = await open();
+    for (let i = 0; i < data.length; i += 150)
+      await store.insert(data.slice(i, i + 150).map((e) => stored(projectId, e)));
+    // Retries of everything, and the same uuids in another project.
+    await store.insert(data.slice(0, 400).map((e) => stored(projectId, e)));
+    await store.insert(data.slice(0, 400).map((e) => stored(other, e)));
+    await countsMatch(db);
+    await store.close();
+    ({ db, store } = await open());
+    await store.insert(data.slice(300, 700).map((e) => stored(projectId, e)));
+    await countsMatch(db);
+    await assertConformance(store, projectId, data);
+    await store.deleteProject(other);
+    await countsMatch(db);
+    const [left] = await row(db, `SELECT count(*) FROM event_counts WHERE project_id = '${other}'`);
+    assert.equal(left, 0n);
+    await store.close();
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
 test("commits keep succeeding past the memory cap that the key index used to fill; a large project's keys are found after a restart", async () => {
   // With a PRIMARY KEY, DuckDB kept an index of every key in memory and commits failed with
   // out-of-memory at about 450K events under a 32MB cap. Without it, 24MB holds any number.

@@ -17,7 +17,7 @@ import { type RunSql, SqlQueryRunner, sqlIdentitySource } from "../../query/sql-
 import type { DuckDbDatabase } from "./duckdb.database.js";
 import { duckDbDialect } from "./duckdb.dialect.js";
 import { DistinctIdDictionary, INSERT_DISTINCT_IDS } from "./duckdb.distinct-ids.js";
-import { KeyFilter, type KeyFilterOptions, type KeyHash } from "./duckdb.key-filter.js";
+import { KEY_HASH_HALVES, KeyFilter, type KeyFilterOptions, type KeyHash } from "./duckdb.key-filter.js";
 import { PropertyColumnRegistry, slotValueColumns } from "./duckdb.property-columns.js";
 
 // Rows travel to DuckDB as one NDJSON text parameter that DuckDB parses on its own threads: one
@@ -28,9 +28,11 @@ const ROW_SHAPE = `'{"p":"VARCHAR","u":"VARCHAR","e":"VARCHAR","d":"VARCHAR","i"
  * The insert of a commit's rows for a project with `slots` property columns to fill ($2: their
  * JSON pointers, in slot order; one parse of each row's JSON fills them all). Rows are not sorted:
  * a commit is far smaller than a row group, whose min/max is what scans skip by, and an ORDER BY
- * halves the insert rate. The rows are new: the commit left out what the store holds already.
+ * halves the insert rate. `returning`: say of each row its key and the key's hash (the halves
+ * KeyFilter uses), so the commit can check the rows against the key filter without another
+ * statement.
  */
-function insertSql(slots: number): string {
+function insertSql(slots: number, returning: boolean): string {
   const filled = slotValueColumns(slots);
   const extract =
     slots > 0
@@ -58,7 +60,8 @@ function insertSql(slots: number): string {
   ];
   return `INSERT INTO events (${[...columns, ...filled.columns].join(", ")})
     SELECT ${[...values, ...filled.values].join(", ")}
-    FROM (SELECT j${extract} FROM (SELECT from_json(unnest(string_split($1, chr(10))), ${ROW_SHAPE}) AS j))`;
+    FROM (SELECT j${extract} FROM (SELECT from_json(unnest(string_split($1, chr(10))), ${ROW_SHAPE}) AS j))
+    ${returning ? `RETURNING CAST(project_id AS VARCHAR) AS p, CAST(uuid AS VARCHAR) AS u, ${KEY_HASH_HALVES}` : ""}`;
 }
 
 /** One NDJSON line per event; `properties` is already JSON text, and JSON text has no raw newline. */
@@ -77,6 +80,25 @@ interface RowGroup {
   lines: string[];
 }
 
+/** A commit's counts by (project, event, hour): one NDJSON line each, `h` the hour's epoch ms. */
+const INSERT_COUNTS = `INSERT INTO event_counts SELECT CAST(j.p AS UUID), j.e, epoch_ms(j.h), j.n
+  FROM (SELECT from_json(unnest(string_split($1, chr(10))), '{"p":"VARCHAR","e":"VARCHAR","h":"BIGINT","n":"BIGINT"}') AS j)`;
+
+const HOUR_MS = 3_600_000;
+
+/** The NDJSON of INSERT_COUNTS for a commit's new events. */
+function countLines(events: Iterable<StoredEvent>): string {
+  const counts = new Map<string, { p: string; e: string; h: number; n: number }>();
+  for (const e of events) {
+    const h = Math.floor(e.timestamp / HOUR_MS) * HOUR_MS;
+    const key = `${e.projectId}/${h}/${e.event}`;
+    const count = counts.get(key);
+    if (count) count.n++;
+    else counts.set(key, { p: e.projectId, e: e.event, h, n: 1 });
+  }
+  return [...counts.values()].map((count) => JSON.stringify(count)).join("\n");
+}
+
 const LEDGER_SHAPE = `'{"p":"VARCHAR","o":"VARCHAR","n":"BIGINT"}'`;
 const INSERT_LEDGER = `INSERT INTO ledger_entries SELECT CAST(j.p AS UUID), j.o, j.n
   FROM (SELECT from_json(unnest(string_split($1, chr(10))), ${LEDGER_SHAPE}) AS j)`;
@@ -84,16 +106,18 @@ const INSERT_LEDGER = `INSERT INTO ledger_entries SELECT CAST(j.p AS UUID), j.o,
 /** The connection that commits events, with its statements prepared once. */
 interface EventWriter {
   connection: DuckDBConnection;
-  /** By the number of property slots filled, prepared on first use. */
-  inserts: Map<number, DuckDBPreparedStatement>;
+  /** By `${slots}/${returning}`, prepared on first use. */
+  inserts: Map<string, DuckDBPreparedStatement>;
   insertLedger: DuckDBPreparedStatement;
+  insertCounts: DuckDBPreparedStatement;
 }
 
-async function insertStatement(writer: EventWriter, slots: number) {
-  let statement = writer.inserts.get(slots);
+async function insertStatement(writer: EventWriter, slots: number, returning: boolean) {
+  const key = `${slots}/${returning}`;
+  let statement = writer.inserts.get(key);
   if (!statement) {
-    statement = await writer.connection.prepare(insertSql(slots));
-    writer.inserts.set(slots, statement);
+    statement = await writer.connection.prepare(insertSql(slots, returning));
+    writer.inserts.set(key, statement);
   }
   return statement;
 }
@@ -210,7 +234,12 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     );
     await this.properties.open(await this.db.connect());
     const connection = await this.db.connect();
-    this.writer = { connection, inserts: new Map(), insertLedger: await connection.prepare(INSERT_LEDGER) };
+    this.writer = {
+      connection,
+      inserts: new Map(),
+      insertLedger: await connection.prepare(INSERT_LEDGER),
+      insertCounts: await connection.prepare(INSERT_COUNTS),
+    };
   }
 
   private async withWriter<T>(work: (writer: EventWriter) => Promise<T>): Promise<T> {
@@ -308,89 +337,98 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   private commit(events: readonly StoredEvent[]): Promise<CommitOutcome> {
     return this.withWriter(async (writer) => {
       const unique = new Map<string, StoredEvent>();
+      const users = new Set<string>();
       for (const e of events) {
         const key = eventKey(e);
-        if (!unique.has(key)) unique.set(key, e);
+        if (unique.has(key)) continue;
+        unique.set(key, e);
+        users.add(`${e.projectId}/${e.distinctId}`);
       }
-      const hashes = await this.keys.hashes(
-        writer.connection,
-        [...unique.values()].map((e) => e.uuid),
-      );
-      const fresh = await this.withoutStored(writer.connection, unique, hashes);
-      const users = new Set<string>();
-      for (const e of fresh.values()) users.add(`${e.projectId}/${e.distinctId}`);
       const { uids, missing } = this.distinctIds.known(users);
-      let outcome: CommitOutcome;
-      if (missing.length === 0) outcome = await this.commitRows(writer, events, fresh, uids, []);
-      else
-        outcome = await this.distinctIds.newUsers.run(async () => {
-          const created = await this.distinctIds.assign(writer.connection, missing, uids);
-          const committed = await this.commitRows(writer, events, fresh, uids, created.lines);
-          this.distinctIds.committed(created);
-          this.noteNewUsers(created.keys);
-          return committed;
-        });
-      // Durable now: later commits must find these keys.
-      for (const e of fresh.values()) this.keys.add(e.projectId, hashes.get(e.uuid)!);
-      return outcome;
+      if (missing.length === 0) return this.commitRows(writer, events, unique, uids, []);
+      return this.distinctIds.newUsers.run(async () => {
+        const created = await this.distinctIds.assign(writer.connection, missing, uids);
+        const outcome = await this.commitRows(writer, events, unique, uids, created.lines);
+        this.distinctIds.committed(created);
+        this.noteNewUsers(created.keys);
+        return outcome;
+      });
     });
   }
 
   /**
-   * The events of `unique` whose (project, uuid) the store does not hold. The filter clears most
-   * keys; the table is asked only about those it may hold (retries, and rarely a chance match),
-   * one query a project: a scan of the project's uuids, 65 ms on 10M events.
+   * The keys of `keys` (by eventKey) the store holds: those the filter may hold are looked up, one
+   * query a project, a scan of the project's uuids (65-90 ms on 10M events).
    */
-  private async withoutStored(
+  private async stored(
     connection: DuckDBConnection,
     unique: ReadonlyMap<string, StoredEvent>,
-    hashes: ReadonlyMap<string, KeyHash>,
-  ): Promise<Map<string, StoredEvent>> {
-    const fresh = new Map(unique);
-    const maybe = new Map<string, string[]>();
-    for (const e of unique.values()) {
-      if (!this.keys.mayHold(e.projectId, hashes.get(e.uuid)!)) continue;
-      const uuids = maybe.get(e.projectId);
+    keys: Iterable<string>,
+  ): Promise<Set<string>> {
+    const byProject = new Map<string, string[]>();
+    for (const key of keys) {
+      const e = unique.get(key)!;
+      const uuids = byProject.get(e.projectId);
       if (uuids) uuids.push(e.uuid);
-      else maybe.set(e.projectId, [e.uuid]);
+      else byProject.set(e.projectId, [e.uuid]);
     }
-    for (const [projectId, uuids] of maybe) {
+    const found = new Set<string>();
+    for (const [projectId, uuids] of byProject) {
       const reader = await connection.runAndReadAll(STORED_UUIDS, [projectId, uuids.join("\n")]);
-      for (const [uuid] of reader.getRowsJS() as [string][]) fresh.delete(`${projectId}/${uuid}`);
+      for (const [uuid] of reader.getRowsJS() as [string][]) found.add(`${projectId}/${uuid}`);
     }
-    return fresh;
+    return found;
   }
 
-  /** One transaction: the commit's new users, its new rows (`fresh`), and the ledger. */
+  /**
+   * One transaction: the commit's new users, its rows, and the ledger. The rows go in optimistically
+   * and say their keys' hashes; when the key filter may hold one of them (a retry, or at most about
+   * one new key in 15,000), the transaction is rolled back, the table is asked about those keys,
+   * and the commit is redone without what it holds. Once committed, the keys enter the filter.
+   */
   private async commitRows(
     writer: EventWriter,
     events: readonly StoredEvent[],
-    fresh: ReadonlyMap<string, StoredEvent>,
+    unique: ReadonlyMap<string, StoredEvent>,
     uids: ReadonlyMap<string, number>,
     newUsers: readonly string[],
   ): Promise<CommitOutcome> {
-    const { connection, insertLedger } = writer;
-    // One group for the projects without property columns, one for each project with some.
-    const groups = new Map<string, RowGroup>();
-    for (const e of fresh.values()) {
-      let group = groups.get(e.projectId);
-      if (!group) {
-        const paths = this.properties.pathsToFill(e.projectId);
-        const shared = paths.length === 0 ? groups.get("") : undefined;
-        group = shared ?? { paths, lines: [] };
-        if (paths.length === 0) groups.set("", group);
-        groups.set(e.projectId, group);
-      }
-      group.lines.push(toLine(e, uids.get(`${e.projectId}/${e.distinctId}`)!));
-    }
-    try {
+    const { connection, insertLedger, insertCounts } = writer;
+    const insert = async (rows: ReadonlyMap<string, StoredEvent>, returning: boolean) => {
       await connection.run("BEGIN TRANSACTION");
       if (newUsers.length > 0) await connection.run(INSERT_DISTINCT_IDS, [newUsers.join("\n")]);
-      for (const { paths, lines } of new Set(groups.values())) {
-        const statement = await insertStatement(writer, paths.length);
+      const hashes = new Map<string, KeyHash>();
+      for (const { paths, lines } of this.rowGroups(rows, uids)) {
+        const statement = await insertStatement(writer, paths.length, returning);
         statement.bindVarchar(1, lines.join("\n"));
         if (paths.length > 0) statement.bindList(2, listValue([...paths]), LIST(VARCHAR));
-        await statement.run();
+        if (!returning) {
+          await statement.run();
+          continue;
+        }
+        const reader = await statement.runAndReadAll();
+        for (const [p, u, block, bits] of reader.getRowsJS() as [string, string, number, number][])
+          hashes.set(`${p}/${u}`, { block, bits });
+      }
+      return hashes;
+    };
+    try {
+      let fresh = unique;
+      const hashes = await insert(fresh, true);
+      const maybe = [...hashes].filter(([key, hash]) => this.keys.mayHold(unique.get(key)!.projectId, hash));
+      if (maybe.length > 0) {
+        await connection.run("ROLLBACK");
+        const found = await this.stored(
+          connection,
+          unique,
+          maybe.map(([key]) => key),
+        );
+        fresh = new Map([...unique].filter(([key]) => !found.has(key)));
+        await insert(fresh, false);
+      }
+      if (fresh.size > 0) {
+        insertCounts.bindVarchar(1, countLines(fresh.values()));
+        await insertCounts.run();
       }
       const { outcome, ledger: deltas } = commitResult(events, new Set(fresh.keys()));
       const ledger = ledgerText(deltas);
@@ -399,6 +437,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         await insertLedger.run();
       }
       await connection.run("COMMIT");
+      // Durable now: later commits must find these keys.
+      for (const [key, e] of fresh) this.keys.add(e.projectId, hashes.get(key)!);
       if (++this.commitsSinceCompaction >= this.compactEvery) {
         this.commitsSinceCompaction = 0;
         // The rows stay as they are and the next compaction folds them: readers sum either way,
@@ -414,7 +454,30 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     }
   }
 
-  /** Folds the ledger's rows into one per (project, outcome); runs at start and every `compactEvery` commits. */
+  /** A commit's rows by the property columns they fill: one group for the projects without, one for each project with some. */
+  private rowGroups(
+    rows: ReadonlyMap<string, StoredEvent>,
+    uids: ReadonlyMap<string, number>,
+  ): Set<RowGroup> {
+    const groups = new Map<string, RowGroup>();
+    for (const e of rows.values()) {
+      let group = groups.get(e.projectId);
+      if (!group) {
+        const paths = this.properties.pathsToFill(e.projectId);
+        const shared = paths.length === 0 ? groups.get("") : undefined;
+        group = shared ?? { paths, lines: [] };
+        if (paths.length === 0) groups.set("", group);
+        groups.set(e.projectId, group);
+      }
+      group.lines.push(toLine(e, uids.get(`${e.projectId}/${e.distinctId}`)!));
+    }
+    return new Set(groups.values());
+  }
+
+  /**
+   * Folds the ledger's rows into one per (project, outcome), and the hourly counts into one per
+   * (project, event, hour); runs at start and every `compactEvery` commits.
+   */
   private compactLedger(): Promise<void> {
     return this.db.transaction(async (connection) => {
       await connection.run(`CREATE OR REPLACE TEMP TABLE ledger_totals AS
@@ -422,6 +485,13 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       await connection.run("DELETE FROM ledger_entries");
       await connection.run("INSERT INTO ledger_entries SELECT * FROM temp.ledger_totals");
       await connection.run("DROP TABLE temp.ledger_totals");
+      await connection.run(`CREATE OR REPLACE TEMP TABLE count_totals AS
+        SELECT project_id, event, hour, sum(n)::BIGINT AS n FROM event_counts GROUP BY ALL`);
+      await connection.run("DELETE FROM event_counts");
+      await connection.run(
+        "INSERT INTO event_counts SELECT * FROM temp.count_totals ORDER BY project_id, hour",
+      );
+      await connection.run("DROP TABLE temp.count_totals");
     });
   }
 
@@ -446,7 +516,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
 
   async deleteProject(projectId: string): Promise<void> {
     await this.db.transaction(async (connection) => {
-      for (const table of ["events", "ledger_entries", "distinct_ids", "property_columns"])
+      for (const table of ["events", "ledger_entries", "event_counts", "distinct_ids", "property_columns"])
         await connection.run(`DELETE FROM ${table} WHERE project_id = CAST($1 AS UUID)`, [projectId]);
     });
     this.distinctIds.forgetProject(projectId);
@@ -469,7 +539,9 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     const columns = this.properties.columnsFor(projectId);
     const ask = (uidRange: number) =>
       new SqlQueryRunner(
-        new SqlQueryBuilder(duckDbDialect, columns, this.userStrategies(uidRange)),
+        new SqlQueryBuilder(duckDbDialect, columns, this.userStrategies(uidRange), {
+          eventCounts: "event_counts",
+        }),
         this.run,
         this.identity,
       ).query(projectId, spec);

@@ -82,12 +82,12 @@ const BLOCK_WORDS = SALT.map(
     `bit_or(CAST(1 AS UINTEGER) << CAST(((CAST(bits AS UBIGINT) * ${salt >>> 0}) % 4294967296) >> 27 AS UINTEGER)) AS w${j}`,
 ).join(", ");
 
-/** The halves of a 64-bit hash column `h`: `block` and `bits`, both UINTEGER. */
-const HASH_HALVES = "CAST(h & 4294967295 AS UINTEGER) AS block, CAST(h >> 32 AS UINTEGER) AS bits";
-
-/** The hash of each uuid of a commit ($1: the uuids, one a line). */
-const COMMIT_HASHES = `SELECT u, ${HASH_HALVES}
-  FROM (SELECT u, hash(CAST(u AS UUID)) AS h FROM (SELECT unnest(string_split($1, chr(10))) AS u))`;
+/**
+ * A row's key hash as the filter takes it, from its `uuid` column: `block` and `bits`, the low and
+ * high halves of DuckDB's hash(uuid), both UINTEGER (`load` splits the hash the same way).
+ */
+export const KEY_HASH_HALVES =
+  "CAST(hash(uuid) & 4294967295 AS UINTEGER) AS block, CAST(hash(uuid) >> 32 AS UINTEGER) AS bits";
 
 export interface KeyFilterOptions {
   /** Bits a key when a segment is full (24). Tests set it low to make the filter err often. */
@@ -170,17 +170,6 @@ export class KeyFilter {
           s.words[base + j]! |= columns[2 + j]!.getItem(row) as number;
       }
     }
-  }
-
-  /** The hash of each uuid (DuckDB's, as `load` uses), by uuid. */
-  async hashes(connection: DuckDBConnection, uuids: Iterable<string>): Promise<Map<string, KeyHash>> {
-    const text = [...new Set(uuids)].join("\n");
-    const hashes = new Map<string, KeyHash>();
-    if (text === "") return hashes;
-    const reader = await connection.runAndReadAll(COMMIT_HASHES, [text]);
-    for (const [uuid, block, bits] of reader.getRowsJS() as [string, number, number][])
-      hashes.set(uuid, { block, bits });
-    return hashes;
   }
 
   /** False when the project surely does not hold the key; true when it may. */

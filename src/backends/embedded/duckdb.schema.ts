@@ -93,6 +93,24 @@ const eventsV3 = (table: string) => `
   );
 `;
 
+/**
+ * Version 3's rollup: events counted by (project, event, UTC hour), written in the transaction of
+ * the events they count. Append-only like the ledger (a commit adds its own counts; compaction
+ * folds the rows): trends of counts and top events read it instead of every event.
+ */
+const EVENT_COUNTS = `
+  CREATE TABLE event_counts (
+    project_id UUID NOT NULL,
+    event VARCHAR NOT NULL,
+    hour TIMESTAMP NOT NULL,
+    n BIGINT NOT NULL
+  );
+`;
+
+/** The counts of every stored event, for a store that had none. */
+const FILL_EVENT_COUNTS = `INSERT INTO event_counts
+  SELECT project_id, event, date_trunc('hour', timestamp), count(*) FROM events GROUP BY ALL`;
+
 /** What a migration logs while it runs: a store of 10M events takes tens of seconds to migrate. */
 export type MigrationProgress = (message: string, details: Record<string, unknown>) => void;
 
@@ -132,12 +150,12 @@ async function migrateToV2(connection: DuckDBConnection, progress: MigrationProg
 
 /**
  * From version 2: rebuilds the events table without its (project_id, uuid) key, keeping every
- * column (the property slots too) and sorting by (project, time). DuckDB cannot drop a key in
- * place.
+ * column (the property slots too) and sorting by (project, time) (DuckDB cannot drop a key in
+ * place); then counts the events by hour into `event_counts`.
  */
 async function migrateToV3(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
   const events = await count(connection, "SELECT count(*) FROM events");
-  progress("migrating the store to schema 3 (events without a key index)", { events });
+  progress("migrating the store to schema 3 (events without a key index, hourly counts)", { events });
   const started = performance.now();
   const reader = await connection.runAndReadAll(
     `SELECT column_name, data_type, is_nullable FROM duckdb_columns()
@@ -150,6 +168,8 @@ async function migrateToV3(connection: DuckDBConnection, progress: MigrationProg
   await connection.run("INSERT INTO events_v3 SELECT * FROM events ORDER BY project_id, timestamp");
   await connection.run("DROP TABLE events");
   await connection.run("ALTER TABLE events_v3 RENAME TO events");
+  await connection.run(EVENT_COUNTS);
+  await connection.run(FILL_EVENT_COUNTS);
   progress("store migrated to schema 3", { events, took_ms: Math.round(performance.now() - started) });
 }
 
@@ -176,6 +196,7 @@ export async function migrate(connection: DuckDBConnection, progress: MigrationP
     await connection.run("BEGIN TRANSACTION");
     await connection.run(eventsV3("events"));
     await connection.run(V2_TABLES);
+    await connection.run(EVENT_COUNTS);
     for (let version = 1; version <= SCHEMA_VERSION; version++)
       await connection.run(`INSERT OR IGNORE INTO schema_migrations VALUES (${version}, now())`);
     await connection.run("COMMIT");
