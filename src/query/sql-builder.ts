@@ -73,8 +73,11 @@ export interface UserStrategies {
    * `column`, or undefined to use count(DISTINCT).
    */
   countDistinct?(column: string, groups: number): string | undefined;
-  /** The condition that a row is the given user's (`distinctIdRef`, `projectRef`: placeholders). */
-  isUser?(alias: string, projectRef: string, distinctIdRef: string): string;
+  /**
+   * The condition that a row is the given user's (`projectRef`: a placeholder; `bind` adds a
+   * parameter and returns its placeholder, so that every parameter bound is one the SQL reads).
+   */
+  isUser?(alias: string, projectRef: string, distinctId: string, bind: (value: unknown) => string): string;
   /**
    * Exact sets of users that can be united, for about `groups` groups of `column`: `aggregate`
    * makes a group's set, `size` counts a set, `union` is the aggregate uniting sets. A trend counts
@@ -248,9 +251,10 @@ export class SqlQueryBuilder {
       clauses.push(`${col("timestamp")} < ${d.timestampFromMs(params.add(opts.toMs))}`);
     if (opts.event !== undefined) clauses.push(`${col("event")} = ${params.add(opts.event)}`);
     if (opts.distinctId !== undefined) {
-      const distinctIdRef = params.add(opts.distinctId);
+      const bind = (value: unknown) => params.add(value);
       clauses.push(
-        this.users.isUser?.(alias, projectRef, distinctIdRef) ?? `${col("distinct_id")} = ${distinctIdRef}`,
+        this.users.isUser?.(alias, projectRef, opts.distinctId, bind) ??
+          `${col("distinct_id")} = ${params.add(opts.distinctId)}`,
       );
     }
     for (const filter of opts.filters) clauses.push(this.filter(params, filter, source));

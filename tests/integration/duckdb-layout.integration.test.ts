@@ -345,6 +345,27 @@ test("a retried event is stored once, across restarts and whether or not the key
   }
 });
 
+test("one user's events: an id never seen, or seen only in another project, has none", async () => {
+  const data = makeDataset(23);
+  const projectId = randomUUID();
+  const other = randomUUID();
+  await withStore(async (store) => {
+    await store.insert(data.map((e) => stored(projectId, e)));
+    await store.insert([{ ...stored(other, data[0]!), distinctId: "only-elsewhere" }]);
+    for (const id of ["nobody", "only-elsewhere"]) {
+      const result = await store.query(projectId, parseQuerySpec({ kind: "events", distinct_id: id }));
+      assert.deepEqual((result as { events: unknown[] }).events, [], id);
+    }
+    const someone = data[0]!.distinct_id;
+    const theirs = await store.query(
+      projectId,
+      parseQuerySpec({ kind: "events", distinct_id: someone, limit: 1000 }),
+    );
+    const expected = data.filter((e) => e.distinct_id === someone).length;
+    assert.equal((theirs as { events: unknown[] }).events.length, expected);
+  });
+});
+
 test("the hourly counts equal the events, through retries, compaction, restarts and a project's deletion", async () => {
   const data = makeDataset(19);
   const projectId = randomUUID();

@@ -537,9 +537,13 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   async query(projectId: string, spec: QuerySpec): Promise<QueryResult> {
     this.properties.request(projectId, propertiesReadBy(spec));
     const columns = this.properties.columnsFor(projectId);
+    const user =
+      spec.kind === "events" && spec.distinctId !== undefined
+        ? await this.uidOf(projectId, spec.distinctId)
+        : undefined;
     const ask = (uidRange: number) =>
       new SqlQueryRunner(
-        new SqlQueryBuilder(duckDbDialect, columns, this.userStrategies(uidRange), {
+        new SqlQueryBuilder(duckDbDialect, columns, this.userStrategies(uidRange, user), {
           eventCounts: "event_counts",
         }),
         this.run,
@@ -562,7 +566,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    * long as the range, so it is used only while the groups fit in BITSTRING_BUDGET_BYTES (and not
    * with uidRange 0). One user's events are found by the integer too (29 → 24 ms).
    */
-  private userStrategies(uidRange: number): UserStrategies {
+  private userStrategies(uidRange: number, user?: number): UserStrategies {
     return {
       countDistinct: (column, groups) =>
         uidRange > 0 && (groups * uidRange) / 8 <= BITSTRING_BUDGET_BYTES
@@ -576,9 +580,25 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
               union: (set) => `bit_or(${set})`,
             }
           : undefined,
-      isUser: (alias, projectRef, distinctIdRef) =>
-        `${alias}uid = (SELECT uid FROM distinct_ids WHERE project_id = CAST(${projectRef} AS UUID) AND distinct_id = ${distinctIdRef})`,
+      // The uid as a constant lets DuckDB filter the scan itself; compared with a subquery, which
+      // it runs as a join (10M events in arrival order: 77 -> 23 ms, medians).
+      isUser: (alias, projectRef, distinctId, bind) =>
+        user !== undefined
+          ? `${alias}uid = CAST(${bind(user)} AS BIGINT)`
+          : `${alias}uid = (SELECT uid FROM distinct_ids WHERE project_id = CAST(${projectRef} AS UUID) AND distinct_id = ${bind(distinctId)})`,
     };
+  }
+
+  /** A user's uid, from memory or the dictionary's key; 0 (no uid) for an id the store never saw. */
+  private async uidOf(projectId: string, distinctId: string): Promise<number> {
+    const key = `${projectId}/${distinctId}`;
+    const cached = this.distinctIds.known(new Set([key])).uids.get(key);
+    if (cached !== undefined) return cached;
+    const [row] = await this.run({
+      sql: "SELECT uid FROM distinct_ids WHERE project_id = CAST($1 AS UUID) AND distinct_id = $2",
+      params: [projectId, distinctId],
+    });
+    return row ? Number(row.uid) : 0;
   }
 
   /** Resolves when every property column requested so far is filled (or its fill failed). */
