@@ -133,12 +133,13 @@ const USER_KEYS = `SELECT distinct_id, uid FROM distinct_ids
 const LINK_EVENT_NAMES: ReadonlySet<string> = new Set(LINK_EVENTS);
 
 /**
- * Events in the embedded DuckDB file. Commits run one at a time on one connection. A commit leaves
- * out the events whose (project, uuid) the store holds already, which the key filter
- * (duckdb.key-filter.ts) says of most keys without reading the table; then it inserts its rows
- * with one statement (one per project that has property columns to fill) and updates the ledger,
- * in one transaction. Each row carries its user's integer uid (duckdb.distinct-ids.ts) and the
- * typed columns of the properties queries read (duckdb.property-columns.ts).
+ * Events in the embedded DuckDB file. Commits run one at a time on one connection. A commit
+ * inserts its rows with one statement (one per project that has property columns to fill), which
+ * returns each key's hash; the key filter (duckdb.key-filter.ts) says of most keys that the store
+ * cannot hold them, and when it may hold one the commit is redone without the events the table
+ * holds (commitRows). The same transaction adds the hourly counts and updates the ledger. Each row
+ * carries its user's integer uid (duckdb.distinct-ids.ts) and the typed columns of the properties
+ * queries read (duckdb.property-columns.ts).
  *
  * One commit at a time is what keeps the check and the insert exact: no other commit can store a
  * key between them. It is also the faster way here: two writers made commits half as large, and a
