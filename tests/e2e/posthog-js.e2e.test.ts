@@ -86,9 +86,11 @@ test("posthog-js in Chromium: starts cleanly, its events land once through a cut
   browser = await requireChromium(t);
   if (!browser) return;
   const project = await tidemark.createProject("ENTERPRISE", "posthog-js");
-  // Two answers are cut off: Chromium itself sends a POST again, once, when a reused connection
-  // is reset before any answer (seen here), so the second cut is what reaches posthog-js.
-  const proxy = await startDropProxy(tidemark.url, /^POST \/e\//, 2);
+  // Answers are cut off until posthog-js retries on its own (its retry carries retry_count):
+  // Chromium itself sends a POST again when a reused connection is reset before any answer, so
+  // which cut reaches posthog-js depends on the connections Chromium picks (the first or second
+  // here, and neither in a run that cut only two).
+  const proxy = await startDropProxy(tidemark.url, /^POST \/e\//, 6, /retry_count=\d/);
   t.after(() => proxy.close());
   siteUrl = await startSite(proxy.url, project.api_key);
 
@@ -122,7 +124,7 @@ test("posthog-js in Chromium: starts cleanly, its events land once through a cut
   while (!proxy.requests.some((r) => /^POST \/e\/\S*retry_count=\d/.test(r)) && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-  assert.equal(proxy.dropped, 2);
+  assert.ok(proxy.dropped >= 1, "an answer was cut off");
   assert.ok(
     proxy.requests.some((r) => /^POST \/e\/\S*retry_count=\d/.test(r)),
     `the SDK's own retry: ${proxy.requests.map((r) => r.split("\r\n")[0]).join(", ")}`,

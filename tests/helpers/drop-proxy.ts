@@ -21,7 +21,13 @@ export interface DropProxy {
  * request failed mid-way, so an SDK retries what was in fact stored: exactly the case idempotency
  * must absorb. Every other byte passes through unchanged.
  */
-export async function startDropProxy(target: string, pattern: RegExp, drops = 1): Promise<DropProxy> {
+export async function startDropProxy(
+  target: string,
+  pattern: RegExp,
+  drops = 1,
+  /** Once a request line matches this, no answer is cut off any more. */
+  until?: RegExp,
+): Promise<DropProxy> {
   const { hostname, port } = new URL(target);
   const sockets = new Set<Socket>();
   const proxy: DropProxy = { url: "", requests: [], dropped: 0, close: async () => undefined };
@@ -47,6 +53,7 @@ export async function startDropProxy(target: string, pattern: RegExp, drops = 1)
         awaitingBody = undefined;
         if (end >= 0 && chunk.length > end + 4) markGzip(proxy.requests.length - 1, chunk, end + 4);
         else if (end >= 0) awaitingBody = proxy.requests.length - 1;
+        if (until?.test(`${line[1]} ${line[2]}`)) budget = 0;
         if (budget > 0 && pattern.test(`${line[1]} ${line[2]}`)) {
           budget--;
           doomed = true;
