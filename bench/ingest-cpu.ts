@@ -27,7 +27,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
-import { type LoadResult, runLoad, startNoopServer } from "./load.js";
+import { type LoadResult, runLoad, sampleEvent, startNoopServer } from "./load.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -50,21 +50,10 @@ const CONNECTIONS = Number(args.connections);
 const SIZE = args.body === "batch" ? Number(args.size) : 1;
 const TICK_US = 1e6 / 100; // /proc times are in USER_HZ, 1/100 s on Linux
 
-const sample = (i: number) => ({
-  event: ["Page View", "Click", "Add To Cart"][i % 3],
-  distinct_id: `user_${i}`,
-  properties: {
-    path: "/pricing",
-    plan: "pro",
-    price: 19.99,
-    browser: "Firefox",
-    referrer: "https://example.com/blog/post",
-  },
-});
 const BODY =
   args.body === "batch"
-    ? JSON.stringify({ events: Array.from({ length: SIZE }, (_, i) => sample(i)) })
-    : JSON.stringify(sample(1));
+    ? JSON.stringify({ events: Array.from({ length: SIZE }, (_, i) => sampleEvent(i)) })
+    : JSON.stringify(sampleEvent(1));
 const PATH = args.body === "batch" ? "/api/v1/event/batch" : "/api/v1/event";
 
 interface Build {

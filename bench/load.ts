@@ -39,6 +39,24 @@ export interface LoadResult {
   errors: number;
 }
 
+/**
+ * The event body every ingest bench sends: one of three names, user `user_<i>`, five properties
+ * (about 150 bytes as JSON), so figures of different benches compare.
+ */
+export function sampleEvent(i: number) {
+  return {
+    event: ["Page View", "Click", "Add To Cart"][i % 3]!,
+    distinct_id: `user_${i}`,
+    properties: {
+      path: "/pricing",
+      plan: "pro",
+      price: 19.99,
+      browser: "Firefox",
+      referrer: "https://example.com/blog/post",
+    },
+  };
+}
+
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;

@@ -15,7 +15,7 @@ import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { postgresPipelineEnv } from "../tests/helpers/services.js";
-import { type LoadResult, percentile, runLoad, startNoopServer } from "./load.js";
+import { type LoadResult, percentile, runLoad, sampleEvent, startNoopServer } from "./load.js";
 import { BROWSERS, DATASET_SPAN_MS, DATASET_START_MS, NAMES, PATHS, PLANS, QUERIES } from "./queries.js";
 import { compareDoors } from "./sdk-doors.js";
 
@@ -123,18 +123,6 @@ async function createProject(
   if (response.status !== 201) throw new Error(`create project: ${response.status}`);
   return (await response.json()) as { id: string; api_key: string; read_key: string };
 }
-
-const event = (i: number) => ({
-  event: ["Page View", "Click", "Add To Cart"][i % 3]!,
-  distinct_id: `user_${i}`,
-  properties: {
-    path: "/pricing",
-    plan: "pro",
-    price: 19.99,
-    browser: "Firefox",
-    referrer: "https://example.com/blog/post",
-  },
-});
 
 function printLoad(results: LoadResult[]): void {
   console.log("\n| scenario | req/s | events/s | P50 ms | P95 ms | P99 ms | non-2xx | errors |");
@@ -354,8 +342,8 @@ async function main(): Promise<void> {
       for (let i = 0; i < 150; i++) keys.push((await createProject(server.url, `bench ingest ${i}`)).api_key);
     if (!args["skip-ingest"] && !args["sdk-only"]) {
       const noop = await startNoopServer();
-      const single = JSON.stringify(event(1));
-      const batch = JSON.stringify({ events: Array.from({ length: 20 }, (_, i) => event(i)) });
+      const single = JSON.stringify(sampleEvent(1));
+      const batch = JSON.stringify({ events: Array.from({ length: 20 }, (_, i) => sampleEvent(i)) });
       const results: LoadResult[] = [];
       const run = (name: string, url: string, body: string, eventsPerRequest: number) =>
         runLoad({ name, url, body, eventsPerRequest, keys, connections: CONNECTIONS, durationS: DURATION_S });
@@ -378,8 +366,8 @@ async function main(): Promise<void> {
       const doors = await compareDoors({
         url: server.url,
         keys,
-        single: event(1),
-        batch: Array.from({ length: 20 }, (_, i) => event(i)),
+        single: sampleEvent(1),
+        batch: Array.from({ length: 20 }, (_, i) => sampleEvent(i)),
         connections: CONNECTIONS,
         durationS: DURATION_S,
         rounds,

@@ -17,6 +17,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import type { StoredEvent } from "../src/core/event.js";
+import { percentile } from "./load.js";
 import { BROWSERS, DATASET_SPAN_MS, DATASET_START_MS, NAMES, PATHS, PLANS } from "./queries.js";
 
 const { values: args } = parseArgs({
@@ -33,15 +35,6 @@ const COMMIT = Number(args.commit);
 const SLICE = Number(args.slice);
 const SRC = resolve(args.src);
 
-interface StoredEvent {
-  projectId: string;
-  uuid: string;
-  event: string;
-  distinctId: string;
-  timestamp: number;
-  properties: string;
-  receivedAt: number;
-}
 interface Store {
   start(): Promise<void>;
   close(): Promise<void>;
@@ -82,8 +75,6 @@ const rssMb = () => {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"));
   return match ? Math.round(Number(match[1]) / 1024) : 0;
 };
-const percentile = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0;
 
 const dir = mkdtempSync(join(tmpdir(), "tidemark-growth-"));
 const open = async () => {
@@ -114,7 +105,7 @@ try {
     const seconds = (performance.now() - started) / 1000;
     times.sort((a, b) => a - b);
     console.log(
-      `| ${stored.toLocaleString("en-US")} | ${Math.round((times.length * COMMIT) / seconds).toLocaleString("en-US")} | ${percentile(times, 0.5).toFixed(1)} | ${percentile(times, 0.99).toFixed(1)} | ${rssMb()} | ${loadavg()[0]!.toFixed(1)} |`,
+      `| ${stored.toLocaleString("en-US")} | ${Math.round((times.length * COMMIT) / seconds).toLocaleString("en-US")} | ${percentile(times, 50).toFixed(1)} | ${percentile(times, 99).toFixed(1)} | ${rssMb()} | ${loadavg()[0]!.toFixed(1)} |`,
     );
   }
   await store.close();
@@ -131,7 +122,7 @@ try {
   }
   times.sort((a, b) => a - b);
   console.log(
-    `retried commits (${COMMIT} duplicates and 1 new event each): P50 ${percentile(times, 0.5).toFixed(1)} ms, P99 ${percentile(times, 0.99).toFixed(1)} ms`,
+    `retried commits (${COMMIT} duplicates and 1 new event each): P50 ${percentile(times, 50).toFixed(1)} ms, P99 ${percentile(times, 99).toFixed(1)} ms`,
   );
 } finally {
   await store.close();

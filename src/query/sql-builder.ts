@@ -425,23 +425,19 @@ export class SqlQueryBuilder {
   ): SqlStatement {
     const d = this.dialect;
     const params = new Params();
-    const firsts = this.retentionFirsts(params, projectId, q, people, true);
-    const source = this.source(people);
-    const a = source.alias;
-    const where = this.where(
+    const { ctes, returnsByCohort } = this.retentionParts(
       params,
       projectId,
-      { fromMs: returnsFromMs, toMs: returnsToMs, event: q.returnEvent, filters: q.filters },
-      source,
+      q,
+      returnsFromMs,
+      returnsToMs,
+      people,
+      true,
     );
-    const user = d.userColumn;
-    const sql = `WITH ${firsts},
-      returns AS (SELECT DISTINCT ${as(source.user, user)}, ${d.truncate(q.interval, `${a}timestamp`)} AS period FROM ${source.from} WHERE ${where})
+    const sql = `WITH ${ctes}
       SELECT ${d.epochMs("cohort")} AS cohort, CAST(NULL AS BIGINT) AS period, count(*) AS users FROM cohorts GROUP BY cohort
       UNION ALL
-      SELECT ${d.epochMs("c.cohort")} AS cohort, ${d.epochMs("r.period")} AS period, count(*) AS users
-      FROM cohorts c JOIN returns r ON r.${user} = c.${user} AND r.period >= c.cohort
-      GROUP BY c.cohort, r.period`;
+      ${returnsByCohort}`;
     return params.statement(sql);
   }
 
@@ -461,11 +457,34 @@ export class SqlQueryBuilder {
     returnsToMs: number,
     people?: QueryPeople,
   ): SqlStatement {
-    const d = this.dialect;
     const params = new Params();
-    const firsts = this.retentionFirsts(params, projectId, q, people);
+    const { ctes, returnsByCohort } = this.retentionParts(
+      params,
+      projectId,
+      q,
+      returnsFromMs,
+      returnsToMs,
+      people,
+    );
+    return params.statement(`WITH ${ctes} ${returnsByCohort}`);
+  }
+
+  /**
+   * The CTEs `firsts`, `cohorts` and `returns` (each user's periods with a return event), and the
+   * SELECT of the users returning by (cohort, period).
+   */
+  private retentionParts(
+    params: Params,
+    projectId: string,
+    q: RetentionQuery,
+    returnsFromMs: number,
+    returnsToMs: number,
+    people: QueryPeople | undefined,
+    readTwice = false,
+  ): { ctes: string; returnsByCohort: string } {
+    const d = this.dialect;
+    const firsts = this.retentionFirsts(params, projectId, q, people, readTwice);
     const source = this.source(people);
-    const a = source.alias;
     const where = this.where(
       params,
       projectId,
@@ -473,13 +492,13 @@ export class SqlQueryBuilder {
       source,
     );
     const user = d.userColumn;
-    const selectUser = as(source.user, user);
-    const sql = `WITH ${firsts},
-      returns AS (SELECT DISTINCT ${selectUser}, ${d.truncate(q.interval, `${a}timestamp`)} AS period FROM ${source.from} WHERE ${where})
-      SELECT ${d.epochMs("c.cohort")} AS cohort, ${d.epochMs("r.period")} AS period, count(*) AS users
+    return {
+      ctes: `${firsts},
+      returns AS (SELECT DISTINCT ${as(source.user, user)}, ${d.truncate(q.interval, `${source.alias}timestamp`)} AS period FROM ${source.from} WHERE ${where})`,
+      returnsByCohort: `SELECT ${d.epochMs("c.cohort")} AS cohort, ${d.epochMs("r.period")} AS period, count(*) AS users
       FROM cohorts c JOIN returns r ON r.${user} = c.${user} AND r.period >= c.cohort
-      GROUP BY c.cohort, r.period`;
-    return params.statement(sql);
+      GROUP BY c.cohort, r.period`,
+    };
   }
 
   /**

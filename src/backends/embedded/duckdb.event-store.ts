@@ -122,6 +122,13 @@ async function insertStatement(writer: EventWriter, slots: number, returning: bo
   return statement;
 }
 
+/** A row's key as the insert returned it, with the key's hash. */
+interface ReturnedKey {
+  projectId: string;
+  uuid: string;
+  hash: KeyHash;
+}
+
 /** Which of a project's uuids the table holds ($2: the uuids, one a line). */
 const STORED_UUIDS = `SELECT CAST(uuid AS VARCHAR) AS u FROM events
   WHERE project_id = CAST($1 AS UUID) AND uuid IN (SELECT CAST(unnest(string_split($2, chr(10))) AS UUID))`;
@@ -216,7 +223,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     );
     this.properties = new PropertyColumnRegistry({
       commitsUnderWay: () => Promise.all([...this.commitsUnderWay]).then(() => undefined),
-      withoutCommits: (work) => this.withEveryWriter(work),
+      // The one writer held, no commit runs: DuckDB refuses to alter a table others write.
+      withoutCommits: (work) => this.withWriter(() => work()),
       log: this.log,
     });
   }
@@ -250,11 +258,6 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     } finally {
       this.releaseWriter(writer);
     }
-  }
-
-  /** Runs `work` while no commit runs: DuckDB refuses to alter a table other transactions write. */
-  private withEveryWriter<T>(work: () => Promise<T>): Promise<T> {
-    return this.withWriter(() => work());
   }
 
   private acquireWriter(): Promise<EventWriter> {
@@ -358,20 +361,15 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   }
 
   /**
-   * The keys of `keys` (by eventKey) the store holds: those the filter may hold are looked up, one
-   * query a project, a scan of the project's uuids (65-90 ms on 10M events).
+   * Which of the given keys the store holds, one query a project: a scan of the project's uuids
+   * (65-90 ms on 10M events). Asked only of the keys the filter may hold.
    */
-  private async stored(
-    connection: DuckDBConnection,
-    unique: ReadonlyMap<string, StoredEvent>,
-    keys: Iterable<string>,
-  ): Promise<Set<string>> {
+  private async stored(connection: DuckDBConnection, keys: readonly ReturnedKey[]): Promise<Set<string>> {
     const byProject = new Map<string, string[]>();
-    for (const key of keys) {
-      const e = unique.get(key)!;
-      const uuids = byProject.get(e.projectId);
-      if (uuids) uuids.push(e.uuid);
-      else byProject.set(e.projectId, [e.uuid]);
+    for (const { projectId, uuid } of keys) {
+      const uuids = byProject.get(projectId);
+      if (uuids) uuids.push(uuid);
+      else byProject.set(projectId, [uuid]);
     }
     const found = new Set<string>();
     for (const [projectId, uuids] of byProject) {
@@ -395,10 +393,11 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     newUsers: readonly string[],
   ): Promise<CommitOutcome> {
     const { connection, insertLedger, insertCounts } = writer;
+    /** Inserts `rows`; with `returning`, their keys as the table stores them, by eventKey. */
     const insert = async (rows: ReadonlyMap<string, StoredEvent>, returning: boolean) => {
       await connection.run("BEGIN TRANSACTION");
       if (newUsers.length > 0) await connection.run(INSERT_DISTINCT_IDS, [newUsers.join("\n")]);
-      const hashes = new Map<string, KeyHash>();
+      const returned = new Map<string, ReturnedKey>();
       for (const { paths, lines } of this.rowGroups(rows, uids)) {
         const statement = await insertStatement(writer, paths.length, returning);
         statement.bindVarchar(1, lines.join("\n"));
@@ -408,22 +407,19 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
           continue;
         }
         const reader = await statement.runAndReadAll();
-        for (const [p, u, block, bits] of reader.getRowsJS() as [string, string, number, number][])
-          hashes.set(`${p}/${u}`, { block, bits });
+        for (const [projectId, uuid, block, bits] of reader.getRowsJS() as [string, string, number, number][])
+          returned.set(`${projectId}/${uuid}`, { projectId, uuid, hash: { block, bits } });
       }
-      return hashes;
+      return returned;
     };
     try {
       let fresh = unique;
-      const hashes = await insert(fresh, true);
-      const maybe = [...hashes].filter(([key, hash]) => this.keys.mayHold(unique.get(key)!.projectId, hash));
+      let found = new Set<string>();
+      const returned = await insert(unique, true);
+      const maybe = [...returned.values()].filter((key) => this.keys.mayHold(key.projectId, key.hash));
       if (maybe.length > 0) {
         await connection.run("ROLLBACK");
-        const found = await this.stored(
-          connection,
-          unique,
-          maybe.map(([key]) => key),
-        );
+        found = await this.stored(connection, maybe);
         fresh = new Map([...unique].filter(([key]) => !found.has(key)));
         await insert(fresh, false);
       }
@@ -439,7 +435,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       }
       await connection.run("COMMIT");
       // Durable now: later commits must find these keys.
-      for (const [key, e] of fresh) this.keys.add(e.projectId, hashes.get(key)!);
+      for (const [key, { projectId, hash }] of returned) if (!found.has(key)) this.keys.add(projectId, hash);
       if (++this.commitsSinceCompaction >= this.compactEvery) {
         this.commitsSinceCompaction = 0;
         // The rows stay as they are and the next compaction folds them: readers sum either way,
