@@ -98,9 +98,26 @@ export interface UserStrategies {
  */
 export interface Rollups {
   eventCounts?: string;
+  userDays?: UserDayRollup;
+}
+
+/**
+ * Each (project, event, UTC day)'s users as exact sets, split into chunks of users: `relation` is
+ * SQL for a relation of (project_id, event, day, chunk, users), `day` the day's start and `users` a
+ * set of the users in `chunk`, several rows of one key to be united. The rest are the set
+ * operations on `users`: `union` an aggregate, the others scalar. Unique users per day or week and
+ * retention read it when they read no filter, breakdown or people, over whole days.
+ */
+export interface UserDayRollup {
+  relation: string;
+  union(set: string): string;
+  size(set: string): string;
+  intersect(a: string, b: string): string;
+  minus(a: string, b: string): string;
 }
 
 const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
 
 /** Collects bound parameters and hands back their placeholders. */
 class Params {
@@ -153,6 +170,36 @@ export class SqlQueryBuilder {
     const table = this.rollups.eventCounts;
     if (table === undefined || q.filters.length > 0) return undefined;
     return q.fromMs % HOUR_MS === 0 && q.toMs % HOUR_MS === 0 ? table : undefined;
+  }
+
+  /**
+   * The rollup of daily users when it answers a query exactly: no filters, no people (no person is
+   * merged and no person property read), and a range of whole days. Undefined: read the events.
+   */
+  private userDays(
+    q: { fromMs: number; toMs: number; filters: readonly Filter[] },
+    people: QueryPeople | undefined,
+  ): UserDayRollup | undefined {
+    const rollup = this.rollups.userDays;
+    if (rollup === undefined || q.filters.length > 0 || (people !== undefined && people.rows.length > 0))
+      return undefined;
+    return q.fromMs % DAY_MS === 0 && q.toMs % DAY_MS === 0 ? rollup : undefined;
+  }
+
+  /** `project_id`, range and optional event conditions on the daily users rollup. */
+  private userDaysWhere(
+    params: Params,
+    projectId: string,
+    q: { fromMs: number; toMs: number; event?: string },
+  ) {
+    const d = this.dialect;
+    const clauses = [
+      `project_id = ${d.uuid(params.add(projectId))}`,
+      `day >= ${d.timestampFromMs(params.add(q.fromMs))}`,
+      `day < ${d.timestampFromMs(params.add(q.toMs))}`,
+    ];
+    if (q.event !== undefined) clauses.push(`event = ${params.add(q.event)}`);
+    return clauses.join(" AND ");
   }
 
   /** `project_id`, range and optional event conditions on the counts rollup. */
@@ -305,6 +352,25 @@ export class SqlQueryBuilder {
         FROM g`;
       return params.statement(sql);
     }
+    const userDays =
+      q.math === "unique_users" && q.breakdown === undefined && q.interval !== "hour"
+        ? this.userDays(q, people)
+        : undefined;
+    if (userDays) {
+      // Each bucket's users united from its days, chunk by chunk; the range's users from the
+      // buckets' (10M events, unique users per day over 30 days: 413 -> 9 ms in process).
+      const { union, size } = userDays;
+      const sql = `
+        WITH b AS MATERIALIZED (
+          SELECT ${d.truncate(q.interval, "day")} AS bucket, chunk, ${union("users")} AS users
+          FROM ${userDays.relation} r WHERE ${this.userDaysWhere(params, projectId, q)} GROUP BY 1, 2
+        ),
+        g AS (SELECT bucket, CAST(sum(${size("users")}) AS BIGINT) AS value FROM b GROUP BY bucket),
+        whole AS (SELECT CAST(sum(${size("users")}) AS BIGINT) AS total FROM (SELECT chunk, ${union("users")} AS users FROM b GROUP BY chunk) c)
+        SELECT ${d.epochMs("bucket")} AS t, CAST(NULL AS VARCHAR) AS bv, value, (SELECT total FROM whole) AS total
+        FROM g`;
+      return params.statement(sql);
+    }
     const cte = this.peopleCte(params, people);
     const source = this.source(people);
     const a = source.alias;
@@ -425,6 +491,9 @@ export class SqlQueryBuilder {
   ): SqlStatement {
     const d = this.dialect;
     const params = new Params();
+    const userDays = this.userDays(q, people);
+    if (userDays)
+      return this.retentionFromUserDays(params, userDays, projectId, q, returnsFromMs, returnsToMs);
     const { ctes, returnsByCohort } = this.retentionParts(
       params,
       projectId,
@@ -438,6 +507,53 @@ export class SqlQueryBuilder {
       SELECT ${d.epochMs("cohort")} AS cohort, CAST(NULL AS BIGINT) AS period, count(*) AS users FROM cohorts GROUP BY cohort
       UNION ALL
       ${returnsByCohort}`;
+    return params.statement(sql);
+  }
+
+  /**
+   * `retention` from the daily users: a user's cohort is the first period whose start-event set
+   * holds it (the period's set less the union of the periods before it), and a cohort's returns in
+   * a period are its set intersected with that period's return-event set. Chunk by chunk; 10M
+   * events, weekly over 90 days: 218 -> 14 ms in process.
+   */
+  private retentionFromUserDays(
+    params: Params,
+    userDays: UserDayRollup,
+    projectId: string,
+    q: RetentionQuery,
+    returnsFromMs: number,
+    returnsToMs: number,
+  ): SqlStatement {
+    const d = this.dialect;
+    const { union, size, intersect, minus } = userDays;
+    const period = d.truncate(q.interval, "day");
+    const starts = this.userDaysWhere(params, projectId, { ...q, event: q.startEvent });
+    const returns = this.userDaysWhere(params, projectId, {
+      fromMs: returnsFromMs,
+      toMs: returnsToMs,
+      event: q.returnEvent,
+    });
+    const sql = `
+      WITH starts AS (
+        SELECT ${period} AS cohort, chunk, ${union("users")} AS users FROM ${userDays.relation} r WHERE ${starts} GROUP BY 1, 2
+      ),
+      cohorts AS MATERIALIZED (
+        SELECT cohort, chunk, CASE WHEN earlier IS NULL THEN users ELSE ${minus("users", "earlier")} END AS users
+        FROM (
+          SELECT cohort, chunk, users,
+            ${union("users")} OVER (PARTITION BY chunk ORDER BY cohort ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier
+          FROM starts
+        ) s
+      ),
+      returns AS (
+        SELECT ${period} AS period, chunk, ${union("users")} AS users FROM ${userDays.relation} r WHERE ${returns} GROUP BY 1, 2
+      )
+      SELECT ${d.epochMs("cohort")} AS cohort, CAST(NULL AS BIGINT) AS period, CAST(sum(${size("users")}) AS BIGINT) AS users
+      FROM cohorts GROUP BY cohort
+      UNION ALL
+      SELECT ${d.epochMs("c.cohort")} AS cohort, ${d.epochMs("r.period")} AS period, CAST(sum(${size(intersect("c.users", "r.users"))}) AS BIGINT) AS users
+      FROM cohorts c JOIN returns r ON r.chunk = c.chunk AND r.period >= c.cohort
+      GROUP BY c.cohort, r.period`;
     return params.statement(sql);
   }
 

@@ -8,6 +8,7 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import { DuckDbDatabase } from "../../src/backends/embedded/duckdb.database.js";
 import { DuckDbEventStore } from "../../src/backends/embedded/duckdb.event-store.js";
 import type { KeyFilterOptions } from "../../src/backends/embedded/duckdb.key-filter.js";
+import { CHUNK_BITS, USER_DAYS_ROLLUP } from "../../src/backends/embedded/duckdb.user-days.js";
 import type { StoredEvent } from "../../src/core/event.js";
 import { parseQuerySpec } from "../../src/query/spec.js";
 import { type DataEvent, makeDataset } from "../conformance/dataset.js";
@@ -207,7 +208,7 @@ test("a store written by version 1 is migrated forward on start and answers as b
   const projectId = randomUUID();
   await withStore(
     async (store, db) => {
-      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[3]]);
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[4]]);
       const [missing] = await row(db, "SELECT count(*) FROM events WHERE uid IS NULL");
       assert.equal(missing, 0n, "every stored event has its uid");
       await assertConformance(store, projectId, data);
@@ -262,7 +263,7 @@ test("a store written by version 2 loses its key index, keeps its property colum
   const projectId = randomUUID();
   await withStore(
     async (store, db) => {
-      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[3]]);
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[4]]);
       const [keys] = await row(
         db,
         "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'events' AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
@@ -299,6 +300,83 @@ test("a store written by version 2 loses its key index, keeps its property colum
       await connection.run(`INSERT INTO property_columns VALUES (CAST($1 AS UUID), 'plan', 0, true)`, [
         projectId,
       ]);
+      connection.closeSync();
+      instance.closeSync();
+    },
+  );
+});
+
+/** Version 3's tables, frozen exactly as that release created them (do not edit). */
+const SCHEMA_V3 = `
+  ${SCHEMA_V1}
+  CREATE TABLE distinct_ids (project_id UUID NOT NULL, distinct_id VARCHAR NOT NULL, uid BIGINT NOT NULL, PRIMARY KEY (project_id, distinct_id));
+  CREATE TABLE property_columns (project_id UUID NOT NULL, name VARCHAR NOT NULL, slot INTEGER NOT NULL, ready BOOLEAN NOT NULL, PRIMARY KEY (project_id, name));
+  DROP TABLE events;
+  CREATE TABLE events (
+    project_id UUID NOT NULL,
+    uuid UUID NOT NULL,
+    event VARCHAR NOT NULL,
+    distinct_id VARCHAR NOT NULL,
+    uid BIGINT NOT NULL,
+    timestamp TIMESTAMP NOT NULL,
+    properties JSON NOT NULL,
+    received_at TIMESTAMP NOT NULL
+  );
+  CREATE TABLE event_counts (project_id UUID NOT NULL, event VARCHAR NOT NULL, hour TIMESTAMP NOT NULL, n BIGINT NOT NULL);
+  INSERT OR IGNORE INTO schema_migrations VALUES (2, now());
+  INSERT OR IGNORE INTO schema_migrations VALUES (3, now());
+`;
+
+test("a store written by version 3 gains its daily users and answers as before", async () => {
+  const data = makeDataset(17);
+  const projects = [randomUUID(), randomUUID()];
+  await withStore(
+    async (store, db) => {
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[4]]);
+      const [bitmaps] = await row(db, "SELECT count(*) FROM user_days");
+      assert.ok(Number(bitmaps) > 0, "the daily users are filled from the events");
+      await rollupsMatch(db);
+      for (const projectId of projects) await assertConformance(store, projectId, data);
+      // New events add to them.
+      await store.insert(makeDataset(18).map((e) => stored(projects[0]!, { ...e, uuid: randomUUID() })));
+      await rollupsMatch(db);
+    },
+    async (dataDir) => {
+      const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+      const connection = await instance.connect();
+      await connection.run(SCHEMA_V3);
+      for (const projectId of projects) {
+        for (const e of data)
+          await connection.run(
+            `INSERT INTO distinct_ids SELECT CAST($1 AS UUID), $2, (SELECT count(*) + 1 FROM distinct_ids)
+             WHERE NOT EXISTS (SELECT 1 FROM distinct_ids WHERE project_id = CAST($1 AS UUID) AND distinct_id = $2)`,
+            [projectId, e.distinct_id],
+          );
+        await connection.run(
+          `INSERT INTO events SELECT CAST($1 AS UUID), CAST(j.u AS UUID), j.e, j.d, d.uid, epoch_ms(j.t), j.props, epoch_ms(j.t)
+           FROM (SELECT from_json(unnest(string_split($2, chr(10))), '{"u":"VARCHAR","e":"VARCHAR","d":"VARCHAR","t":"BIGINT","props":"JSON"}') AS j)
+           JOIN distinct_ids d ON d.project_id = CAST($1 AS UUID) AND d.distinct_id = j.d`,
+          [
+            projectId,
+            data
+              .map((e) =>
+                JSON.stringify({
+                  u: e.uuid,
+                  e: e.event,
+                  d: e.distinct_id,
+                  t: e.timestamp,
+                  props: e.properties,
+                }),
+              )
+              .join("\n"),
+          ],
+        );
+        await connection.run(
+          `INSERT INTO event_counts SELECT project_id, event, date_trunc('hour', timestamp), count(*) FROM events
+           WHERE project_id = CAST($1 AS UUID) GROUP BY ALL`,
+          [projectId],
+        );
+      }
       connection.closeSync();
       instance.closeSync();
     },
@@ -366,31 +444,50 @@ test("one user's events: an id never seen, or seen only in another project, has 
   });
 });
 
-test("the hourly counts equal the events, through retries, compaction, restarts and a project's deletion", async () => {
+/**
+ * Differences between the rollups and the events: (project, event, hour) counts, and (project,
+ * event, day, uid) from the daily users' bitmaps, pending rows included, against the events'.
+ */
+async function rollupsMatch(db: DuckDbDatabase): Promise<void> {
+  const [counts] = await row(
+    db,
+    `SELECT count(*) FROM (
+       SELECT project_id, event, date_trunc('hour', timestamp) AS hour, count(*) AS n FROM events GROUP BY ALL
+       EXCEPT SELECT project_id, event, hour, sum(n) FROM event_counts GROUP BY ALL)`,
+  );
+  const [summed, events] = await row(
+    db,
+    "SELECT (SELECT sum(n) FROM event_counts), (SELECT count(*) FROM events)",
+  );
+  assert.equal(counts, 0n, "hourly counts differ from the events");
+  assert.equal(summed, events);
+  const [users] = await row(
+    db,
+    `WITH rolled AS (
+       SELECT project_id, event, day, chunk * ${CHUNK_BITS} + i AS uid
+       FROM (SELECT project_id, event, day, chunk, bit_or(users) AS users FROM ${USER_DAYS_ROLLUP.relation} r GROUP BY ALL),
+         range(${CHUNK_BITS}) t(i)
+       WHERE get_bit(users, CAST(i AS INTEGER)) = 1
+     ),
+     stored AS (SELECT DISTINCT project_id, event, date_trunc('day', timestamp) AS day, uid FROM events)
+     SELECT (SELECT count(*) FROM (SELECT * FROM rolled EXCEPT ALL SELECT * FROM stored))
+       + (SELECT count(*) FROM (SELECT * FROM stored EXCEPT ALL SELECT * FROM rolled))`,
+  );
+  assert.equal(users, 0n, "daily users differ from the events");
+}
+
+test("the hourly counts and daily users equal the events, through retries, compaction, folds, restarts and a project's deletion", async () => {
   const data = makeDataset(19);
   const projectId = randomUUID();
   const other = randomUUID();
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
   const open = async () => {
     const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
-    // Compaction every 3 commits folds the counts while commits go on.
-    const store = new DuckDbEventStore(db, { compactEvery: 3 });
+    // Compaction every 3 commits folds the counts, and 200 pending rows the daily users, while
+    // commits go on.
+    const store = new DuckDbEventStore(db, { compactEvery: 3, userDaysFoldRows: 200 });
     await store.start();
     return { db, store };
-  };
-  const countsMatch = async (db: DuckDbDatabase) => {
-    const [differences] = await row(
-      db,
-      `SELECT count(*) FROM (
-         SELECT project_id, event, date_trunc('hour', timestamp) AS hour, count(*) AS n FROM events GROUP BY ALL
-         EXCEPT SELECT project_id, event, hour, sum(n) FROM event_counts GROUP BY ALL)`,
-    );
-    const [rows, events] = await row(
-      db,
-      "SELECT (SELECT sum(n) FROM event_counts), (SELECT count(*) FROM events)",
-    );
-    assert.equal(differences, 0n);
-    assert.equal(rows, events);
   };
   try {
     let { db, store } = await open();
@@ -399,16 +496,30 @@ test("the hourly counts equal the events, through retries, compaction, restarts 
     // Retries of everything, and the same uuids in another project.
     await store.insert(data.slice(0, 400).map((e) => stored(projectId, e)));
     await store.insert(data.slice(0, 400).map((e) => stored(other, e)));
-    await countsMatch(db);
+    await rollupsMatch(db);
+    await store.userDaysSettled();
+    // Fewer than a fold's rows after it: they stay pending.
+    await store.insert(data.slice(0, 10).map((e) => stored(randomUUID(), e)));
+    const [folded, pending] = await row(
+      db,
+      "SELECT (SELECT count(*) FROM user_days), (SELECT count(*) FROM user_days_pending)",
+    );
+    assert.ok(Number(folded) > 0, "some daily users were folded into bitmaps");
+    assert.ok(Number(pending) > 0, "and some are still pending: queries read both");
+    await rollupsMatch(db);
+    await assertConformance(store, projectId, data);
     await store.close();
     ({ db, store } = await open());
     await store.insert(data.slice(300, 700).map((e) => stored(projectId, e)));
-    await countsMatch(db);
+    await store.userDaysSettled();
+    await rollupsMatch(db);
     await assertConformance(store, projectId, data);
     await store.deleteProject(other);
-    await countsMatch(db);
-    const [left] = await row(db, `SELECT count(*) FROM event_counts WHERE project_id = '${other}'`);
-    assert.equal(left, 0n);
+    await rollupsMatch(db);
+    for (const table of ["event_counts", "user_days", "user_days_pending"]) {
+      const [left] = await row(db, `SELECT count(*) FROM ${table} WHERE project_id = '${other}'`);
+      assert.equal(left, 0n, table);
+    }
     await store.close();
   } finally {
     rmSync(dataDir, { recursive: true, force: true });

@@ -252,3 +252,64 @@ test("people: a funnel's steps and retention's cohorts and returns all follow pe
   ])
     assert.match(statement.sql, /SELECT DISTINCT coalesce\(m\.person, e\.distinct_id\) AS distinct_id/);
 });
+
+test("rollups: unique users and retention read the daily users only where they are exact", () => {
+  const rollups = {
+    eventCounts: "COUNTS",
+    userDays: {
+      relation: "USER_DAYS",
+      union: (set: string) => `union(${set})`,
+      size: (set: string) => `size(${set})`,
+      intersect: (a: string, b: string) => `and(${a}, ${b})`,
+      minus: (a: string, b: string) => `minus(${a}, ${b})`,
+    },
+  };
+  const rolled = new SqlQueryBuilder(dialect, undefined, {}, rollups);
+  const reads = (statement: SqlStatement) => {
+    assertBound(statement, ["Buy"]);
+    return statement.sql.includes("USER_DAYS");
+  };
+  const trends = (extra: Record<string, unknown>) =>
+    rolled.trends(PROJECT, spec({ kind: "trends", event: "Buy", math: "unique_users", ...range, ...extra }));
+  assert.ok(reads(trends({ interval: "day" })));
+  assert.ok(reads(trends({ interval: "week" })));
+  assert.ok(!reads(trends({ interval: "hour" })), "an hour is not a union of days");
+  assert.ok(!reads(trends({ interval: "day", breakdown: "plan" })));
+  assert.ok(!reads(trends({ interval: "day", filters: [{ property: "plan", op: "eq", value: "pro" }] })));
+  assert.ok(!reads(trends({ interval: "day", from: "2026-01-01T06:00:00Z" })), "a part of a day");
+  assert.ok(!reads(trends({ interval: "day", to: "2026-01-31T23:59:59Z" })), "a part of a day");
+  assert.ok(!reads(trends({ interval: "day", math: "total" })), "totals read the hourly counts");
+  const q = spec({ kind: "trends", event: "Buy", math: "unique_users", interval: "day", ...range });
+  const row = { id: "anon", person: "alice", properties: {} };
+  assert.ok(!reads(rolled.trends(PROJECT, q, { persons: true, rows: [row] })), "a person merges ids");
+  assert.ok(reads(rolled.trends(PROJECT, q, { persons: true, rows: [] })), "no person merges any");
+  // The day's sets are read between the bound range, and the range's users united from the buckets.
+  const statement = trends({ interval: "week" });
+  assert.match(statement.sql, /trunc_week\(day\) AS bucket, chunk, union\(users\)/);
+  assert.match(statement.sql, /day >= ts\(\$2\) AND day < ts\(\$3\) AND event = \$4/);
+  assert.deepEqual(statement.params, [PROJECT, FROM, TO, "Buy"]);
+
+  const retention = (extra: Record<string, unknown>) => {
+    const r = spec({
+      kind: "retention",
+      start_event: "Buy",
+      return_event: "Buy",
+      periods: 4,
+      ...range,
+      ...extra,
+    });
+    return rolled.retention(PROJECT, r, r.fromMs, r.toMs + 4 * 86_400_000);
+  };
+  assert.ok(reads(retention({ interval: "day" })));
+  assert.ok(reads(retention({ interval: "week" })));
+  assert.ok(!reads(retention({ interval: "day", filters: [{ property: "plan", op: "is_set" }] })));
+  assert.ok(!reads(retention({ interval: "day", from: "2026-01-01T00:00:01Z" })));
+  const cohorts = retention({ interval: "week" }).sql;
+  // A user's cohort is the first period holding it: the period's set less those before it.
+  assert.match(cohorts, /minus\(users, earlier\)/);
+  assert.match(
+    cohorts,
+    /union\(users\) OVER \(PARTITION BY chunk ORDER BY cohort ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING\)/,
+  );
+  assert.match(cohorts, /size\(and\(c\.users, r\.users\)\)/);
+});

@@ -19,6 +19,7 @@ import { duckDbDialect } from "./duckdb.dialect.js";
 import { DistinctIdDictionary, INSERT_DISTINCT_IDS } from "./duckdb.distinct-ids.js";
 import { KEY_HASH_HALVES, KeyFilter, type KeyFilterOptions, type KeyHash } from "./duckdb.key-filter.js";
 import { PropertyColumnRegistry, slotValueColumns } from "./duckdb.property-columns.js";
+import { INSERT_USER_DAYS, USER_DAYS_ROLLUP, UserDays } from "./duckdb.user-days.js";
 
 // Rows travel to DuckDB as one NDJSON text parameter that DuckDB parses on its own threads: one
 // call across the native boundary per commit instead of one per value (the Appender's cost).
@@ -110,6 +111,7 @@ interface EventWriter {
   inserts: Map<string, DuckDBPreparedStatement>;
   insertLedger: DuckDBPreparedStatement;
   insertCounts: DuckDBPreparedStatement;
+  insertUserDays: DuckDBPreparedStatement;
 }
 
 async function insertStatement(writer: EventWriter, slots: number, returning: boolean) {
@@ -144,9 +146,10 @@ const LINK_EVENT_NAMES: ReadonlySet<string> = new Set(LINK_EVENTS);
  * inserts its rows with one statement (one per project that has property columns to fill), which
  * returns each key's hash; the key filter (duckdb.key-filter.ts) says of most keys that the store
  * cannot hold them, and when it may hold one the commit is redone without the events the table
- * holds (commitRows). The same transaction adds the hourly counts and updates the ledger. Each row
- * carries its user's integer uid (duckdb.distinct-ids.ts) and the typed columns of the properties
- * queries read (duckdb.property-columns.ts).
+ * holds (commitRows). The same transaction adds the hourly counts and the daily users
+ * (duckdb.user-days.ts) and updates the ledger. Each row carries its user's integer uid
+ * (duckdb.distinct-ids.ts) and the typed columns of the properties queries read
+ * (duckdb.property-columns.ts).
  *
  * One commit at a time is what keeps the check and the insert exact: no other commit can store a
  * key between them. It is also the faster way here: two writers made commits half as large, and a
@@ -171,6 +174,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   /** Per project, the linked ids its last resolution found no uid for (they had no events). */
   private readonly unkeyed = new Map<string, Set<string>>();
   private readonly keys: KeyFilter;
+  private readonly userDays: UserDays;
   private writer?: EventWriter;
   private readonly writerWaiters: ((writer: EventWriter) => void)[] = [];
 
@@ -188,9 +192,12 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       bitstringMargin?: number;
       /** The key filter's sizes (tests make it small, so that it errs often). */
       keyFilter?: KeyFilterOptions;
+      /** Pending daily-user rows that start a fold (duckdb.user-days.ts; tests make it small). */
+      userDaysFoldRows?: number;
     } = {},
   ) {
     this.keys = new KeyFilter(options.keyFilter);
+    this.userDays = new UserDays((work) => this.db.transaction(work), options.userDaysFoldRows);
     this.bitstringMargin = options.bitstringMargin ?? BITSTRING_MARGIN;
     this.compactEvery = options.compactEvery ?? 10_000;
     this.log = options.log;
@@ -235,6 +242,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     this.log?.info({ path: this.db.path, memory_limit: memoryLimit, threads }, "embedded store open");
     await this.compactLedger();
     await this.distinctIds.open(this.db.readConnection());
+    await this.userDays.open(this.db.readConnection());
     const loading = performance.now();
     const loaded = await this.keys.load(this.db.readConnection());
     this.log?.info(
@@ -248,6 +256,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       inserts: new Map(),
       insertLedger: await connection.prepare(INSERT_LEDGER),
       insertCounts: await connection.prepare(INSERT_COUNTS),
+      insertUserDays: await connection.prepare(INSERT_USER_DAYS),
     };
   }
 
@@ -285,6 +294,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   }
 
   async close(): Promise<void> {
+    await this.userDays.settled();
     await this.properties.close();
     await this.db.close();
   }
@@ -392,7 +402,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     uids: ReadonlyMap<string, number>,
     newUsers: readonly string[],
   ): Promise<CommitOutcome> {
-    const { connection, insertLedger, insertCounts } = writer;
+    const { connection, insertLedger, insertCounts, insertUserDays } = writer;
     /** Inserts `rows`; with `returning`, their keys as the table stores them, by eventKey. */
     const insert = async (rows: ReadonlyMap<string, StoredEvent>, returning: boolean) => {
       await connection.run("BEGIN TRANSACTION");
@@ -423,9 +433,14 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         fresh = new Map([...unique].filter(([key]) => !found.has(key)));
         await insert(fresh, false);
       }
+      let userDayRows = 0;
       if (fresh.size > 0) {
         insertCounts.bindVarchar(1, countLines(fresh.values()));
         await insertCounts.run();
+        const userDays = this.userDays.lines(fresh.values(), uids);
+        insertUserDays.bindVarchar(1, userDays.text);
+        await insertUserDays.run();
+        userDayRows = userDays.rows;
       }
       const { outcome, ledger: deltas } = commitResult(events, new Set(fresh.keys()));
       const ledger = ledgerText(deltas);
@@ -436,6 +451,9 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       await connection.run("COMMIT");
       // Durable now: later commits must find these keys.
       for (const [key, { projectId, hash }] of returned) if (!found.has(key)) this.keys.add(projectId, hash);
+      this.userDays.appended(userDayRows, (error) =>
+        this.log?.warn({ err: error }, "folding the daily users failed; the next commit retries"),
+      );
       if (++this.commitsSinceCompaction >= this.compactEvery) {
         this.commitsSinceCompaction = 0;
         // The rows stay as they are and the next compaction folds them: readers sum either way,
@@ -513,7 +531,15 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
 
   async deleteProject(projectId: string): Promise<void> {
     await this.db.transaction(async (connection) => {
-      for (const table of ["events", "ledger_entries", "event_counts", "distinct_ids", "property_columns"])
+      for (const table of [
+        "events",
+        "ledger_entries",
+        "event_counts",
+        "user_days",
+        "user_days_pending",
+        "distinct_ids",
+        "property_columns",
+      ])
         await connection.run(`DELETE FROM ${table} WHERE project_id = CAST($1 AS UUID)`, [projectId]);
     });
     this.distinctIds.forgetProject(projectId);
@@ -542,6 +568,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       new SqlQueryRunner(
         new SqlQueryBuilder(duckDbDialect, columns, this.userStrategies(uidRange, user), {
           eventCounts: "event_counts",
+          userDays: USER_DAYS_ROLLUP,
         }),
         this.run,
         this.identity,
@@ -596,6 +623,11 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       params: [projectId, distinctId],
     });
     return row ? Number(row.uid) : 0;
+  }
+
+  /** Resolves when the fold of the daily users under way, if any, has ended. */
+  userDaysSettled(): Promise<void> {
+    return this.userDays.settled();
   }
 
   /** Resolves when every property column requested so far is filled (or its fill failed). */

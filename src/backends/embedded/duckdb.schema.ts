@@ -1,4 +1,5 @@
 import type { DuckDBConnection } from "@duckdb/node-api";
+import { FILL_USER_DAYS, USER_DAYS_TABLES } from "./duckdb.user-days.js";
 
 /**
  * Properties a project may have as typed columns beside the JSON (duckdb.property-columns.ts).
@@ -12,7 +13,7 @@ export const PROPERTY_SLOTS = 16;
 export const slotColumns = (slot: number) => ({ text: `p${slot}_text`, number: `p${slot}_num` });
 
 /** The newest schema version; a store at an older one is migrated forward when it opens. */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 const BASE = `
   CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL);
@@ -173,12 +174,31 @@ async function migrateToV3(connection: DuckDBConnection, progress: MigrationProg
   progress("store migrated to schema 3", { events, took_ms: Math.round(performance.now() - started) });
 }
 
+/**
+ * From version 3: adds the users of each (project, event, day) as bitmaps (duckdb.user-days.ts),
+ * filled from the events one project and month at a time, so that a large store's aggregation
+ * holds one month of bitmaps in memory rather than all of them.
+ */
+async function migrateToV4(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
+  const events = await count(connection, "SELECT count(*) FROM events");
+  progress("migrating the store to schema 4 (daily users as bitmaps)", { events });
+  const started = performance.now();
+  await connection.run(USER_DAYS_TABLES);
+  const months = await connection.runAndReadAll(
+    `SELECT DISTINCT CAST(project_id AS VARCHAR), epoch_ms(date_trunc('month', timestamp)) FROM events ORDER BY ALL`,
+  );
+  for (const [projectId, month] of months.getRowsJS() as [string, bigint][])
+    await connection.run(FILL_USER_DAYS, [projectId, Number(month)]);
+  progress("store migrated to schema 4", { events, took_ms: Math.round(performance.now() - started) });
+}
+
 const MIGRATIONS: {
   version: number;
   up(connection: DuckDBConnection, progress: MigrationProgress): Promise<void>;
 }[] = [
   { version: 2, up: migrateToV2 },
   { version: 3, up: migrateToV3 },
+  { version: 4, up: migrateToV4 },
 ];
 
 /**
@@ -197,6 +217,7 @@ export async function migrate(connection: DuckDBConnection, progress: MigrationP
     await connection.run(eventsV3("events"));
     await connection.run(V2_TABLES);
     await connection.run(EVENT_COUNTS);
+    await connection.run(USER_DAYS_TABLES);
     for (let version = 1; version <= SCHEMA_VERSION; version++)
       await connection.run(`INSERT OR IGNORE INTO schema_migrations VALUES (${version}, now())`);
     await connection.run("COMMIT");

@@ -1,0 +1,157 @@
+import type { DuckDBConnection } from "@duckdb/node-api";
+import type { StoredEvent } from "../../core/event.js";
+import type { UserDayRollup } from "../../query/sql-builder.js";
+
+/**
+ * Who did each event on each UTC day, as bitmaps of uids (duckdb.distinct-ids.ts): the rollup that
+ * answers unique users per day or week, and retention, without reading the events (10M events:
+ * unique users per day over 30 days 413 → 9 ms, weekly retention over 90 days 218 → 14 ms, in
+ * process).
+ *
+ * `user_days` holds one row per (project, event, day, chunk): the users whose uid lies in chunk
+ * `uid / CHUNK_BITS`, bit `uid % CHUNK_BITS` set for each. Uids are numbered across projects, so a
+ * project's users are spread over chunks; a chunk no user of the (project, event, day) falls in has
+ * no row. Rewriting bitmaps on every commit would cost a 512-byte row for a one-event commit, so a
+ * commit appends its (project, event, day, uid) rows to `user_days_pending` instead, in its own
+ * transaction, and `fold` turns them into bitmaps once FOLD_ROWS of them have gathered. Readers see
+ * the union of both (`relation`), so a fold changes no answer.
+ */
+export const CHUNK_BITS = 4096;
+
+/** Pending rows that make a fold due: they add about 7 ms to a query and take ~80 ms to fold (10M events). */
+export const FOLD_ROWS = 100_000;
+
+const chunk = (uid: string) => `CAST(${uid} // ${CHUNK_BITS} AS INTEGER)`;
+const bits = (uid: string) => `bitstring_agg(${uid} % ${CHUNK_BITS}, 0, ${CHUNK_BITS - 1})`;
+
+/** The tables (schema 4, duckdb.schema.ts). */
+export const USER_DAYS_TABLES = `
+  CREATE TABLE user_days (
+    project_id UUID NOT NULL,
+    event VARCHAR NOT NULL,
+    day TIMESTAMP NOT NULL,
+    chunk INTEGER NOT NULL,
+    users BITSTRING NOT NULL
+  );
+  CREATE TABLE user_days_pending (
+    project_id UUID NOT NULL,
+    event VARCHAR NOT NULL,
+    day TIMESTAMP NOT NULL,
+    uid BIGINT NOT NULL
+  );
+`;
+
+/** The bitmaps of one project's stored events in one month ($1: the project, $2: the month's epoch ms). */
+export const FILL_USER_DAYS = `INSERT INTO user_days
+  SELECT project_id, event, date_trunc('day', timestamp), ${chunk("uid")}, ${bits("uid")} FROM events
+  WHERE project_id = CAST($1 AS UUID) AND timestamp >= epoch_ms(CAST($2 AS BIGINT))
+    AND timestamp < epoch_ms(CAST($2 AS BIGINT)) + INTERVAL 1 MONTH
+  GROUP BY ALL`;
+
+/** Appends a commit's pending rows ($1: NDJSON from `lines`). */
+export const INSERT_USER_DAYS = `INSERT INTO user_days_pending SELECT CAST(j.p AS UUID), j.e, epoch_ms(j.d), j.i
+  FROM (SELECT from_json(unnest(string_split($1, chr(10))), '{"p":"VARCHAR","e":"VARCHAR","d":"BIGINT","i":"BIGINT"}') AS j)`;
+
+const DAY_MS = 86_400_000;
+
+/** What queries read: the bitmaps and the pending rows as bitmaps, with DuckDB's bit operations. */
+export const USER_DAYS_ROLLUP: UserDayRollup = {
+  relation: `(SELECT project_id, event, day, chunk, users FROM user_days
+    UNION ALL
+    SELECT project_id, event, day, ${chunk("uid")} AS chunk, ${bits("uid")} AS users FROM user_days_pending GROUP BY ALL)`,
+  union: (set) => `bit_or(${set})`,
+  size: (set) => `bit_count(${set})`,
+  intersect: (a, b) => `(${a} & ${b})`,
+  minus: (a, b) => `(${a} & ~${b})`,
+};
+
+/** Runs work in one transaction of the store's serialized writes (DuckDbDatabase.transaction). */
+type Transaction = <T>(work: (connection: DuckDBConnection) => Promise<T>) => Promise<T>;
+
+/** Counts the pending rows and folds them once enough have gathered, one fold at a time. */
+export class UserDays {
+  private pending = 0;
+  private folding?: Promise<unknown>;
+
+  constructor(
+    private readonly transaction: Transaction,
+    private readonly foldRows = FOLD_ROWS,
+  ) {}
+
+  async open(connection: DuckDBConnection): Promise<void> {
+    const reader = await connection.runAndReadAll("SELECT count(*) FROM user_days_pending");
+    const [[n = 0n] = []] = reader.getRowsJS() as [bigint][];
+    this.pending = Number(n);
+  }
+
+  /**
+   * The pending rows (INSERT_USER_DAYS's NDJSON) of a commit's new events, one per (project,
+   * event, day, user), and how many.
+   */
+  lines(events: Iterable<StoredEvent>, uids: ReadonlyMap<string, number>): { text: string; rows: number } {
+    const seen = new Set<string>();
+    const lines: string[] = [];
+    for (const e of events) {
+      const uid = uids.get(`${e.projectId}/${e.distinctId}`)!;
+      const day = Math.floor(e.timestamp / DAY_MS) * DAY_MS;
+      // Numbers first and the event name last: no name can make two keys alike.
+      const key = `${uid}/${day}/${e.projectId}/${e.event}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      lines.push(`{"p":"${e.projectId}","e":${JSON.stringify(e.event)},"d":${day},"i":${uid}}`);
+    }
+    return { text: lines.join("\n"), rows: lines.length };
+  }
+
+  /**
+   * A commit appended `rows` pending rows: once FOLD_ROWS have gathered, a fold starts in the
+   * background. A failed fold leaves the rows pending (readers read them either way) and is
+   * reported to `failed`; the next commit tries again.
+   */
+  appended(rows: number, failed: (error: unknown) => void): void {
+    this.pending += rows;
+    if (this.pending < this.foldRows || this.folding) return;
+    this.folding = this.fold()
+      .catch(failed)
+      .finally(() => {
+        this.folding = undefined;
+      });
+  }
+
+  /**
+   * Folds every pending row into the bitmaps, in one transaction: the bitmaps the rows touch are
+   * read, united with theirs and written back, and the rows deleted. Rows appended meanwhile are
+   * not in the transaction's snapshot and stay for the next fold.
+   */
+  async fold(): Promise<{ rows: number; bitmaps: number }> {
+    const folded = await this.transaction(async (connection) => {
+      const reader = await connection.runAndReadAll("SELECT count(*) FROM user_days_pending");
+      const [[n = 0n] = []] = reader.getRowsJS() as [bigint][];
+      const rows = Number(n);
+      if (rows === 0) return { rows, bitmaps: 0 };
+      await connection.run(`CREATE OR REPLACE TEMP TABLE user_days_folded AS
+        SELECT project_id, event, day, chunk, bit_or(users) AS users FROM (
+          SELECT u.project_id, u.event, u.day, u.chunk, u.users FROM user_days u
+            SEMI JOIN (SELECT DISTINCT project_id, event, day, ${chunk("uid")} AS chunk FROM user_days_pending) k
+            USING (project_id, event, day, chunk)
+          UNION ALL
+          SELECT project_id, event, day, ${chunk("uid")}, ${bits("uid")} FROM user_days_pending GROUP BY ALL
+        ) GROUP BY ALL`);
+      await connection.run(`DELETE FROM user_days u USING temp.user_days_folded f
+        WHERE u.project_id = f.project_id AND u.event = f.event AND u.day = f.day AND u.chunk = f.chunk`);
+      await connection.run("DELETE FROM user_days_pending");
+      const inserted = await connection.run(
+        "INSERT INTO user_days SELECT * FROM temp.user_days_folded ORDER BY project_id, day",
+      );
+      await connection.run("DROP TABLE temp.user_days_folded");
+      return { rows, bitmaps: Number(inserted.rowsChanged) };
+    });
+    this.pending = Math.max(0, this.pending - folded.rows);
+    return folded;
+  }
+
+  /** Waits for a fold under way, if any. */
+  async settled(): Promise<void> {
+    await this.folding;
+  }
+}
