@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { DuckDBInstance } from "@duckdb/node-api";
+import { fillUserDays } from "../src/backends/embedded/duckdb.user-days.js";
 import { postgresPipelineEnv } from "../tests/helpers/services.js";
 import { type LoadResult, percentile, runLoad, sampleEvent, startNoopServer } from "./load.js";
 import { BROWSERS, DATASET_SPAN_MS, DATASET_START_MS, NAMES, PATHS, PLANS, QUERIES } from "./queries.js";
@@ -169,6 +170,8 @@ async function generateDataset(dataDir: string, projectId: string, count: number
      FROM events WHERE project_id = CAST($1 AS UUID) GROUP BY ALL`,
     [projectId],
   );
+  // And its daily users (duckdb.user-days.ts).
+  await fillUserDays(connection);
   await connection.run("CHECKPOINT");
   connection.closeSync();
   instance.closeSync();

@@ -1,5 +1,5 @@
 import type { DuckDBConnection } from "@duckdb/node-api";
-import { FILL_USER_DAYS, USER_DAYS_TABLES } from "./duckdb.user-days.js";
+import { fillUserDays, USER_DAYS_TABLES } from "./duckdb.user-days.js";
 
 /**
  * Properties a project may have as typed columns beside the JSON (duckdb.property-columns.ts).
@@ -174,21 +174,13 @@ async function migrateToV3(connection: DuckDBConnection, progress: MigrationProg
   progress("store migrated to schema 3", { events, took_ms: Math.round(performance.now() - started) });
 }
 
-/**
- * From version 3: adds the users of each (project, event, day) as bitmaps (duckdb.user-days.ts),
- * filled from the events one project and month at a time, so that a large store's aggregation
- * holds one month of bitmaps in memory rather than all of them.
- */
+/** From version 3: adds the users of each (project, event, day) as bitmaps (duckdb.user-days.ts). */
 async function migrateToV4(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
   const events = await count(connection, "SELECT count(*) FROM events");
   progress("migrating the store to schema 4 (daily users as bitmaps)", { events });
   const started = performance.now();
   await connection.run(USER_DAYS_TABLES);
-  const months = await connection.runAndReadAll(
-    `SELECT DISTINCT CAST(project_id AS VARCHAR), epoch_ms(date_trunc('month', timestamp)) FROM events ORDER BY ALL`,
-  );
-  for (const [projectId, month] of months.getRowsJS() as [string, bigint][])
-    await connection.run(FILL_USER_DAYS, [projectId, Number(month)]);
+  await fillUserDays(connection);
   progress("store migrated to schema 4", { events, took_ms: Math.round(performance.now() - started) });
 }
 

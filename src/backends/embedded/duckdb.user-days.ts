@@ -42,11 +42,23 @@ export const USER_DAYS_TABLES = `
 `;
 
 /** The bitmaps of one project's stored events in one month ($1: the project, $2: the month's epoch ms). */
-export const FILL_USER_DAYS = `INSERT INTO user_days
+const FILL_MONTH = `INSERT INTO user_days
   SELECT project_id, event, date_trunc('day', timestamp), ${chunk("uid")}, ${bits("uid")} FROM events
   WHERE project_id = CAST($1 AS UUID) AND timestamp >= epoch_ms(CAST($2 AS BIGINT))
     AND timestamp < epoch_ms(CAST($2 AS BIGINT)) + INTERVAL 1 MONTH
   GROUP BY ALL`;
+
+/**
+ * Fills the bitmaps of every stored event, for a store that had none: one project and month at a
+ * time, so that a large store's aggregation holds one month of bitmaps in memory, not all of them.
+ */
+export async function fillUserDays(connection: DuckDBConnection): Promise<void> {
+  const months = await connection.runAndReadAll(
+    `SELECT DISTINCT CAST(project_id AS VARCHAR), epoch_ms(date_trunc('month', timestamp)) FROM events ORDER BY ALL`,
+  );
+  for (const [projectId, month] of months.getRowsJS() as [string, bigint][])
+    await connection.run(FILL_MONTH, [projectId, Number(month)]);
+}
 
 /** Appends a commit's pending rows ($1: NDJSON from `lines`). */
 export const INSERT_USER_DAYS = `INSERT INTO user_days_pending SELECT CAST(j.p AS UUID), j.e, epoch_ms(j.d), j.i
