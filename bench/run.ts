@@ -152,7 +152,7 @@ async function generateDataset(dataDir: string, projectId: string, count: number
   for (let offset = 0; offset < count; offset += chunk) {
     const n = Math.min(chunk, count - offset);
     await connection.run(
-      `INSERT INTO events (project_id, uuid, event, distinct_id, uid, timestamp, properties, received_at)
+      `INSERT INTO events_in_order (project_id, uuid, event, distinct_id, uid, timestamp, properties, received_at)
        SELECT CAST($1 AS UUID), uuid(), ${sqlPick(NAMES)}, 'user_' || u, u + 1,
               TIMESTAMP '2026-08-01' + to_milliseconds(CAST(floor((($3 + range + random()) / $4) * 90 * 86400000) AS BIGINT)),
               CAST(json_object('path', ${sqlPick(PATHS)}, 'plan', ${sqlPick(PLANS)}, 'browser', ${sqlPick(BROWSERS)},

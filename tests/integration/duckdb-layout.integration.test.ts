@@ -8,6 +8,7 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import { DuckDbDatabase } from "../../src/backends/embedded/duckdb.database.js";
 import { DuckDbEventStore } from "../../src/backends/embedded/duckdb.event-store.js";
 import type { KeyFilterOptions } from "../../src/backends/embedded/duckdb.key-filter.js";
+import { LATE_MS } from "../../src/backends/embedded/duckdb.schema.js";
 import { CHUNK_BITS, USER_DAYS_ROLLUP } from "../../src/backends/embedded/duckdb.user-days.js";
 import type { StoredEvent } from "../../src/core/event.js";
 import { parseQuerySpec } from "../../src/query/spec.js";
@@ -104,6 +105,68 @@ test("answers are the same from the JSON and from the typed property columns onc
     // Second pass: every property the cases read now comes from its column.
     await assertConformance(store, projectId, data);
   });
+});
+
+test("late events are kept apart, and every answer is the same, from the JSON and from the property columns", async () => {
+  const data = makeDataset(21);
+  const projectId = randomUUID();
+  // The newest third first, then the rest in time order: most of it lands a day or more behind.
+  const byTime = [...data].sort((a, b) => a.timestamp - b.timestamp);
+  const newest = byTime.slice(Math.floor((byTime.length * 2) / 3));
+  const older = byTime.slice(0, Math.floor((byTime.length * 2) / 3));
+  const tableCounts = async (db: DuckDbDatabase) =>
+    (await row(
+      db,
+      `SELECT (SELECT count(*) FROM events_in_order WHERE project_id = '${projectId}'),
+              (SELECT count(*) FROM events_late WHERE project_id = '${projectId}')`,
+    )) as bigint[];
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
+  const open = async () => {
+    const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+    const store = new DuckDbEventStore(db);
+    await store.start();
+    return { db, store };
+  };
+  try {
+    let { db, store } = await open();
+    for (const part of [newest, older])
+      for (let i = 0; i < part.length; i += 100)
+        await store.insert(part.slice(i, i + 100).map((e) => stored(projectId, e)));
+    const frontier = newest.at(-1)!.timestamp;
+    const lateExpected = older.filter((e) => e.timestamp < frontier - LATE_MS).length;
+    assert.ok(lateExpected > 100, "the dataset has late events");
+    assert.deepEqual(await tableCounts(db), [BigInt(data.length - lateExpected), BigInt(lateExpected)]);
+    // Retries of late and in-order events alike are found.
+    assert.equal((await store.insert(byTime.slice(0, 200).map((e) => stored(projectId, e)))).inserted, 0);
+    await assertConformance(store, projectId, data);
+    await store.propertyColumnsSettled();
+    const [filled] = await row(db, "SELECT count(*) FROM events_late WHERE p0_text IS NOT NULL");
+    assert.ok(Number(filled) > 0, "the late table's property columns are filled too");
+    await assertConformance(store, projectId, data);
+
+    // After a restart the frontier is read back. A clock years ahead moves it only a day past
+    // the event's arrival, so the events after it are still in order.
+    await store.close();
+    ({ db, store } = await open());
+    const extra = (timestamp: number, receivedAt = timestamp): StoredEvent => ({
+      ...stored(projectId, data[0]!),
+      uuid: randomUUID(),
+      timestamp,
+      receivedAt,
+    });
+    await store.insert([extra(frontier - LATE_MS - 60_000)]);
+    await store.insert([extra(frontier + 10 * 365 * 86_400_000, frontier)]);
+    await store.insert([extra(frontier)]);
+    assert.deepEqual(await tableCounts(db), [
+      BigInt(data.length - lateExpected + 2),
+      BigInt(lateExpected + 1),
+    ]);
+    await store.deleteProject(projectId);
+    assert.deepEqual(await tableCounts(db), [0n, 0n]);
+    await store.close();
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
 
 test("distinct counts stay exact when users outrun the uid range the bitstring count was given", async () => {
@@ -266,7 +329,7 @@ test("a store written by version 2 loses its key index, keeps its property colum
       assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[4]]);
       const [keys] = await row(
         db,
-        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'events' AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
+        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'events_in_order' AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
       );
       assert.equal(keys, 0n, "no key index on events");
       const [filled] = await row(db, "SELECT count(*) FROM events WHERE p0_text IS NOT NULL");

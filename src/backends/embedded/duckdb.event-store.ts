@@ -19,6 +19,7 @@ import { duckDbDialect } from "./duckdb.dialect.js";
 import { DistinctIdDictionary, INSERT_DISTINCT_IDS } from "./duckdb.distinct-ids.js";
 import { KEY_HASH_HALVES, KeyFilter, type KeyFilterOptions, type KeyHash } from "./duckdb.key-filter.js";
 import { PropertyColumnRegistry, slotValueColumns } from "./duckdb.property-columns.js";
+import { EVENT_TABLES, type EventTable, LATE_MS } from "./duckdb.schema.js";
 import { INSERT_USER_DAYS, USER_DAYS_ROLLUP, UserDays } from "./duckdb.user-days.js";
 
 // Rows travel to DuckDB as one NDJSON text parameter that DuckDB parses on its own threads: one
@@ -33,7 +34,7 @@ const ROW_SHAPE = `'{"p":"VARCHAR","u":"VARCHAR","e":"VARCHAR","d":"VARCHAR","i"
  * KeyFilter uses), so the commit can check the rows against the key filter without another
  * statement.
  */
-function insertSql(slots: number, returning: boolean): string {
+function insertSql(table: EventTable, slots: number, returning: boolean): string {
   const filled = slotValueColumns(slots);
   const extract =
     slots > 0
@@ -59,7 +60,7 @@ function insertSql(slots: number, returning: boolean): string {
     "j.props",
     "epoch_ms(j.r)",
   ];
-  return `INSERT INTO events (${[...columns, ...filled.columns].join(", ")})
+  return `INSERT INTO ${table} (${[...columns, ...filled.columns].join(", ")})
     SELECT ${[...values, ...filled.values].join(", ")}
     FROM (SELECT j${extract} FROM (SELECT from_json(unnest(string_split($1, chr(10))), ${ROW_SHAPE}) AS j))
     ${returning ? `RETURNING CAST(project_id AS VARCHAR) AS p, CAST(uuid AS VARCHAR) AS u, ${KEY_HASH_HALVES}` : ""}`;
@@ -75,8 +76,9 @@ const BITSTRING_BUDGET_BYTES = 32 * 1024 * 1024;
 /** Users that may be created between reading the uid range and the query's snapshot. */
 const BITSTRING_MARGIN = 100_000;
 
-/** A commit's rows of projects that fill the same property columns. */
+/** A commit's rows for one table, of projects that fill the same property columns. */
 interface RowGroup {
+  table: EventTable;
   paths: readonly string[];
   lines: string[];
 }
@@ -107,18 +109,18 @@ const INSERT_LEDGER = `INSERT INTO ledger_entries SELECT CAST(j.p AS UUID), j.o,
 /** The connection that commits events, with its statements prepared once. */
 interface EventWriter {
   connection: DuckDBConnection;
-  /** By `${slots}/${returning}`, prepared on first use. */
+  /** By `${table}/${slots}/${returning}`, prepared on first use. */
   inserts: Map<string, DuckDBPreparedStatement>;
   insertLedger: DuckDBPreparedStatement;
   insertCounts: DuckDBPreparedStatement;
   insertUserDays: DuckDBPreparedStatement;
 }
 
-async function insertStatement(writer: EventWriter, slots: number, returning: boolean) {
-  const key = `${slots}/${returning}`;
+async function insertStatement(writer: EventWriter, table: EventTable, slots: number, returning: boolean) {
+  const key = `${table}/${slots}/${returning}`;
   let statement = writer.inserts.get(key);
   if (!statement) {
-    statement = await writer.connection.prepare(insertSql(slots, returning));
+    statement = await writer.connection.prepare(insertSql(table, slots, returning));
     writer.inserts.set(key, statement);
   }
   return statement;
@@ -151,6 +153,10 @@ const LINK_EVENT_NAMES: ReadonlySet<string> = new Set(LINK_EVENTS);
  * (duckdb.distinct-ids.ts) and the typed columns of the properties queries read
  * (duckdb.property-columns.ts).
  *
+ * Events more than a day older than their project's newest go to a table of their own
+ * (`events_late`, duckdb.schema.ts), so that backfills leave the time ranges of the in-order row
+ * groups narrow; readers read both through the view `events`.
+ *
  * One commit at a time is what keeps the check and the insert exact: no other commit can store a
  * key between them. It is also the faster way here: two writers made commits half as large, and a
  * DuckDB commit costs about 3 ms of CPU however few events it holds (benchmarks/README.md).
@@ -175,6 +181,12 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   private readonly unkeyed = new Map<string, Set<string>>();
   private readonly keys: KeyFilter;
   private readonly userDays: UserDays;
+  /**
+   * Per project, the newest time of its in-order events (each counted up to LATE_MS past its
+   * arrival): events more than LATE_MS older go to `events_late` (duckdb.schema.ts). Read from the
+   * table at start, moved by each commit; commits run one at a time, so it is exact.
+   */
+  private readonly frontiers = new Map<string, number>();
   private writer?: EventWriter;
   private readonly writerWaiters: ((writer: EventWriter) => void)[] = [];
 
@@ -243,6 +255,12 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     await this.compactLedger();
     await this.distinctIds.open(this.db.readConnection());
     await this.userDays.open(this.db.readConnection());
+    const frontiers = await this.db.readConnection().runAndReadAll(
+      `SELECT CAST(project_id AS VARCHAR), epoch_ms(max(least(timestamp, received_at + to_milliseconds(${LATE_MS}))))
+       FROM events_in_order GROUP BY project_id`,
+    );
+    for (const [projectId, frontier] of frontiers.getRowsJS() as [string, bigint][])
+      this.frontiers.set(projectId, Number(frontier));
     const loading = performance.now();
     const loaded = await this.keys.load(this.db.readConnection());
     this.log?.info(
@@ -408,8 +426,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       await connection.run("BEGIN TRANSACTION");
       if (newUsers.length > 0) await connection.run(INSERT_DISTINCT_IDS, [newUsers.join("\n")]);
       const returned = new Map<string, ReturnedKey>();
-      for (const { paths, lines } of this.rowGroups(rows, uids)) {
-        const statement = await insertStatement(writer, paths.length, returning);
+      for (const { table, paths, lines } of this.rowGroups(rows, uids)) {
+        const statement = await insertStatement(writer, table, paths.length, returning);
         statement.bindVarchar(1, lines.join("\n"));
         if (paths.length > 0) statement.bindList(2, listValue([...paths]), LIST(VARCHAR));
         if (!returning) {
@@ -449,6 +467,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         await insertLedger.run();
       }
       await connection.run("COMMIT");
+      this.advanceFrontiers(fresh.values());
       // Durable now: later commits must find these keys.
       for (const [key, { projectId, hash }] of returned) if (!found.has(key)) this.keys.add(projectId, hash);
       this.userDays.appended(userDayRows, (error) =>
@@ -469,24 +488,48 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     }
   }
 
-  /** A commit's rows by the property columns they fill: one group for the projects without, one for each project with some. */
+  /**
+   * A commit's rows by the table they go to (late or in order, against their project's frontier
+   * before the commit) and the property columns they fill: per table, one group for the projects
+   * without columns, one for each project with some.
+   */
   private rowGroups(
     rows: ReadonlyMap<string, StoredEvent>,
     uids: ReadonlyMap<string, number>,
   ): Set<RowGroup> {
     const groups = new Map<string, RowGroup>();
     for (const e of rows.values()) {
-      let group = groups.get(e.projectId);
+      const table = this.isLate(e) ? "events_late" : "events_in_order";
+      let group = groups.get(`${table}/${e.projectId}`);
       if (!group) {
         const paths = this.properties.pathsToFill(e.projectId);
-        const shared = paths.length === 0 ? groups.get("") : undefined;
-        group = shared ?? { paths, lines: [] };
-        if (paths.length === 0) groups.set("", group);
-        groups.set(e.projectId, group);
+        const shared = paths.length === 0 ? groups.get(`${table}/`) : undefined;
+        group = shared ?? { table, paths, lines: [] };
+        if (paths.length === 0) groups.set(`${table}/`, group);
+        groups.set(`${table}/${e.projectId}`, group);
       }
       group.lines.push(toLine(e, uids.get(`${e.projectId}/${e.distinctId}`)!));
     }
     return new Set(groups.values());
+  }
+
+  /** An event more than LATE_MS older than its project's frontier goes to `events_late`. */
+  private isLate(e: StoredEvent): boolean {
+    const frontier = this.frontiers.get(e.projectId);
+    return frontier !== undefined && e.timestamp < frontier - LATE_MS;
+  }
+
+  /**
+   * Moves the frontiers past a commit's in-order events. An event's time counts only up to a day
+   * past its arrival: a client whose clock runs years ahead must not make every later event late.
+   */
+  private advanceFrontiers(events: Iterable<StoredEvent>): void {
+    for (const e of events) {
+      if (this.isLate(e)) continue;
+      const reach = Math.min(e.timestamp, e.receivedAt + LATE_MS);
+      const frontier = this.frontiers.get(e.projectId);
+      if (frontier === undefined || reach > frontier) this.frontiers.set(e.projectId, reach);
+    }
   }
 
   /**
@@ -532,7 +575,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   async deleteProject(projectId: string): Promise<void> {
     await this.db.transaction(async (connection) => {
       for (const table of [
-        "events",
+        ...EVENT_TABLES,
         "ledger_entries",
         "event_counts",
         "user_days",
@@ -544,6 +587,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     });
     this.distinctIds.forgetProject(projectId);
     this.properties.forgetProject(projectId);
+    this.frontiers.delete(projectId);
     this.identity.forget(projectId);
     this.unkeyed.delete(projectId);
     const version = this.identityVersions.get(projectId);

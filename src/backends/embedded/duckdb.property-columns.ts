@@ -2,7 +2,7 @@ import type { DuckDBConnection } from "@duckdb/node-api";
 import type { Log } from "../../core/log.js";
 import type { PropertyColumns } from "../../query/sql-builder.js";
 import { jsonPointer } from "./duckdb.dialect.js";
-import { PROPERTY_SLOTS, slotColumns } from "./duckdb.schema.js";
+import { EVENT_TABLES, PROPERTY_SLOTS, slotColumns } from "./duckdb.schema.js";
 
 interface Slot {
   name: string;
@@ -60,7 +60,7 @@ export class PropertyColumnRegistry {
     this.connection = connection;
     this.byProject.clear();
     const columns = await connection.runAndReadAll(
-      "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events' AND schema_name = 'main' AND column_name LIKE 'p%_text'",
+      "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events_in_order' AND schema_name = 'main' AND column_name LIKE 'p%_text'",
     );
     const [[present = 0n] = []] = columns.getRowsJS() as [bigint][];
     this.columnsPresent = Number(present);
@@ -156,8 +156,19 @@ export class PropertyColumnRegistry {
       const { text, number } = slotColumns(slot.slot);
       await this.withoutCommits(async () => {
         const connection = this.connectionOrThrow();
-        await connection.run(`ALTER TABLE events ADD COLUMN IF NOT EXISTS ${text} VARCHAR`);
-        await connection.run(`ALTER TABLE events ADD COLUMN IF NOT EXISTS ${number} DOUBLE`);
+        // One transaction: a reader of the view `events` must never see one table with the
+        // columns and the other without.
+        await connection.run("BEGIN TRANSACTION");
+        try {
+          for (const table of EVENT_TABLES) {
+            await connection.run(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${text} VARCHAR`);
+            await connection.run(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${number} DOUBLE`);
+          }
+          await connection.run("COMMIT");
+        } catch (error) {
+          await connection.run("ROLLBACK").catch(() => undefined);
+          throw error;
+        }
       });
       this.columnsPresent = slot.slot + 1;
     }
@@ -176,13 +187,17 @@ export class PropertyColumnRegistry {
     const connection = this.connectionOrThrow();
     const started = performance.now();
     const { text, number } = slotColumns(slot.slot);
-    const reader = await connection.runAndReadAll(
-      `UPDATE events SET ${text} = json_extract_string(properties, $2),
-         ${number} = CASE WHEN json_type(properties, $2) IN ${NUMBER_TYPES} THEN CAST(json_extract_string(properties, $2) AS DOUBLE) END
-       WHERE project_id = CAST($1 AS UUID)`,
-      [projectId, jsonPointer(slot.name)],
-    );
-    const [[rows = 0n] = []] = reader.getRowsJS() as [bigint][];
+    let rows = 0;
+    for (const table of EVENT_TABLES) {
+      const reader = await connection.runAndReadAll(
+        `UPDATE ${table} SET ${text} = json_extract_string(properties, $2),
+           ${number} = CASE WHEN json_type(properties, $2) IN ${NUMBER_TYPES} THEN CAST(json_extract_string(properties, $2) AS DOUBLE) END
+         WHERE project_id = CAST($1 AS UUID)`,
+        [projectId, jsonPointer(slot.name)],
+      );
+      const [[updated = 0n] = []] = reader.getRowsJS() as [bigint][];
+      rows += Number(updated);
+    }
     await connection.run(
       "UPDATE property_columns SET ready = true WHERE project_id = CAST($1 AS UUID) AND name = $2",
       [projectId, slot.name],
@@ -193,7 +208,7 @@ export class PropertyColumnRegistry {
         project_id: projectId,
         property: slot.name,
         slot: slot.slot,
-        events: Number(rows),
+        events: rows,
         took_ms: Math.round(performance.now() - started),
       },
       "property column ready",

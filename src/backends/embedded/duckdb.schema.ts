@@ -15,6 +15,26 @@ export const slotColumns = (slot: number) => ({ text: `p${slot}_text`, number: `
 /** The newest schema version; a store at an older one is migrated forward when it opens. */
 export const SCHEMA_VERSION = 4;
 
+/**
+ * The tables events are written to (schema 4): those within LATE_MS of their project's newest
+ * and those older, kept apart. Every reader reads the view `events`, their union.
+ */
+export const EVENT_TABLES = ["events_in_order", "events_late"] as const;
+export type EventTable = (typeof EVENT_TABLES)[number];
+
+/**
+ * How far behind its project's newest event an event may be and still be written in order.
+ * Backfills and clients that flush days later would otherwise widen the time range of every row
+ * group they land in, and a range query reads every row group whose range overlaps it: with 1 %
+ * of batches from anywhere in 90 days, a 30-day query read them all (10M events in arrival order,
+ * benchmarks/README.md). A day keeps mobile clients that flush hours later in order, and a row
+ * group of in-order events spans about a day more than its arrival.
+ */
+export const LATE_MS = 86_400_000;
+
+/** The view every reader reads the events through. */
+const EVENTS_VIEW = `CREATE VIEW events AS SELECT * FROM events_in_order UNION ALL SELECT * FROM events_late`;
+
 const BASE = `
   CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL);
   CREATE TABLE IF NOT EXISTS projects (
@@ -158,14 +178,8 @@ async function migrateToV3(connection: DuckDBConnection, progress: MigrationProg
   const events = await count(connection, "SELECT count(*) FROM events");
   progress("migrating the store to schema 3 (events without a key index, hourly counts)", { events });
   const started = performance.now();
-  const reader = await connection.runAndReadAll(
-    `SELECT column_name, data_type, is_nullable FROM duckdb_columns()
-     WHERE schema_name = 'main' AND table_name = 'events' ORDER BY column_index`,
-  );
-  const columns = (reader.getRowsJS() as [string, string, boolean][]).map(
-    ([name, type, nullable]) => `"${name.replaceAll('"', '""')}" ${type}${nullable ? "" : " NOT NULL"}`,
-  );
-  await connection.run(`CREATE TABLE events_v3 (${columns.join(", ")})`);
+  const columns = await columnDefinitions(connection, "events");
+  await connection.run(`CREATE TABLE events_v3 (${columns})`);
   await connection.run("INSERT INTO events_v3 SELECT * FROM events ORDER BY project_id, timestamp");
   await connection.run("DROP TABLE events");
   await connection.run("ALTER TABLE events_v3 RENAME TO events");
@@ -174,14 +188,35 @@ async function migrateToV3(connection: DuckDBConnection, progress: MigrationProg
   progress("store migrated to schema 3", { events, took_ms: Math.round(performance.now() - started) });
 }
 
-/** From version 3: adds the users of each (project, event, day) as bitmaps (duckdb.user-days.ts). */
+/**
+ * From version 3: adds the users of each (project, event, day) as bitmaps (duckdb.user-days.ts),
+ * and keeps late events apart: the events table becomes `events_in_order`, beside an empty
+ * `events_late` with the same columns, and `events` the view of both. The stored events are sorted
+ * since version 3, so they all stay in order.
+ */
 async function migrateToV4(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
   const events = await count(connection, "SELECT count(*) FROM events");
-  progress("migrating the store to schema 4 (daily users as bitmaps)", { events });
+  progress("migrating the store to schema 4 (daily users as bitmaps, late events apart)", { events });
   const started = performance.now();
   await connection.run(USER_DAYS_TABLES);
   await fillUserDays(connection);
+  const columns = await columnDefinitions(connection, "events");
+  await connection.run("ALTER TABLE events RENAME TO events_in_order");
+  await connection.run(`CREATE TABLE events_late (${columns})`);
+  await connection.run(EVENTS_VIEW);
   progress("store migrated to schema 4", { events, took_ms: Math.round(performance.now() - started) });
+}
+
+/** A table's column definitions, as CREATE TABLE takes them (names, types, NOT NULL). */
+async function columnDefinitions(connection: DuckDBConnection, table: string): Promise<string> {
+  const reader = await connection.runAndReadAll(
+    `SELECT column_name, data_type, is_nullable FROM duckdb_columns()
+     WHERE schema_name = 'main' AND table_name = $1 ORDER BY column_index`,
+    [table],
+  );
+  return (reader.getRowsJS() as [string, string, boolean][])
+    .map(([name, type, nullable]) => `"${name.replaceAll('"', '""')}" ${type}${nullable ? "" : " NOT NULL"}`)
+    .join(", ");
 }
 
 const MIGRATIONS: {
@@ -202,11 +237,12 @@ export async function migrate(connection: DuckDBConnection, progress: MigrationP
   const hasEvents =
     (await count(
       connection,
-      "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'events' AND schema_name = 'main'",
+      "SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('events', 'events_in_order') AND schema_name = 'main'",
     )) > 0;
   if (!hasEvents) {
     await connection.run("BEGIN TRANSACTION");
-    await connection.run(eventsV3("events"));
+    for (const table of EVENT_TABLES) await connection.run(eventsV3(table));
+    await connection.run(EVENTS_VIEW);
     await connection.run(V2_TABLES);
     await connection.run(EVENT_COUNTS);
     await connection.run(USER_DAYS_TABLES);
