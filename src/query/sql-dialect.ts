@@ -41,4 +41,9 @@ export interface SqlDialect {
    */
   encodePeople(rows: readonly PeopleRow[]): string;
   peopleRelation(ref: string): string;
+  /**
+   * The tables whose union `events` is, when the engine keeps events in several (DuckDB keeps
+   * late events apart): a page of newest events is read from each and the pages merged.
+   */
+  eventTables?: readonly string[];
 }

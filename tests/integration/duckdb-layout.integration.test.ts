@@ -13,7 +13,13 @@ import { CHUNK_BITS, USER_DAYS_ROLLUP } from "../../src/backends/embedded/duckdb
 import type { StoredEvent } from "../../src/core/event.js";
 import { parseQuerySpec } from "../../src/query/spec.js";
 import { type DataEvent, makeDataset } from "../conformance/dataset.js";
-import { queryCases } from "../conformance/query-cases.js";
+import { checkEventsQueries, queryCases } from "../conformance/query-cases.js";
+
+/** One page of the events query, as checkEventsQueries reads it. */
+interface EventsPage {
+  events: { uuid: string; properties: unknown; timestamp: string; distinct_id: string }[];
+  next_cursor: string | null;
+}
 
 /**
  * The embedded store's layout: users as integers, properties as typed columns once queried, and
@@ -139,6 +145,22 @@ test("late events are kept apart, and every answer is the same, from the JSON an
     // Retries of late and in-order events alike are found.
     assert.equal((await store.insert(byTime.slice(0, 200).map((e) => stored(projectId, e)))).inserted, 0);
     await assertConformance(store, projectId, data);
+    // Pages of newest events are merged from both tables: every event once, newest first.
+    const ask = async (spec: Record<string, unknown>) =>
+      (await store.query(projectId, parseQuerySpec(spec))) as unknown as EventsPage;
+    await checkEventsQueries(data, ask);
+    const paged: string[] = [];
+    for (let cursor: string | undefined, page = 0; page < 100; page++) {
+      const answer = await ask({ kind: "events", limit: 37, ...(cursor ? { cursor } : {}) });
+      paged.push(...answer.events.map((e) => e.uuid));
+      cursor = answer.next_cursor ?? undefined;
+      if (!cursor) break;
+    }
+    const newestFirst = [...data].sort((x, y) => y.timestamp - x.timestamp || (x.uuid < y.uuid ? 1 : -1));
+    assert.deepEqual(
+      paged,
+      newestFirst.map((e) => e.uuid),
+    );
     await store.propertyColumnsSettled();
     const [filled] = await row(db, "SELECT count(*) FROM events_late WHERE p0_text IS NOT NULL");
     assert.ok(Number(filled) > 0, "the late table's property columns are filled too");

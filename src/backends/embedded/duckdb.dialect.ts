@@ -1,4 +1,5 @@
 import type { SqlDialect } from "../../query/sql-dialect.js";
+import { EVENT_TABLES } from "./duckdb.schema.js";
 
 /** JSON pointer (RFC 6901) for a top-level key: no name can escape into another path. */
 export function jsonPointer(name: string): string {
@@ -28,4 +29,5 @@ export const duckDbDialect: SqlDialect = {
   peopleRelation: (ref) =>
     `SELECT j.i AS id, j.p AS person, j.props AS properties
      FROM (SELECT from_json(unnest(string_split(${ref}, chr(10))), '{"i":"BIGINT","p":"BIGINT","props":"JSON"}') AS j)`,
+  eventTables: EVENT_TABLES,
 };
