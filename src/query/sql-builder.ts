@@ -358,7 +358,7 @@ export class SqlQueryBuilder {
         : undefined;
     if (userDays) {
       // Each bucket's users united from its days, chunk by chunk; the range's users from the
-      // buckets' (10M events, unique users per day over 30 days: 413 -> 9 ms in process).
+      // buckets' (10M events, unique users per day over 30 days: 180 -> 9 ms in process).
       const { union, size } = userDays;
       const sql = `
         WITH b AS MATERIALIZED (

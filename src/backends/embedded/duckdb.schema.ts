@@ -26,9 +26,11 @@ export type EventTable = (typeof EVENT_TABLES)[number];
  * How far behind its project's newest event an event may be and still be written in order.
  * Backfills and clients that flush days later would otherwise widen the time range of every row
  * group they land in, and a range query reads every row group whose range overlaps it: with 1 %
- * of batches from anywhere in 90 days, a 30-day query read them all (10M events in arrival order,
- * benchmarks/README.md). A day keeps mobile clients that flush hours later in order, and a row
- * group of in-order events spans about a day more than its arrival.
+ * of batches from anywhere in 90 days, a 30-day query read them all. Kept apart, 10M events in
+ * arrival order answer a breakdown in 78.8 ms rather than 137.5, a numeric filter in 44.4 rather
+ * than 159.4, a funnel in 182 rather than 250 (P99 over HTTP, benchmarks/README.md). A day keeps
+ * mobile clients that flush hours later in order, and a row group of in-order events spans about
+ * a day more than its arrival.
  */
 export const LATE_MS = 86_400_000;
 
