@@ -313,3 +313,28 @@ test("rollups: unique users and retention read the daily users only where they a
   );
   assert.match(cohorts, /size\(and\(c\.users, r\.users\)\)/);
 });
+
+test("events: an engine keeping events in several tables pages each newest-first and merges the pages", () => {
+  const split = new SqlQueryBuilder({ ...dialect, eventTables: ["events_a", "events_b"] });
+  const q = spec({ kind: "events", event: "Buy", limit: 10 });
+  const statement = split.events(PROJECT, q);
+  assertBound(statement, ["Buy"]);
+  const pages = [
+    ...statement.sql.matchAll(
+      /FROM (events_\w) WHERE .*? ORDER BY timestamp DESC, uuid DESC LIMIT \$(\d+)\)/gs,
+    ),
+  ];
+  assert.deepEqual(
+    pages.map((m) => m[1]),
+    ["events_a", "events_b"],
+  );
+  // The same bound page size for each table and for the merge.
+  const limit = `$${statement.params.indexOf(11) + 1}`;
+  assert.ok(pages.every((m) => `$${m[2]}` === limit));
+  assert.match(statement.sql, new RegExp(`ORDER BY sort_ts DESC, sort_uuid DESC LIMIT \\${limit}\\s*$`));
+  // With people, each table is joined to them.
+  const people = { persons: true, rows: [{ id: "anon", person: "alice", properties: {} }] };
+  const joined = split.events(PROJECT, spec({ kind: "events", distinct_id: "alice", limit: 10 }), people);
+  assert.match(joined.sql, /FROM events_a e LEFT JOIN people m ON m\.id = e\.distinct_id/);
+  assert.match(joined.sql, /FROM events_b e LEFT JOIN people m ON m\.id = e\.distinct_id/);
+});
