@@ -611,12 +611,14 @@ test("the hourly counts and daily users equal the events, through retries, compa
   }
 });
 
-test("commits keep succeeding past the memory cap that the key index used to fill; a large project's keys are found after a restart", async () => {
+test("commits keep succeeding past the memory cap that the key index used to fill; a large project's keys are found after a restart, whole or in slices", async () => {
   // With a PRIMARY KEY, DuckDB kept an index of every key in memory and commits failed with
   // out-of-memory at about 450K events under a 32MB cap. Without it, 24MB holds any number.
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
-  const open = async () => {
-    const store = new DuckDbEventStore(new DuckDbDatabase(dataDir, { memoryLimit: "24MB", threads: 1 }));
+  const open = async (keyFilter?: KeyFilterOptions) => {
+    const store = new DuckDbEventStore(new DuckDbDatabase(dataDir, { memoryLimit: "24MB", threads: 1 }), {
+      keyFilter,
+    });
     await store.start();
     return store;
   };
@@ -641,11 +643,17 @@ test("commits keep succeeding past the memory cap that the key index used to fil
       await store.insert(events);
     }
     assert.equal((await store.readLedger(projectId)).stored, total);
-    // Past 100K keys a project's filter is built by a query of its own.
-    await store.close();
-    store = await open();
-    for (const events of sent) assert.equal((await store.insert(events)).inserted, 0);
-    assert.equal((await store.insert(batch())).inserted, 5000);
+    // Past 100K keys a project's filter is built by a query of its own; past `blocksPerSlice`
+    // blocks (46,875 here), by several, each over a slice of the blocks.
+    for (const keyFilter of [{}, { blocksPerSlice: 10_000 }]) {
+      await store.close();
+      store = await open(keyFilter);
+      for (const events of sent)
+        assert.equal((await store.insert(events)).inserted, 0, JSON.stringify(keyFilter));
+      const fresh = batch();
+      sent.push(fresh);
+      assert.equal((await store.insert(fresh)).inserted, 5000);
+    }
   } finally {
     await store.close();
     rmSync(dataDir, { recursive: true, force: true });
