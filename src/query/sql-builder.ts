@@ -186,33 +186,21 @@ export class SqlQueryBuilder {
     return q.fromMs % DAY_MS === 0 && q.toMs % DAY_MS === 0 ? rollup : undefined;
   }
 
-  /** `project_id`, range and optional event conditions on the daily users rollup. */
-  private userDaysWhere(
+  /**
+   * `project_id`, range and optional event conditions on a rollup whose rows start at `time`
+   * (`hour` for the counts, `day` for the daily users).
+   */
+  private rollupWhere(
     params: Params,
     projectId: string,
     q: { fromMs: number; toMs: number; event?: string },
+    time: "hour" | "day",
   ) {
     const d = this.dialect;
     const clauses = [
       `project_id = ${d.uuid(params.add(projectId))}`,
-      `day >= ${d.timestampFromMs(params.add(q.fromMs))}`,
-      `day < ${d.timestampFromMs(params.add(q.toMs))}`,
-    ];
-    if (q.event !== undefined) clauses.push(`event = ${params.add(q.event)}`);
-    return clauses.join(" AND ");
-  }
-
-  /** `project_id`, range and optional event conditions on the counts rollup. */
-  private countsWhere(
-    params: Params,
-    projectId: string,
-    q: { fromMs: number; toMs: number; event?: string },
-  ) {
-    const d = this.dialect;
-    const clauses = [
-      `project_id = ${d.uuid(params.add(projectId))}`,
-      `hour >= ${d.timestampFromMs(params.add(q.fromMs))}`,
-      `hour < ${d.timestampFromMs(params.add(q.toMs))}`,
+      `${time} >= ${d.timestampFromMs(params.add(q.fromMs))}`,
+      `${time} < ${d.timestampFromMs(params.add(q.toMs))}`,
     ];
     if (q.event !== undefined) clauses.push(`event = ${params.add(q.event)}`);
     return clauses.join(" AND ");
@@ -346,7 +334,7 @@ export class SqlQueryBuilder {
       const sql = `
         WITH g AS (
           SELECT ${d.truncate(q.interval, "hour")} AS bucket, CAST(sum(n) AS BIGINT) AS value
-          FROM ${counts} WHERE ${this.countsWhere(params, projectId, q)} GROUP BY 1
+          FROM ${counts} WHERE ${this.rollupWhere(params, projectId, q, "hour")} GROUP BY 1
         )
         SELECT ${d.epochMs("bucket")} AS t, CAST(NULL AS VARCHAR) AS bv, value, CAST((SELECT sum(value) FROM g) AS BIGINT) AS total
         FROM g`;
@@ -363,7 +351,7 @@ export class SqlQueryBuilder {
       const sql = `
         WITH b AS MATERIALIZED (
           SELECT ${d.truncate(q.interval, "day")} AS bucket, chunk, ${union("users")} AS users
-          FROM ${userDays.relation} r WHERE ${this.userDaysWhere(params, projectId, q)} GROUP BY 1, 2
+          FROM ${userDays.relation} r WHERE ${this.rollupWhere(params, projectId, q, "day")} GROUP BY 1, 2
         ),
         g AS (SELECT bucket, CAST(sum(${size("users")}) AS BIGINT) AS value FROM b GROUP BY bucket),
         whole AS (SELECT CAST(sum(${size("users")}) AS BIGINT) AS total FROM (SELECT chunk, ${union("users")} AS users FROM b GROUP BY chunk) c)
@@ -527,12 +515,13 @@ export class SqlQueryBuilder {
     const d = this.dialect;
     const { union, size, intersect, minus } = userDays;
     const period = d.truncate(q.interval, "day");
-    const starts = this.userDaysWhere(params, projectId, { ...q, event: q.startEvent });
-    const returns = this.userDaysWhere(params, projectId, {
-      fromMs: returnsFromMs,
-      toMs: returnsToMs,
-      event: q.returnEvent,
-    });
+    const starts = this.rollupWhere(params, projectId, { ...q, event: q.startEvent }, "day");
+    const returns = this.rollupWhere(
+      params,
+      projectId,
+      { fromMs: returnsFromMs, toMs: returnsToMs, event: q.returnEvent },
+      "day",
+    );
     const sql = `
       WITH starts AS (
         SELECT ${period} AS cohort, chunk, ${union("users")} AS users FROM ${userDays.relation} r WHERE ${starts} GROUP BY 1, 2
@@ -677,7 +666,7 @@ export class SqlQueryBuilder {
     const params = new Params();
     const counts = this.eventCounts(q);
     if (counts) {
-      const sql = `SELECT event, CAST(sum(n) AS BIGINT) AS count FROM ${counts} WHERE ${this.countsWhere(params, projectId, q)}
+      const sql = `SELECT event, CAST(sum(n) AS BIGINT) AS count FROM ${counts} WHERE ${this.rollupWhere(params, projectId, q, "hour")}
         GROUP BY event ORDER BY count DESC, ${this.dialect.binaryOrder("event")} ASC LIMIT ${params.add(q.limit)}`;
       return params.statement(sql);
     }

@@ -77,6 +77,12 @@ export const USER_DAYS_ROLLUP: UserDayRollup = {
   minus: (a, b) => `(${a} & ~${b})`,
 };
 
+async function pendingRows(connection: DuckDBConnection): Promise<number> {
+  const reader = await connection.runAndReadAll("SELECT count(*) FROM user_days_pending");
+  const [[n = 0n] = []] = reader.getRowsJS() as [bigint][];
+  return Number(n);
+}
+
 /** Runs work in one transaction of the store's serialized writes (DuckDbDatabase.transaction). */
 type Transaction = <T>(work: (connection: DuckDBConnection) => Promise<T>) => Promise<T>;
 
@@ -91,9 +97,7 @@ export class UserDays {
   ) {}
 
   async open(connection: DuckDBConnection): Promise<void> {
-    const reader = await connection.runAndReadAll("SELECT count(*) FROM user_days_pending");
-    const [[n = 0n] = []] = reader.getRowsJS() as [bigint][];
-    this.pending = Number(n);
+    this.pending = await pendingRows(connection);
   }
 
   /**
@@ -137,9 +141,7 @@ export class UserDays {
    */
   async fold(): Promise<{ rows: number; bitmaps: number }> {
     const folded = await this.transaction(async (connection) => {
-      const reader = await connection.runAndReadAll("SELECT count(*) FROM user_days_pending");
-      const [[n = 0n] = []] = reader.getRowsJS() as [bigint][];
-      const rows = Number(n);
+      const rows = await pendingRows(connection);
       if (rows === 0) return { rows, bitmaps: 0 };
       await connection.run(`CREATE OR REPLACE TEMP TABLE user_days_folded AS
         SELECT project_id, event, day, chunk, bit_or(users) AS users FROM (
