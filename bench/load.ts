@@ -39,21 +39,24 @@ export interface LoadResult {
   errors: number;
 }
 
+/** The five properties every ingest bench's events carry (about 110 bytes as JSON). */
+export const SAMPLE_PROPERTIES = {
+  path: "/pricing",
+  plan: "pro",
+  price: 19.99,
+  browser: "Firefox",
+  referrer: "https://example.com/blog/post",
+} as const;
+
 /**
- * The event body every ingest bench sends: one of three names, user `user_<i>`, five properties
- * (about 150 bytes as JSON), so figures of different benches compare.
+ * The event body the embedded ingest benches send: one of three names, user `user_<i>`, and
+ * SAMPLE_PROPERTIES (about 150 bytes as JSON), so figures of different benches compare.
  */
 export function sampleEvent(i: number) {
   return {
     event: ["Page View", "Click", "Add To Cart"][i % 3]!,
     distinct_id: `user_${i}`,
-    properties: {
-      path: "/pricing",
-      plan: "pro",
-      price: 19.99,
-      browser: "Firefox",
-      referrer: "https://example.com/blog/post",
-    },
+    properties: SAMPLE_PROPERTIES,
   };
 }
 

@@ -20,7 +20,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import pg from "pg";
-import { type LoadResult, runLoad, startNoopServer } from "./load.js";
+import { type LoadResult, runLoad, SAMPLE_PROPERTIES, startNoopServer } from "./load.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -104,13 +104,7 @@ async function stopAll(): Promise<void> {
 const sample = () => ({
   event: "Page View",
   distinct_id: `user_${Math.floor(Math.random() * 1e6)}`,
-  properties: {
-    path: "/pricing",
-    plan: "pro",
-    price: 19.99,
-    browser: "Firefox",
-    referrer: "https://example.com/blog/post",
-  },
+  properties: SAMPLE_PROPERTIES,
 });
 
 interface LagPoint {

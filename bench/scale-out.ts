@@ -31,7 +31,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import pg from "pg";
-import { runLoad } from "./load.js";
+import { runLoad, SAMPLE_PROPERTIES } from "./load.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -198,13 +198,7 @@ async function startHaproxy(apis: Role[], dir: string): Promise<{ url: string; c
 const sample = () => ({
   event: "Page View",
   distinct_id: `user_${Math.floor(Math.random() * 1e6)}`,
-  properties: {
-    path: "/pricing",
-    plan: "pro",
-    price: 19.99,
-    browser: "Firefox",
-    referrer: "https://example.com/blog/post",
-  },
+  properties: SAMPLE_PROPERTIES,
 });
 
 /** CPU seconds of each named process, of this run's Postgres backends, and of Redis, over a run. */
