@@ -2,7 +2,7 @@
  * The embedded store as it grows: commits of `--commit` events (random uuids, 100K users, the bench
  * dataset's properties) into a fresh DuckDbEventStore until it holds `--events`, one commit at a
  * time as the API's group commit sends them. For each slice of `--slice` events it prints
- * events/s, the commit P50 and P99, and the process RSS; at the end, the time to open the store
+ * events/s, the commit P50 and P99, the process RSS and what DuckDB holds of it; at the end, the time to open the store
  * again (the key filter is built from the table then). A retried slice at the end shows the cost
  * of commits the filter cannot clear alone. In process, no HTTP: what the store costs.
  *
@@ -41,7 +41,11 @@ interface Store {
   insert(events: readonly StoredEvent[]): Promise<{ inserted: number }>;
 }
 type StoreClass = new (db: unknown, options?: Record<string, unknown>) => Store;
-type DatabaseClass = new (dir: string, options: Record<string, unknown>) => unknown;
+/** `memory()` is absent from builds older than the store-memory gauges. */
+interface Database {
+  memory?(): Promise<{ usedBytes: ReadonlyMap<string, number> }>;
+}
+type DatabaseClass = new (dir: string, options: Record<string, unknown>) => Database;
 
 const { DuckDbDatabase } = (await import(join(SRC, "backends/embedded/duckdb.database.ts"))) as {
   DuckDbDatabase: DatabaseClass;
@@ -77,18 +81,28 @@ const rssMb = () => {
 };
 
 const dir = mkdtempSync(join(tmpdir(), "tidemark-growth-"));
+let db: Database | undefined;
 const open = async () => {
-  const store = new DuckDbEventStore(
-    new DuckDbDatabase(dir, { memoryLimit: args["memory-limit"], threads: 2 }),
-  );
+  db = new DuckDbDatabase(dir, { memoryLimit: args["memory-limit"], threads: 2 });
+  const store = new DuckDbEventStore(db);
   await store.start();
   return store;
+};
+/** What DuckDB holds (duckdb_memory()) in MB: in all, and its cached table data (BASE_TABLE). */
+const duckdbMb = async (): Promise<string> => {
+  const memory = await db?.memory?.();
+  if (!memory) return "| — | — ";
+  const mb = (bytes: number) => Math.round(bytes / 1e6);
+  const all = [...memory.usedBytes.values()].reduce((a, b) => a + b, 0);
+  return `| ${mb(all)} | ${mb(memory.usedBytes.get("BASE_TABLE") ?? 0)} `;
 };
 console.log(
   `store growth: ${TOTAL} events in commits of ${COMMIT}, memory limit ${args["memory-limit"]}, src ${SRC}`,
 );
-console.log("| stored | events/s | commit P50 ms | commit P99 ms | RSS MB | load avg |");
-console.log("| ---: | ---: | ---: | ---: | ---: | ---: |");
+console.log(
+  "| stored | events/s | commit P50 ms | commit P99 ms | RSS MB | DuckDB MB | of which table data | load avg |",
+);
+console.log("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
 let store = await open();
 const lastSlice: StoredEvent[][] = [];
 try {
@@ -105,7 +119,7 @@ try {
     const seconds = (performance.now() - started) / 1000;
     times.sort((a, b) => a - b);
     console.log(
-      `| ${stored.toLocaleString("en-US")} | ${Math.round((times.length * COMMIT) / seconds).toLocaleString("en-US")} | ${percentile(times, 50).toFixed(1)} | ${percentile(times, 99).toFixed(1)} | ${rssMb()} | ${loadavg()[0]!.toFixed(1)} |`,
+      `| ${stored.toLocaleString("en-US")} | ${Math.round((times.length * COMMIT) / seconds).toLocaleString("en-US")} | ${percentile(times, 50).toFixed(1)} | ${percentile(times, 99).toFixed(1)} | ${rssMb()} ${await duckdbMb()}| ${loadavg()[0]!.toFixed(1)} |`,
     );
   }
   await store.close();

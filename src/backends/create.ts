@@ -54,7 +54,7 @@ async function createEmbedded(config: Config, hooks: PartHooks): Promise<Pipelin
     rateLimiter: new MemoryRateLimiter(),
     writers: 1,
   });
-  return { ...parts, soleProjectWriter: true };
+  return { ...parts, soleProjectWriter: true, storeMemory: () => db.memory() };
 }
 
 /** The parts of a pipeline whose API commits straight to its store of record (embedded, sync). */

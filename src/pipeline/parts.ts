@@ -36,11 +36,27 @@ export interface PipelineParts {
   /** sink role: the log read as a consumer group, and the analytics store written from it. */
   logConsumer?: EventLogConsumer;
   sink?: EventSink;
+  /** What the store holds in memory against its cap, where the store lives in this process (embedded). */
+  storeMemory?: () => Promise<StoreMemory>;
   /**
    * Every part this process starts, in start order; closed in reverse. A process that runs no API
    * leaves the API's parts out: they exist for the type but never start.
    */
   lifecycle: Lifecycle[];
+}
+
+/**
+ * Memory a store in this process manages itself, under a cap it evicts and spills by. Table data
+ * the store has read or written stays cached until the cap needs the room, so under a steady
+ * ingest this grows to the cap and then holds (benchmarks/README.md, "Stable RAM").
+ */
+export interface StoreMemory {
+  /** The cap (the embedded store: TIDEMARK_DUCKDB_MEMORY_LIMIT). */
+  limitBytes: number;
+  /** In memory now, by the store's own tag for what holds it (DuckDB: BASE_TABLE, HASH_TABLE...). */
+  usedBytes: ReadonlyMap<string, number>;
+  /** Spilled to disk now because the cap was reached. */
+  spilledBytes: number;
 }
 
 /** What the process lends the parts and loops it builds: its logger and a commit observer. */

@@ -82,9 +82,10 @@ export async function startTidemark(
   const metrics = new Metrics({ queueDepth: () => queueDepth() });
   const parts = await createParts(baseConfig, { onFlush: metrics.recordFlush, log: logger });
   queueDepth = () => parts.queue.depth();
-  metrics.watchLag({
+  metrics.watch({
     slotLag: parts.changeFeed?.lagBytes.bind(parts.changeFeed),
     consumerLag: parts.logConsumer?.lag.bind(parts.logConsumer),
+    storeMemory: parts.storeMemory,
   });
 
   let config = baseConfig;

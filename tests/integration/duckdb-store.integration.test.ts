@@ -49,6 +49,10 @@ test("DuckDB runs under TIDEMARK_DUCKDB_MEMORY_LIMIT (512MB by default) and TIDE
   try {
     assert.equal(await setting(other, "memory_limit"), "1.0 GiB");
     assert.equal(await setting(other, "threads"), "1");
+    const memory = await other.memory();
+    assert.equal(memory.limitBytes, 2 ** 30);
+    assert.equal(memory.spilledBytes, 0);
+    assert.ok(memory.usedBytes.has("BASE_TABLE"), "duckdb_memory() names every tag, used or not");
   } finally {
     await other.close();
   }
@@ -66,6 +70,11 @@ test("DuckDB runs under TIDEMARK_DUCKDB_MEMORY_LIMIT (512MB by default) and TIDE
       .find((l) => l.includes("embedded store open"));
     assert.ok(line, server.output());
     assert.equal(JSON.parse(line).memory_limit, "286.1 MiB");
+    // And /metrics shows what DuckDB holds against it, so an operator sees the cap being reached.
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(metrics, /^tidemark_store_memory_limit_bytes 300000000$/m);
+    assert.match(metrics, /^tidemark_store_spilled_bytes 0$/m);
+    assert.match(metrics, /^tidemark_store_memory_bytes\{tag="[A-Z_]+"\} [1-9]\d*$/m);
   } finally {
     server.process.kill("SIGTERM");
     await server.exited;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
+import { memoryLimitBytes } from "../../src/backends/embedded/duckdb.database.js";
 import {
   AVAILABLE_PIPELINES,
   AVAILABLE_ROLES,
@@ -132,4 +133,13 @@ test(".env.example offers only what this build runs", () => {
   assert.match(doc("TIDEMARK_ROLE"), /^# all \| api \| worker \| cdc \| sink:.*\(coming: none\)/);
   assert.equal(doc("TIDEMARK_PIPELINE"), `# ${ENV_SPEC.TIDEMARK_PIPELINE?.doc}`);
   assert.equal(doc("TIDEMARK_ROLE"), `# ${ENV_SPEC.TIDEMARK_ROLE?.doc}`);
+});
+
+test("a memory limit in bytes, as DuckDB reads each unit", () => {
+  assert.equal(memoryLimitBytes("512MB"), 512_000_000);
+  assert.equal(memoryLimitBytes("1GiB"), 2 ** 30);
+  assert.equal(memoryLimitBytes("1.5 GB"), 1_500_000_000);
+  assert.equal(memoryLimitBytes("300KiB"), 300 * 1024);
+  assert.equal(memoryLimitBytes("2TB"), 2e12);
+  assert.throws(() => memoryLimitBytes("80%"), /not a memory limit/);
 });

@@ -55,3 +55,45 @@ test("HTTP requests and latencies read the same as prom-client's own counter and
   );
   assert.deepEqual(json?.values, expected?.values);
 });
+
+test("a store's memory: by tag, against its cap, one read a scrape, and a failed read fails no scrape", async () => {
+  const metrics = new Metrics();
+  const text = () => metrics.registry.metrics();
+  // Without a store in the process, the gauges stay empty.
+  assert.doesNotMatch(await text(), /^tidemark_store_memory_bytes\{/m);
+  let reads = 0;
+  let used = new Map([
+    ["BASE_TABLE", 104_600_000],
+    ["HASH_TABLE", 0],
+    ["IN_MEMORY_TABLE", 24_100_000],
+  ]);
+  let failing = false;
+  metrics.watch({
+    storeMemory: async () => {
+      reads++;
+      if (failing) throw new Error("the store is closed");
+      return { limitBytes: 512_000_000, usedBytes: used, spilledBytes: 3_000_000 };
+    },
+  });
+  const first = await text();
+  assert.equal(reads, 1, "the three gauges share one read");
+  assert.match(first, /^tidemark_store_memory_bytes\{tag="BASE_TABLE"\} 104600000$/m);
+  assert.match(first, /^tidemark_store_memory_bytes\{tag="IN_MEMORY_TABLE"\} 24100000$/m);
+  assert.doesNotMatch(first, /tag="HASH_TABLE"/, "a tag holding nothing is left out");
+  assert.match(first, /^tidemark_store_memory_limit_bytes 512000000$/m);
+  assert.match(first, /^tidemark_store_spilled_bytes 3000000$/m);
+  // A tag that empties leaves the next scrape.
+  used = new Map([["BASE_TABLE", 200_000_000]]);
+  const second = await text();
+  assert.equal(reads, 2);
+  assert.match(second, /^tidemark_store_memory_bytes\{tag="BASE_TABLE"\} 200000000$/m);
+  assert.doesNotMatch(second, /IN_MEMORY_TABLE/);
+  failing = true;
+  const third = await text();
+  assert.match(
+    third,
+    /^tidemark_http_requests_total|^# HELP tidemark_queue_depth_events/m,
+    "the scrape still answers",
+  );
+  assert.doesNotMatch(third, /^tidemark_store_memory_bytes\{/m, "and shows no stale memory figures");
+});

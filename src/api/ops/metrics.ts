@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { CommitReport } from "../../pipeline/event-store.js";
+import type { StoreMemory } from "../../pipeline/parts.js";
 
 const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
@@ -183,6 +184,7 @@ export class Metrics {
   });
   private slotLag?: () => Promise<number | undefined>;
   private consumerLag?: () => Promise<number | undefined>;
+  private storeMemory?: () => Promise<StoreMemory>;
 
   constructor(options: { queueDepth?: () => Promise<number> } = {}) {
     collectDefaultMetrics({ register: this.registry, prefix: "tidemark_" });
@@ -208,6 +210,36 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: "tidemark_store_memory_bytes",
+      help: "embedded: what DuckDB holds in memory, by its tag (duckdb_memory()); cached table data (BASE_TABLE) grows to the cap under ingest and is then evicted",
+      labelNames: ["tag"] as const,
+      registers: [this.registry],
+      async collect() {
+        const memory = await metrics.storeMemory?.().catch(() => undefined);
+        this.reset();
+        if (!memory) return;
+        for (const [tag, bytes] of memory.usedBytes) if (bytes > 0) this.set({ tag }, bytes);
+      },
+    });
+    new Gauge({
+      name: "tidemark_store_memory_limit_bytes",
+      help: "embedded: DuckDB's memory cap (TIDEMARK_DUCKDB_MEMORY_LIMIT)",
+      registers: [this.registry],
+      async collect() {
+        const memory = await metrics.storeMemory?.().catch(() => undefined);
+        if (memory) this.set(memory.limitBytes);
+      },
+    });
+    new Gauge({
+      name: "tidemark_store_spilled_bytes",
+      help: "embedded: what DuckDB has spilled to tidemark.duckdb.tmp/ because the cap was reached",
+      registers: [this.registry],
+      async collect() {
+        const memory = await metrics.storeMemory?.().catch(() => undefined);
+        if (memory) this.set(memory.spilledBytes);
+      },
+    });
+    new Gauge({
       name: "tidemark_kafka_consumer_lag_messages",
       help: "cdc: messages in Kafka the sinks' consumer group has not committed; in each sink role's process",
       registers: [this.registry],
@@ -218,13 +250,27 @@ export class Metrics {
     });
   }
 
-  /** The cdc pipeline's lag sources, where this process runs the cdc or sink role. */
-  watchLag(sources: {
+  /**
+   * The sources of the gauges this process's parts can fill: the cdc pipeline's lags, where this
+   * process runs the cdc or sink role, and the memory of a store it holds (embedded).
+   */
+  watch(sources: {
     slotLag?: () => Promise<number | undefined>;
     consumerLag?: () => Promise<number | undefined>;
+    storeMemory?: () => Promise<StoreMemory>;
   }): void {
     this.slotLag = sources.slotLag;
     this.consumerLag = sources.consumerLag;
+    const read = sources.storeMemory;
+    if (!read) return;
+    // The three gauges are collected side by side in one scrape: they share one read.
+    let reading: Promise<StoreMemory> | undefined;
+    this.storeMemory = () => {
+      reading ??= read().finally(() => {
+        reading = undefined;
+      });
+      return reading;
+    };
   }
 
   /** Answered requests by route, then status, handed to httpRequests when /metrics is read. */

@@ -1,6 +1,7 @@
 import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { type DuckDBConnection, DuckDBInstance } from "@duckdb/node-api";
+import type { StoreMemory } from "../../pipeline/parts.js";
 import { type MigrationProgress, migrate } from "./duckdb.schema.js";
 
 /**
@@ -16,6 +17,25 @@ export interface DuckDbOptions {
   threads: number;
   /** Told what a schema migration is doing when an older store opens; they can take a while. */
   onMigration?: MigrationProgress;
+}
+
+const UNIT_BYTES: Readonly<Record<string, number>> = {
+  KB: 1e3,
+  MB: 1e6,
+  GB: 1e9,
+  TB: 1e12,
+  KiB: 2 ** 10,
+  MiB: 2 ** 20,
+  GiB: 2 ** 30,
+  TiB: 2 ** 40,
+};
+
+/** A `memory_limit` as DuckDB reads it (`512MB` is 512·10⁶ bytes, `2GiB` 2·2³⁰), in bytes. */
+export function memoryLimitBytes(limit: string): number {
+  const match = /^([0-9.]+)\s?([KMGT]i?B)$/.exec(limit.trim());
+  const unit = match ? UNIT_BYTES[match[2]!] : undefined;
+  if (!match || unit === undefined) throw new Error(`not a memory limit: ${limit}`);
+  return Math.round(Number(match[1]) * unit);
 }
 
 /** Another process holds the file: DuckDB allows one writing process per database file. */
@@ -104,6 +124,20 @@ export class DuckDbDatabase {
     );
     const [[memoryLimit = "", threads = 0n] = []] = reader.getRowsJS() as [string, bigint][];
     return { memoryLimit, threads: Number(threads) };
+  }
+
+  /** What DuckDB holds now by its tags (`duckdb_memory()`), against `memory_limit`. */
+  async memory(): Promise<StoreMemory> {
+    const reader = await this.readConnection().runAndReadAll(
+      "SELECT tag, memory_usage_bytes, temporary_storage_bytes FROM duckdb_memory()",
+    );
+    const usedBytes = new Map<string, number>();
+    let spilledBytes = 0;
+    for (const [tag, used, spilled] of reader.getRowsJS() as [string, bigint, bigint][]) {
+      usedBytes.set(tag, Number(used));
+      spilledBytes += Number(spilled);
+    }
+    return { limitBytes: memoryLimitBytes(this.options.memoryLimit), usedBytes, spilledBytes };
   }
 
   readConnection(): DuckDBConnection {
