@@ -59,7 +59,7 @@ const stored = (projectId: string, e: DataEvent): StoredEvent => ({
 async function withStore(
   work: (store: DuckDbEventStore, db: DuckDbDatabase, dataDir: string) => Promise<void>,
   prepare?: (dataDir: string) => Promise<void>,
-  options: { bitstringMargin?: number; keyFilter?: KeyFilterOptions } = {},
+  options: { bitstringMargin?: number; keyFilter?: KeyFilterOptions; propertyFillSliceEvents?: number } = {},
 ): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
   try {
@@ -205,37 +205,54 @@ test("distinct counts stay exact when users outrun the uid range the bitstring c
   );
 });
 
-test("events committed while a property column fills are filled too, whatever their project", async () => {
-  const data = makeDataset(7);
-  const projectId = randomUUID();
-  const other = randomUUID();
-  await withStore(async (store, db) => {
-    await store.insert(data.slice(0, 500).map((e) => stored(projectId, e)));
-    store.query(
-      projectId,
-      parseQuerySpec({ kind: "top_values", property: "plan", from: "2000-01-01", to: "2100-01-01" }),
+for (const [slices, sliceEvents] of [
+  ["in one slice", undefined],
+  ["in time slices of 40 events", 40],
+] as const)
+  test(`events committed while a property column fills are filled too, whatever their project (${slices})`, async () => {
+    const data = makeDataset(7);
+    const projectId = randomUUID();
+    const other = randomUUID();
+    await withStore(
+      async (store, db) => {
+        // Newest first, so that most go to events_late (duckdb.schema.ts): the slices cover both tables.
+        const newestFirst = data.slice(0, 500).sort((a, b) => b.timestamp - a.timestamp);
+        for (let i = 0; i < newestFirst.length; i += 50)
+          await store.insert(newestFirst.slice(i, i + 50).map((e) => stored(projectId, e)));
+        for (const table of ["events_in_order", "events_late"]) {
+          const [n] = await row(db, `SELECT count(*) FROM ${table} WHERE project_id = '${projectId}'`);
+          assert.ok((n as bigint) > 0n, `the project has events in ${table}`);
+        }
+        store.query(
+          projectId,
+          parseQuerySpec({ kind: "top_values", property: "plan", from: "2000-01-01", to: "2100-01-01" }),
+        );
+        // Commits that race the fill: half in the project being filled, half in one without columns.
+        const racing: Promise<unknown>[] = [];
+        for (let i = 500; i < data.length; i += 25)
+          racing.push(
+            store.insert(data.slice(i, i + 25).map((e, k) => stored(k % 2 === 0 ? projectId : other, e))),
+          );
+        await Promise.all(racing);
+        await store.propertyColumnsSettled();
+        const [unfilled] = await row(
+          db,
+          `SELECT count(*) FROM events e JOIN property_columns c ON c.project_id = e.project_id AND c.name = 'plan'
+           WHERE e.p0_text IS DISTINCT FROM json_extract_string(e.properties, '/plan')`,
+        );
+        assert.equal(unfilled, 0n);
+        const [ready] = await row(db, "SELECT count(*) FROM property_columns WHERE ready");
+        assert.equal(ready, 1n);
+        const [otherFilled] = await row(
+          db,
+          `SELECT count(*) FROM events WHERE project_id = '${other}' AND p0_text IS NOT NULL`,
+        );
+        assert.equal(otherFilled, 0n, "a project's columns are its own");
+      },
+      undefined,
+      { propertyFillSliceEvents: sliceEvents },
     );
-    // Commits that race the fill: half in the project being filled, half in one without columns.
-    const racing: Promise<unknown>[] = [];
-    for (let i = 500; i < data.length; i += 25)
-      racing.push(
-        store.insert(data.slice(i, i + 25).map((e, k) => stored(k % 2 === 0 ? projectId : other, e))),
-      );
-    await Promise.all(racing);
-    await store.propertyColumnsSettled();
-    const [unfilled] = await row(
-      db,
-      `SELECT count(*) FROM events e JOIN property_columns c ON c.project_id = e.project_id AND c.name = 'plan'
-       WHERE e.p0_text IS DISTINCT FROM json_extract_string(e.properties, '/plan')`,
-    );
-    assert.equal(unfilled, 0n);
-    const [otherFilled] = await row(
-      db,
-      `SELECT count(*) FROM events WHERE project_id = '${other}' AND p0_text IS NOT NULL`,
-    );
-    assert.equal(otherFilled, 0n, "a project's columns are its own");
   });
-});
 
 test("one user keeps one integer id across concurrent commits and restarts; different users never share one", async () => {
   const projectA = randomUUID();

@@ -206,6 +206,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       keyFilter?: KeyFilterOptions;
       /** Pending daily-user rows that start a fold (duckdb.user-days.ts; tests make it small). */
       userDaysFoldRows?: number;
+      /** Events a property column's fill writes in one transaction (tests make it small). */
+      propertyFillSliceEvents?: number;
     } = {},
   ) {
     this.keys = new KeyFilter(options.keyFilter);
@@ -244,6 +246,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       commitsUnderWay: () => Promise.all([...this.commitsUnderWay]).then(() => undefined),
       // The one writer held, no commit runs: DuckDB refuses to alter a table others write.
       withoutCommits: (work) => this.withWriter(() => work()),
+      fillSliceEvents: options.propertyFillSliceEvents,
       log: this.log,
     });
   }
