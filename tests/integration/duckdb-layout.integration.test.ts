@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -661,9 +661,16 @@ test("commits keep succeeding past the memory cap that the key index used to fil
     }
     assert.equal((await store.readLedger(projectId)).stored, total);
     // Past 100K keys a project's filter is built by a query of its own; past `blocksPerSlice`
-    // blocks (46,875 here), by several, each over a slice of the blocks.
-    for (const keyFilter of [{}, { blocksPerSlice: 10_000 }]) {
+    // blocks (46,875 here), by several, each over a slice of the blocks. Then read back as saved.
+    for (const [keyFilter, build] of [
+      [{}, "from the table"],
+      [{ blocksPerSlice: 10_000 }, "from the table"],
+      [{}, "as saved"],
+    ] as const) {
       await store.close();
+      const saved = join(dataDir, "tidemark.duckdb.keys");
+      assert.ok(existsSync(saved), "a clean stop saves the filter");
+      if (build === "from the table") rmSync(saved);
       store = await open(keyFilter);
       for (const events of sent)
         assert.equal((await store.insert(events)).inserted, 0, JSON.stringify(keyFilter));
@@ -671,6 +678,127 @@ test("commits keep succeeding past the memory cap that the key index used to fil
       sent.push(fresh);
       assert.equal((await store.insert(fresh)).inserted, 5000);
     }
+  } finally {
+    await store.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test("a clean stop saves the key filter and one start reads it back; a stale, damaged or foreign one is rebuilt from the table", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
+  const saved = join(dataDir, "tidemark.duckdb.keys");
+  const loads: Record<string, unknown>[] = [];
+  const log = {
+    info: (obj: object, msg?: string) => {
+      if (msg === "event keys loaded") loads.push(obj as Record<string, unknown>);
+    },
+    warn: () => undefined,
+    error: () => undefined,
+  };
+  const open = async () => {
+    const store = new DuckDbEventStore(new DuckDbDatabase(dataDir, { memoryLimit: "128MB", threads: 1 }), {
+      log,
+    });
+    await store.start();
+    return store;
+  };
+  const projects = [randomUUID(), randomUUID(), randomUUID()];
+  const batch = (projectId: string, n: number): StoredEvent[] =>
+    Array.from({ length: n }, () => ({
+      projectId,
+      uuid: randomUUID(),
+      event: "e",
+      distinctId: "u",
+      timestamp: Date.now(),
+      properties: "{}",
+      receivedAt: Date.now(),
+    }));
+  const sent: StoredEvent[] = [];
+  const send = async (store: DuckDbEventStore, events: StoredEvent[]) => {
+    assert.equal((await store.insert(events)).inserted, events.length);
+    sent.push(...events);
+  };
+  /** Every event sent so far is a duplicate: the filter, however loaded, holds every stored key. */
+  const retriesAreDuplicates = async (store: DuckDbEventStore) => {
+    for (let i = 0; i < sent.length; i += 1000)
+      assert.equal((await store.insert(sent.slice(i, i + 1000))).inserted, 0);
+  };
+  let store = await open();
+  try {
+    assert.equal(loads.at(-1)?.from, "table");
+    for (const projectId of projects) await send(store, batch(projectId, 3000));
+    await store.close();
+    assert.ok(existsSync(saved), "a clean stop saves the filter");
+    const stale = join(dataDir, "stale.keys");
+    copyFileSync(saved, stale);
+
+    store = await open();
+    assert.equal(loads.at(-1)?.from, "saved");
+    assert.equal(loads.at(-1)?.keys, 9000);
+    assert.ok(!existsSync(saved), "read once: a crash from here on leaves nothing to misread");
+    await retriesAreDuplicates(store);
+    await send(store, batch(projects[0]!, 500));
+    await store.close();
+
+    // The file of the first stop, after commits it does not hold: not used.
+    copyFileSync(stale, saved);
+    store = await open();
+    assert.deepEqual(
+      [loads.at(-1)?.from, loads.at(-1)?.unusable],
+      ["table", "key counts differ from the table's"],
+    );
+    await retriesAreDuplicates(store);
+    await store.close();
+
+    // A byte changed, or the file cut short.
+    const damage: [string, (file: Buffer) => Buffer][] = [
+      [
+        "checksum mismatch",
+        (file) => {
+          file[file.length - 7]! ^= 0x10;
+          return file;
+        },
+      ],
+      ["checksum mismatch", (file) => file.subarray(0, file.length - 64)],
+      ["unreadable header", (file) => file.subarray(5)],
+    ];
+    for (const [reason, change] of damage) {
+      writeFileSync(saved, change(readFileSync(saved)));
+      store = await open();
+      assert.deepEqual([loads.at(-1)?.from, loads.at(-1)?.unusable], ["table", reason]);
+      await retriesAreDuplicates(store);
+      await send(store, batch(projects[2]!, 10));
+      await store.close();
+    }
+
+    // A project deleted between two stops: the saved filter is the table's still.
+    store = await open();
+    assert.equal(loads.at(-1)?.from, "saved");
+    await store.deleteProject(projects[1]!);
+    const [, kept] = [sent.splice(3000, 3000), sent];
+    await store.close();
+    store = await open();
+    assert.deepEqual([loads.at(-1)?.from, loads.at(-1)?.keys], ["saved", kept.length]);
+    await retriesAreDuplicates(store);
+    await store.close();
+
+    // Another store's file, of other projects.
+    const other = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
+    try {
+      const foreign = new DuckDbEventStore(new DuckDbDatabase(other, { memoryLimit: "128MB", threads: 1 }));
+      await foreign.start();
+      await foreign.insert(batch(randomUUID(), 100));
+      await foreign.close();
+      copyFileSync(join(other, "tidemark.duckdb.keys"), saved);
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+    store = await open();
+    assert.deepEqual(
+      [loads.at(-1)?.from, loads.at(-1)?.unusable],
+      ["table", "projects differ from the table's"],
+    );
+    await retriesAreDuplicates(store);
   } finally {
     await store.close();
     rmSync(dataDir, { recursive: true, force: true });

@@ -180,6 +180,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   /** Per project, the linked ids its last resolution found no uid for (they had no events). */
   private readonly unkeyed = new Map<string, Set<string>>();
   private readonly keys: KeyFilter;
+  /** The key filter was loaded at start, so a stop may save it. */
+  private keysLoaded = false;
   private readonly userDays: UserDays;
   /**
    * Per project, the newest time of its in-order events (each counted up to LATE_MS past its
@@ -265,7 +267,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     for (const [projectId, frontier] of frontiers.getRowsJS() as [string, bigint][])
       this.frontiers.set(projectId, Number(frontier));
     const loading = performance.now();
-    const loaded = await this.keys.load(this.db.readConnection());
+    const loaded = await this.keys.load(this.db.readConnection(), this.savedKeysPath());
     this.log?.info(
       { ...loaded, bytes: this.keys.size().bytes, took_ms: Math.round(performance.now() - loading) },
       "event keys loaded",
@@ -279,6 +281,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       insertCounts: await connection.prepare(INSERT_COUNTS),
       insertUserDays: await connection.prepare(INSERT_USER_DAYS),
     };
+    this.keysLoaded = true;
   }
 
   private async withWriter<T>(work: (writer: EventWriter) => Promise<T>): Promise<T> {
@@ -314,9 +317,35 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     }
   }
 
+  /** Where a clean stop saves the key filter for the next start (duckdb.key-filter.ts). */
+  private savedKeysPath(): string {
+    return `${this.db.path}.keys`;
+  }
+
   async close(): Promise<void> {
     await this.userDays.settled();
     await this.properties.close();
+    if (this.keysLoaded) {
+      this.keysLoaded = false;
+      // With the writer held, no commit is under way: the filter holds what the table holds.
+      const saving = performance.now();
+      try {
+        const saved = await this.withWriter(() =>
+          this.keys.save(this.savedKeysPath(), this.db.readConnection()),
+        );
+        if (saved) this.log?.info({ took_ms: Math.round(performance.now() - saving) }, "event keys saved");
+        else
+          this.log?.warn(
+            {},
+            "the event keys differ from the table's; the next start builds them from the table",
+          );
+      } catch (error) {
+        this.log?.warn(
+          { err: error },
+          "saving the event keys failed; the next start builds them from the table",
+        );
+      }
+    }
     await this.db.close();
   }
 
@@ -590,6 +619,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     });
     this.distinctIds.forgetProject(projectId);
     this.properties.forgetProject(projectId);
+    this.keys.forgetProject(projectId);
     this.frontiers.delete(projectId);
     this.identity.forget(projectId);
     this.unkeyed.delete(projectId);
