@@ -759,7 +759,8 @@ test("a clean stop saves the key filter and one start reads it back; a stale, da
           return file;
         },
       ],
-      ["checksum mismatch", (file) => file.subarray(0, file.length - 64)],
+      ["truncated", (file) => file.subarray(0, file.length - 64)],
+      ["trailing bytes", (file) => Buffer.concat([file, Buffer.alloc(8)])],
       ["unreadable header", (file) => file.subarray(5)],
     ];
     for (const [reason, change] of damage) {

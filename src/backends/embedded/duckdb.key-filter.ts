@@ -1,4 +1,4 @@
-import { open, readFile, rename, rm } from "node:fs/promises";
+import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { crc32 } from "node:zlib";
 import type { DuckDBConnection, DuckDBResult } from "@duckdb/node-api";
@@ -114,6 +114,9 @@ export interface KeyFilterOptions {
 /** The first line of a saved filter: the format, which a change of layout must bump. */
 const SAVED_FORMAT = "tidemark key filter 1";
 
+/** A saved header longer than this is not read (a project takes about 150 bytes of it). */
+const MAX_HEADER_BYTES = 64 * 1024 * 1024;
+
 /** A saved filter's header: each project's segments, then their words in the same order. */
 interface SavedHeader {
   format: string;
@@ -221,40 +224,59 @@ export class KeyFilter {
    * could not, or undefined once adopted.
    */
   private async readSaved(path: string, counts: ReadonlyMap<string, number>): Promise<string | undefined> {
-    let file: Buffer;
+    let file: FileHandle;
     try {
-      file = await readFile(path);
+      file = await open(path, "r");
     } catch (error) {
       return (error as NodeJS.ErrnoException).code === "ENOENT" ? "none saved" : String(error);
     }
-    const headerEnd = file.indexOf(10);
-    let header: SavedHeader;
     try {
-      if (headerEnd < 0) throw new Error("no header");
-      header = JSON.parse(file.subarray(0, headerEnd).toString("utf8")) as SavedHeader;
-    } catch {
-      return "unreadable header";
-    }
-    if (header.format !== SAVED_FORMAT) return `format "${String(header.format)}"`;
-    const body = file.subarray(headerEnd + 1);
-    if (crc32(body) !== header.crc) return "checksum mismatch";
-    if (header.projects.length !== counts.size) return "projects differ from the table's";
-    let offset = 0;
-    for (const { id, segments } of header.projects) {
-      if (counts.get(id) !== keysOf(segments)) return "key counts differ from the table's";
-      const loaded: Segment[] = [];
-      for (const { blocks, capacity, keys } of segments) {
-        const bytes = blocks * WORDS_PER_BLOCK * 4;
-        if (offset + bytes > body.length) return "truncated";
-        // A copy: the file's buffer is not aligned for a Uint32Array view.
-        const words = new Uint32Array(blocks * WORDS_PER_BLOCK);
-        Buffer.from(words.buffer).set(body.subarray(offset, offset + bytes));
-        offset += bytes;
-        loaded.push({ words, blocks, capacity, keys });
+      const { size } = await file.stat();
+      // The header is one line of JSON, read in steps until its newline.
+      let head = Buffer.alloc(0);
+      let headerEnd = -1;
+      while (headerEnd < 0 && head.length < Math.min(size, MAX_HEADER_BYTES)) {
+        const chunk = Buffer.alloc(Math.min(1 << 20, size - head.length));
+        const { bytesRead } = await file.read(chunk, 0, chunk.length, head.length);
+        if (bytesRead === 0) break;
+        headerEnd = chunk.subarray(0, bytesRead).indexOf(10);
+        if (headerEnd >= 0) headerEnd += head.length;
+        head = Buffer.concat([head, chunk.subarray(0, bytesRead)]);
       }
-      this.projects.set(id, loaded);
+      let header: SavedHeader;
+      try {
+        if (headerEnd < 0) throw new Error("no header");
+        header = JSON.parse(head.subarray(0, headerEnd).toString("utf8")) as SavedHeader;
+      } catch {
+        return "unreadable header";
+      }
+      if (header.format !== SAVED_FORMAT) return `format "${String(header.format)}"`;
+      if (header.projects.length !== counts.size) return "projects differ from the table's";
+      // Each segment's words are read straight into its own array: no second copy of the file.
+      const projects = new Map<string, Segment[]>();
+      let position = headerEnd + 1;
+      let crc = 0;
+      for (const { id, segments } of header.projects) {
+        if (counts.get(id) !== keysOf(segments)) return "key counts differ from the table's";
+        const loaded: Segment[] = [];
+        for (const { blocks, capacity, keys } of segments) {
+          const words = new Uint32Array(blocks * WORDS_PER_BLOCK);
+          const bytes = Buffer.from(words.buffer);
+          const { bytesRead } = await file.read(bytes, 0, bytes.length, position);
+          if (bytesRead < bytes.length) return "truncated";
+          crc = crc32(bytes, crc);
+          position += bytes.length;
+          loaded.push({ words, blocks, capacity, keys });
+        }
+        projects.set(id, loaded);
+      }
+      if (position !== size) return "trailing bytes";
+      if (crc !== header.crc) return "checksum mismatch";
+      for (const [id, segments] of projects) this.projects.set(id, segments);
+      return undefined;
+    } finally {
+      await file.close();
     }
-    return offset === body.length ? undefined : "trailing bytes";
   }
 
   /**
