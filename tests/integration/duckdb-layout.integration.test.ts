@@ -487,7 +487,7 @@ test("a store written by version 3 gains its daily users and answers as before",
 
 test("a retried event is stored once, across restarts and whether or not the key filter errs", async () => {
   // bitsPerKey 1: the filter says "may hold" of most new keys, so the table is asked about them.
-  for (const keyFilter of [{}, { bitsPerKey: 1, minCapacity: 16 }]) {
+  for (const keyFilter of [{}, { bitsPerKey: 1, grownBitsPerKey: 1, minCapacity: 16 }]) {
     const data = makeDataset(17);
     const projectId = randomUUID();
     const other = randomUUID();

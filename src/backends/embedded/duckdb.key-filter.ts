@@ -10,10 +10,10 @@ import type { DuckDBConnection, DuckDBResult } from "@duckdb/node-api";
  * A PRIMARY KEY on the events table made DuckDB keep an ART index of every key in memory, about
  * 45 bytes a stored event that it cannot evict: RSS grew with the store, and once the index filled
  * TIDEMARK_DUCKDB_MEMORY_LIMIT (about 8M events at 512MB) every commit failed with out-of-memory.
- * Inserts into the indexed table also slowed as it grew. This filter takes 3-6 bytes a key, outside
+ * Inserts into the indexed table also slowed as it grew. This filter takes 3-10 bytes a key, outside
  * DuckDB's cap, and a commit asks the table only about the keys the filter may hold: the retries,
- * and new keys it holds by chance, at most about one in 15,000 (65 in a million with a segment
- * full: tests/unit/key-filter.test.ts).
+ * and new keys it holds by chance, at most about one in 15,000 (65 in a million with the segment
+ * built at start full; 6 in a million grown from empty to 1M keys: tests/unit/key-filter.test.ts).
  *
  * Layout: a blocked Bloom filter per project (one 64-byte block a key, 16 bits in it, one in each
  * 32-bit word), so a lookup touches one cache line. Key hashes are DuckDB's own `hash(uuid)`,
@@ -31,8 +31,20 @@ export interface KeyHash {
   bits: number;
 }
 
-/** Bits a key when a segment is full: 3 bytes. */
+/**
+ * Bits a key of the segment built at start, when full: 3 bytes. It is sized for twice the keys
+ * the store holds then, so it starts at 48 bits a key; full, it errs on about one new key in 15,000.
+ */
 const BITS_PER_KEY = 24;
+/**
+ * Bits a key of the segments added while the store runs, when full: 5 bytes. A lookup checks every
+ * segment, so their errors add up, and a store grown from empty has a dozen segments by 10M keys.
+ * At 24 bits they erred on one new key in 1,300-1,900 (1M-16M keys grown): 65-79 % of
+ * 2,000-event commits then scanned the project's uuids, which grows with the store (in process,
+ * 3M events stored: 20 of 41 s of commits). At 40 bits: one in 110,000-150,000, 1.3-1.8 % of
+ * such commits (tests/unit/key-filter.test.ts).
+ */
+const GROWN_BITS_PER_KEY = 40;
 /** Keys of a project's first segment when it has few or none: 8,192 keys take 32 KB. */
 const MIN_CAPACITY = 8192;
 const WORDS_PER_BLOCK = 16;
@@ -103,8 +115,10 @@ export const KEY_HASH_HALVES =
   "CAST(hash(uuid) & 4294967295 AS UINTEGER) AS block, CAST(hash(uuid) >> 32 AS UINTEGER) AS bits";
 
 export interface KeyFilterOptions {
-  /** Bits a key when a segment is full (24). Tests set it low to make the filter err often. */
+  /** Bits a key of the segment built at start, when full (24). Tests set it low to make the filter err often. */
   bitsPerKey?: number;
+  /** Bits a key of the segments added while running, when full (40). */
+  grownBitsPerKey?: number;
   /** Keys of a project's first segment at least (8,192). */
   minCapacity?: number;
   /** Blocks a large project's build aggregates in one query (1,000,000; tests set it low). */
@@ -140,11 +154,13 @@ const keysOf = (segments: readonly { keys: number }[]): number =>
 export class KeyFilter {
   private readonly projects = new Map<string, Segment[]>();
   private readonly bitsPerKey: number;
+  private readonly grownBitsPerKey: number;
   private readonly minCapacity: number;
   private readonly blocksPerSlice: number;
 
   constructor(options: KeyFilterOptions = {}) {
     this.bitsPerKey = options.bitsPerKey ?? BITS_PER_KEY;
+    this.grownBitsPerKey = options.grownBitsPerKey ?? GROWN_BITS_PER_KEY;
     this.minCapacity = options.minCapacity ?? MIN_CAPACITY;
     this.blocksPerSlice = options.blocksPerSlice ?? BLOCKS_PER_SLICE;
   }
@@ -349,14 +365,14 @@ export class KeyFilter {
   add(projectId: string, key: KeyHash): void {
     let segments = this.projects.get(projectId);
     if (!segments) {
-      segments = [segment(this.minCapacity, this.bitsPerKey)];
+      segments = [segment(this.minCapacity, this.grownBitsPerKey)];
       this.projects.set(projectId, segments);
     }
     let last = segments[segments.length - 1]!;
     if (last.keys >= last.capacity) {
-      // As many keys as all before it: the filter takes 3-6 bytes a key whatever its size.
+      // As many keys as all before it: the segments grown take 5-10 bytes a key whatever their size.
       const total = segments.reduce((sum, s) => sum + s.capacity, 0);
-      last = segment(total, this.bitsPerKey);
+      last = segment(total, this.grownBitsPerKey);
       segments.push(last);
     }
     set(last, key);
