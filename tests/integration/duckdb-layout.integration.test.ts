@@ -56,6 +56,18 @@ const stored = (projectId: string, e: DataEvent): StoredEvent => ({
   receivedAt: e.timestamp,
 });
 
+/** `n` new events of one project, one user, sent now: what the key tests need and no more. */
+const plainEvents = (projectId: string, n: number): StoredEvent[] =>
+  Array.from({ length: n }, () => ({
+    projectId,
+    uuid: randomUUID(),
+    event: "e",
+    distinctId: "u",
+    timestamp: Date.now(),
+    properties: "{}",
+    receivedAt: Date.now(),
+  }));
+
 async function withStore(
   work: (store: DuckDbEventStore, db: DuckDbDatabase, dataDir: string) => Promise<void>,
   prepare?: (dataDir: string) => Promise<void>,
@@ -643,16 +655,7 @@ test("commits keep succeeding past the memory cap that the key index used to fil
   try {
     const projectId = randomUUID();
     const total = 500_000;
-    const batch = () =>
-      Array.from({ length: 5000 }, () => ({
-        projectId,
-        uuid: randomUUID(),
-        event: "e",
-        distinctId: "u",
-        timestamp: Date.now(),
-        properties: "{}",
-        receivedAt: Date.now(),
-      }));
+    const batch = () => plainEvents(projectId, 5000);
     const sent: StoredEvent[][] = [];
     for (let n = 0; n < total; n += 5000) {
       const events = batch();
@@ -703,16 +706,7 @@ test("a clean stop saves the key filter and one start reads it back; a stale, da
     return store;
   };
   const projects = [randomUUID(), randomUUID(), randomUUID()];
-  const batch = (projectId: string, n: number): StoredEvent[] =>
-    Array.from({ length: n }, () => ({
-      projectId,
-      uuid: randomUUID(),
-      event: "e",
-      distinctId: "u",
-      timestamp: Date.now(),
-      properties: "{}",
-      receivedAt: Date.now(),
-    }));
+  const batch = plainEvents;
   const sent: StoredEvent[] = [];
   const send = async (store: DuckDbEventStore, events: StoredEvent[]) => {
     assert.equal((await store.insert(events)).inserted, events.length);

@@ -221,24 +221,28 @@ export class Metrics {
         for (const [tag, bytes] of memory.usedBytes) if (bytes > 0) this.set({ tag }, bytes);
       },
     });
-    new Gauge({
-      name: "tidemark_store_memory_limit_bytes",
-      help: "embedded: DuckDB's memory cap (TIDEMARK_DUCKDB_MEMORY_LIMIT)",
-      registers: [this.registry],
-      async collect() {
-        const memory = await metrics.storeMemory?.().catch(() => undefined);
-        if (memory) this.set(memory.limitBytes);
-      },
-    });
-    new Gauge({
-      name: "tidemark_store_spilled_bytes",
-      help: "embedded: what DuckDB has spilled to tidemark.duckdb.tmp/ because the cap was reached",
-      registers: [this.registry],
-      async collect() {
-        const memory = await metrics.storeMemory?.().catch(() => undefined);
-        if (memory) this.set(memory.spilledBytes);
-      },
-    });
+    const storeFigures: [string, string, (memory: StoreMemory) => number][] = [
+      [
+        "tidemark_store_memory_limit_bytes",
+        "embedded: DuckDB's memory cap (TIDEMARK_DUCKDB_MEMORY_LIMIT)",
+        (memory) => memory.limitBytes,
+      ],
+      [
+        "tidemark_store_spilled_bytes",
+        "embedded: what DuckDB has spilled to tidemark.duckdb.tmp/ because the cap was reached",
+        (memory) => memory.spilledBytes,
+      ],
+    ];
+    for (const [name, help, figure] of storeFigures)
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        async collect() {
+          const memory = await metrics.storeMemory?.().catch(() => undefined);
+          if (memory) this.set(figure(memory));
+        },
+      });
     new Gauge({
       name: "tidemark_kafka_consumer_lag_messages",
       help: "cdc: messages in Kafka the sinks' consumer group has not committed; in each sink role's process",
