@@ -4,7 +4,12 @@ import { after, test } from "node:test";
 import { Redis } from "ioredis";
 import pg from "pg";
 import pino from "pino";
+import { RedisConnection } from "../../src/backends/redis/redis.connection.js";
+import { RedisStreamQueue } from "../../src/backends/redis/redis.queue.js";
+import { decodeEvents } from "../../src/backends/redis/redis.stream-codec.js";
 import { loadConfig } from "../../src/config/config.js";
+import type { AppError } from "../../src/core/errors.js";
+import type { StoredEvent } from "../../src/core/event.js";
 import { type RunningTidemark, startTidemark } from "../../src/roles/server.js";
 import {
   createTestDatabase,
@@ -95,6 +100,54 @@ test("a full stream answers 503 with Retry-After, never trims, and accepts again
     const stats = await api.request("GET", `/api/v1/project/${project.id}/stats`, { key: api.token });
     return stats.body.stored === 4;
   });
+});
+
+test("requests enqueued in the same instant share one script call, keep an entry each, and only those past the bound are refused", async (t) => {
+  const redisService = await requireRedis(t);
+  if (!redisService.ok) return;
+  const prefix = uniqueRedisPrefix("async_grouped");
+  cleanups.push(() => dropRedisPrefix(redisService.url, prefix));
+  const connection = new RedisConnection({ url: redisService.url, name: "test-grouped-enqueue" });
+  const queue = new RedisStreamQueue(connection, { prefix, maxLength: 5 });
+  await queue.start();
+  t.after(() => queue.close());
+  let scriptCalls = 0;
+  const client = connection.client;
+  const evalsha = client.evalsha.bind(client);
+  client.evalsha = ((...args: Parameters<typeof client.evalsha>) => {
+    scriptCalls++;
+    return evalsha(...args);
+  }) as typeof client.evalsha;
+  const request = (i: number, size: number): StoredEvent[] =>
+    Array.from({ length: size }, (_, k) => ({
+      projectId: randomUUID(),
+      uuid: randomUUID(),
+      event: `request ${i}`,
+      distinctId: `u${k}`,
+      timestamp: 1_700_000_000_000 + k,
+      properties: "{}",
+      receivedAt: 1_700_000_000_000,
+    }));
+  const requests = Array.from({ length: 7 }, (_, i) => request(i, 1 + (i % 3)));
+  const outcomes = await Promise.allSettled(requests.map((events) => queue.enqueue(events)));
+  assert.equal(scriptCalls, 1, "one script call for the seven requests");
+  assert.deepEqual(
+    outcomes.map((o) => (o.status === "fulfilled" ? "accepted" : (o.reason as AppError).code)),
+    ["accepted", "accepted", "accepted", "accepted", "accepted", "overloaded", "overloaded"],
+  );
+  const redis = new Redis(redisService.url);
+  t.after(() => redis.disconnect());
+  const entries = await redis.xrange(`${prefix}{events}`, "-", "+");
+  assert.equal(entries.length, 5, "an entry for each accepted request");
+  for (const [i, [, flat]] of entries.entries()) {
+    const fields = new Map<string, string>();
+    for (let k = 0; k < flat.length; k += 2) fields.set(flat[k]!, flat[k + 1]!);
+    const decoded = decodeEvents(fields.get("v"), fields.get("e"));
+    assert.ok("events" in decoded);
+    assert.deepEqual(decoded.events, requests[i], `entry ${i} holds request ${i}, in order`);
+    assert.equal(fields.get("n"), String(requests[i]!.length));
+  }
+  assert.equal(await queue.depth(), 1 + 2 + 3 + 1 + 2, "the backlog counts the accepted events only");
 });
 
 test("messages that cannot be stored go to the dead-letter stream with their reason; the rest are stored", async (t) => {

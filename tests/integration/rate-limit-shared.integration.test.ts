@@ -131,6 +131,54 @@ test("the Redis limiter decides as the in-memory one does, window edges and rele
   }
 });
 
+test("requests decided in the same instant share one script call, each decided as if alone", async (t) => {
+  const redis = await requireRedis(t);
+  if (!redis.ok) return;
+  const prefix = uniqueRedisPrefix("ratelimit-grouped");
+  cleanups.push(() => dropRedisPrefix(redis.url, prefix));
+  const connection = new RedisConnection({ url: redis.url, name: "test-rate-limit-grouped" });
+  const shared = new RedisRateLimiter(connection, { prefix, failMode: "closed" });
+  await shared.start();
+  t.after(() => shared.close());
+  let scriptCalls = 0;
+  const client = connection.client;
+  const evalsha = client.evalsha.bind(client);
+  client.evalsha = ((...args: Parameters<typeof client.evalsha>) => {
+    scriptCalls++;
+    return evalsha(...args);
+  }) as typeof client.evalsha;
+  const memory = new MemoryRateLimiter();
+  const projects = [randomUUID(), randomUUID()];
+  let now = 1_700_000_000_000;
+  // Bursts of 7 requests sent together, on two projects in turn, with limits of 5 and 3: each
+  // burst has requests allowed and refused, and the window's edge passes between some bursts.
+  for (let burst = 0; burst < 12; burst++) {
+    now += burst % 4 === 3 ? 60_000 : 9_000;
+    const calls = Array.from({ length: 7 }, (_, i) => ({
+      project: projects[i % 2]!,
+      limit: i % 2 === 0 ? 5 : 3,
+      time: now + (i >> 1),
+    }));
+    const before = scriptCalls;
+    const decisions = await Promise.all(calls.map((c) => shared.consume(c.project, c.limit, c.time)));
+    assert.equal(scriptCalls - before, 1, `burst ${burst}: one script call`);
+    for (const [i, c] of calls.entries()) {
+      const { slot: memorySlot, ...expected } = memory.consumeSync(c.project, c.limit, c.time);
+      const { slot: redisSlot, ...actual } = decisions[i]!;
+      assert.deepEqual(actual, expected, `burst ${burst}, request ${i}`);
+      assert.equal(redisSlot === undefined, memorySlot === undefined);
+    }
+  }
+  // A group bigger than one script call's bound is sent in several, still decided in order.
+  const project = randomUUID();
+  const many = await Promise.all(Array.from({ length: 600 }, () => shared.consume(project, 500, now)));
+  assert.equal(many.filter((d) => d.allowed).length, 500);
+  assert.deepEqual(
+    many.slice(495, 505).map((d) => d.remaining),
+    [4, 3, 2, 1, 0, 0, 0, 0, 0, 0],
+  );
+});
+
 test("a Redis outage fails open or closed, as TIDEMARK_RATE_LIMIT_FAIL says", async (t) => {
   // Nothing listens on port 1 of the loopback: Redis is unreachable.
   for (const failMode of ["open", "closed"] as const) {

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { AppError } from "../../core/errors.js";
 import type { Log } from "../../core/log.js";
 import { RATE_WINDOW_MS, type RateDecision, type RateLimiter } from "../../pipeline/rate-limiter.js";
+import { RedisCallGroup } from "./redis.call-group.js";
 import { redisReady } from "./redis.client.js";
 import { type RedisConnection, rateLimitKey } from "./redis.connection.js";
 import { RedisScript } from "./redis.script.js";
@@ -11,28 +12,51 @@ import { RedisScript } from "./redis.script.js";
  * and updated in one script, so API processes sharing the Redis never both take the last slot.
  * Same semantics as MemoryRateLimiter: a request is allowed when fewer than `limit` requests were
  * allowed in the 60 s before it (times <= now - 60 s have left the window); refused requests are
- * not recorded. Returns {allowed, count after, time of the request whose expiry frees a slot}.
+ * not recorded. One call decides several requests, in order, each exactly as if alone (ARGV:
+ * the window, then per request the index of its key, its time, its limit and its member).
+ * Returns per request {allowed, count after, time of the request whose expiry frees a slot}.
  */
 const CONSUME = new RedisScript(
   `
-  local now = tonumber(ARGV[1])
-  local window = tonumber(ARGV[2])
-  local limit = tonumber(ARGV[3])
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  local count = redis.call('ZCARD', KEYS[1])
-  if count < limit then
-    redis.call('ZADD', KEYS[1], now, ARGV[4])
-    redis.call('PEXPIRE', KEYS[1], window)
-    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return {1, count + 1, oldest[2]}
+  local window = tonumber(ARGV[1])
+  local decisions = {}
+  for i = 2, #ARGV, 4 do
+    local key = KEYS[tonumber(ARGV[i])]
+    local now = tonumber(ARGV[i + 1])
+    local limit = tonumber(ARGV[i + 2])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    local count = redis.call('ZCARD', key)
+    local edge
+    if count < limit then
+      redis.call('ZADD', key, now, ARGV[i + 3])
+      redis.call('PEXPIRE', key, window)
+      count = count + 1
+      edge = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+      decisions[#decisions + 1] = 1
+    else
+      -- Full (or over, after a plan downgrade): a slot frees when the request at position
+      -- count - limit (oldest first) leaves the window.
+      edge = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')[2]
+      decisions[#decisions + 1] = 0
+    end
+    decisions[#decisions + 1] = count
+    decisions[#decisions + 1] = edge or false
   end
-  -- Full (or over, after a plan downgrade): a slot frees when the request at position
-  -- count - limit (oldest first) leaves the window.
-  local freeing = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
-  return {0, count, freeing[2]}
+  return decisions
   `,
-  1,
 );
+
+interface ConsumeCall {
+  key: string;
+  now: number;
+  limit: number;
+  member: string;
+}
+
+type ConsumeReply = [allowed: number, count: number, edge: string | null];
+
+/** Requests decided in one script call at most (a bound on its size, not on throughput). */
+const MAX_GROUP = 256;
 
 export interface RedisRateLimiterOptions {
   prefix: string;
@@ -52,6 +76,11 @@ export class RedisRateLimiter implements RateLimiter {
   private readonly instance = randomBytes(6).toString("base64url");
   private sequence = 0;
   private lastWarning = 0;
+  /** Requests decided in the same event-loop turn share one script call. */
+  private readonly decisions = new RedisCallGroup<ConsumeCall, ConsumeReply>(
+    (calls) => this.decide(calls),
+    MAX_GROUP,
+  );
 
   constructor(
     private readonly redis: RedisConnection,
@@ -75,17 +104,18 @@ export class RedisRateLimiter implements RateLimiter {
   async consume(projectId: string, limit: number, nowMs: number): Promise<RateDecision> {
     const now = Math.floor(nowMs);
     const member = `${now}:${this.instance}:${this.sequence++}`;
-    let reply: unknown;
+    let reply: ConsumeReply;
     try {
-      reply = await CONSUME.run(
-        this.redis.client,
-        [rateLimitKey(this.options.prefix, projectId)],
-        [now, RATE_WINDOW_MS, limit, member],
-      );
+      reply = await this.decisions.add({
+        key: rateLimitKey(this.options.prefix, projectId),
+        now,
+        limit,
+        member,
+      });
     } catch (error) {
       return this.unavailable(error, limit, now);
     }
-    const [allowed, count, edge] = reply as [number, number, string | null];
+    const [allowed, count, edge] = reply;
     const edgeMs = edge === null ? now : Number(edge);
     const freesAt = edgeMs + RATE_WINDOW_MS;
     if (allowed === 1) {
@@ -105,6 +135,26 @@ export class RedisRateLimiter implements RateLimiter {
       resetAt: Math.ceil(freesAt / 1000),
       retryAfter: Math.max(1, Math.ceil((freesAt - now) / 1000)),
     };
+  }
+
+  private async decide(calls: readonly ConsumeCall[]): Promise<ConsumeReply[]> {
+    const keys: string[] = [];
+    const keyIndex = new Map<string, number>();
+    const args: (string | number)[] = [RATE_WINDOW_MS];
+    for (const call of calls) {
+      let index = keyIndex.get(call.key);
+      if (index === undefined) {
+        index = keys.push(call.key);
+        keyIndex.set(call.key, index);
+      }
+      args.push(index, call.now, call.limit, call.member);
+    }
+    const flat = (await CONSUME.run(this.redis.client, keys, args)) as (number | string | null)[];
+    return calls.map((_, i) => [
+      Number(flat[3 * i]),
+      Number(flat[3 * i + 1]),
+      flat[3 * i + 2] as string | null,
+    ]);
   }
 
   async release(projectId: string, slot: string): Promise<void> {

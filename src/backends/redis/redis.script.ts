@@ -7,13 +7,15 @@ export class RedisScript {
 
   constructor(
     private readonly lua: string,
-    private readonly numberOfKeys: number,
+    /** The keys every call passes; undefined for a script that takes any number of them. */
+    private readonly numberOfKeys?: number,
   ) {
     this.sha = createHash("sha1").update(lua).digest("hex");
   }
 
   async run(client: Redis, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
-    if (keys.length !== this.numberOfKeys) throw new Error(`script expects ${this.numberOfKeys} keys`);
+    if (this.numberOfKeys !== undefined && keys.length !== this.numberOfKeys)
+      throw new Error(`script expects ${this.numberOfKeys} keys`);
     try {
       return await client.evalsha(this.sha, keys.length, ...keys, ...args);
     } catch (error) {
