@@ -18,6 +18,7 @@ import { RedisScript } from "./redis.script.js";
  */
 const CONSUME = new RedisScript(
   `
+  redis.set_repl(redis.REPL_NONE)
   local window = tonumber(ARGV[1])
   local decisions = {}
   for i = 2, #ARGV, 4 do
