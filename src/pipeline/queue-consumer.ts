@@ -1,7 +1,7 @@
 import type { StoredEvent } from "../core/event.js";
 import type { Lifecycle } from "./lifecycle.js";
 
-/** One message of the ingest queue: the events of one accepted request. */
+/** One message of the ingest queue: the events of one accepted request, or of several. */
 export interface QueueMessage {
   /** The queue's id of the message (a Redis Stream entry id). */
   readonly id: string;
@@ -11,6 +11,12 @@ export interface QueueMessage {
   readonly problem?: string;
   /** How many times the queue has handed this message to a worker, when it knows. */
   readonly deliveries?: number;
+  /**
+   * When the message holds several requests (accepted in the same instant): how many of its
+   * events each one has, in order. A store that refuses the message is then tried request by
+   * request, so only the requests it refuses go to the dead-letter queue.
+   */
+  readonly requests?: readonly number[];
 }
 
 /**
@@ -22,6 +28,8 @@ export interface QueueMessage {
  * - `ack` removes messages whose events are stored; acking twice is harmless.
  * - `deadLetter` moves a message that cannot be stored to the dead-letter queue with its reason,
  *   then acks it.
+ * - `deadLetterRequest` moves one request of a message (`requests`) to the dead-letter queue,
+ *   without acking the message: the worker acks it once each of its requests is stored or moved.
  * - `touch` tells the queue this worker still holds these messages (a long retry while the store
  *   is down), so they are not taken over while it is alive.
  */
@@ -29,6 +37,11 @@ export interface QueueConsumer extends Lifecycle {
   read(maxMessages: number, blockMs: number): Promise<QueueMessage[]>;
   ack(messages: readonly QueueMessage[]): Promise<void>;
   deadLetter(message: QueueMessage, reason: string): Promise<void>;
+  deadLetterRequest(
+    message: QueueMessage,
+    request: { index: number; events: readonly StoredEvent[] },
+    reason: string,
+  ): Promise<void>;
   touch(messages: readonly QueueMessage[]): Promise<void>;
 }
 

@@ -8,7 +8,7 @@ import { type QueueConsumer, type QueueMessage, UnstorableEventsError } from "..
 import { RoleLoop } from "./role-loop.js";
 
 export interface WorkerOptions {
-  /** Most events per insert; a message (one request) is never split. */
+  /** Most events per insert; a message is never split across inserts. */
   batchEvents: number;
   /** Most messages per read. */
   readMessages: number;
@@ -63,7 +63,9 @@ export function buildWorker(config: Config, parts: PipelineParts, hooks: PartHoo
  *
  * - Store unreachable: the batch stays pending and is retried with backoff, never dropped.
  * - Store refuses the events (UnstorableEventsError): the batch is split to find the message at
- *   fault, which goes to the dead-letter queue with the reason, counted in the ledger.
+ *   fault, which goes to the dead-letter queue with the reason, counted in the ledger. A message
+ *   holding several requests is then stored request by request, and only the requests refused
+ *   are dead-lettered: requests that happened to share a message never fail together.
  * - Undecodable message, or one delivered `maxDeliveries` times: dead-lettered.
  *
  * Closing finishes the batch in hand, unless the store is down: then it stays pending.
@@ -139,21 +141,29 @@ export class QueueWorker extends RoleLoop {
 
   /** Stores one chunk, retrying while the store is unreachable, unless the worker stops. */
   private async storeUntilDone(chunk: QueueMessage[]): Promise<void> {
+    const result = await this.insertUntilDecided(chunk, chunk);
+    if (result === undefined) return; // stopping: still pending, another worker or a restart takes it
+    if (result.kind === "ok") await this.ackUntilDone(chunk);
+    else await this.isolate(chunk, result.reason);
+  }
+
+  /**
+   * Inserts `chunk` until the store takes it (ok) or refuses it (dead_letter), retrying with
+   * backoff while the store is unreachable and touching `held` meanwhile; undefined when the
+   * worker stops first.
+   */
+  private async insertUntilDecided(
+    chunk: readonly QueueMessage[],
+    held: readonly QueueMessage[],
+  ): Promise<StepResult<number> | undefined> {
     let backoff = this.options.retryMinMs;
     let lastTouch = Date.now();
     for (;;) {
       const result = await this.insert(chunk);
-      if (result.kind === "ok") {
-        await this.ackUntilDone(chunk);
-        return;
-      }
-      if (result.kind === "dead_letter") {
-        await this.isolate(chunk, result.reason);
-        return;
-      }
-      if (this.stopping) return; // still pending: another worker, or this one restarted, takes it over
+      if (result.kind !== "retry") return result;
+      if (this.stopping) return undefined;
       this.options.log?.warn(
-        { err: result.kind === "retry" ? result.error : undefined, events: countEvents(chunk) },
+        { err: result.error, events: countEvents(chunk) },
         "worker cannot store; retrying",
       );
       // Never sleep past a touch: other workers would take the messages over as abandoned.
@@ -161,7 +171,7 @@ export class QueueWorker extends RoleLoop {
       backoff = Math.min(backoff * 2, this.options.retryMaxMs);
       if (Date.now() - lastTouch >= this.options.touchEveryMs) {
         lastTouch = Date.now();
-        await this.consumer.touch(chunk).catch(() => undefined);
+        await this.consumer.touch(held).catch(() => undefined);
       }
     }
   }
@@ -183,12 +193,44 @@ export class QueueWorker extends RoleLoop {
   /** The store refused a chunk: store what it takes, dead-letter the messages at fault. */
   private async isolate(chunk: QueueMessage[], reason: string): Promise<void> {
     if (chunk.length === 1) {
-      await this.deadLetter(chunk[0]!, reason);
+      const message = chunk[0]!;
+      if ((message.requests?.length ?? 0) > 1) await this.isolateRequests(message);
+      else await this.deadLetter(message, reason);
       return;
     }
     const half = Math.ceil(chunk.length / 2);
     await this.storeUntilDone(chunk.slice(0, half));
     await this.storeUntilDone(chunk.slice(half));
+  }
+
+  /**
+   * A refused message of several requests: each is stored alone, those refused are dead-lettered,
+   * then the message is acked. A worker that dies midway leaves it pending: the next one skips what
+   * was stored as duplicates, and may dead-letter a request twice (counted twice, never lost).
+   */
+  private async isolateRequests(message: QueueMessage): Promise<void> {
+    const events = message.events ?? [];
+    let offset = 0;
+    for (const [index, size] of (message.requests ?? []).entries()) {
+      const request = { index, events: events.slice(offset, offset + size) };
+      offset += size;
+      const alone: QueueMessage = { id: message.id, events: request.events };
+      const result = await this.insertUntilDecided([alone], [message]);
+      if (result === undefined) return;
+      if (result.kind === "ok") continue;
+      const { reason } = result;
+      this.options.log?.error(
+        { id: message.id, request: index, reason, events: size },
+        "request moved to the dead-letter queue",
+      );
+      const moved = await this.countDeadLetters(request.events);
+      if (moved === "stopped") return;
+      const dead = await this.retrying("dead-letter", () =>
+        this.consumer.deadLetterRequest(message, request, reason),
+      );
+      if (dead === "stopped") return;
+    }
+    await this.ackUntilDone([message]);
   }
 
   /**
@@ -200,24 +242,29 @@ export class QueueWorker extends RoleLoop {
   }
 
   private async deadLetter(message: QueueMessage, reason: string): Promise<void> {
-    const perProject = new Map<string, LedgerDelta>();
-    for (const e of message.events ?? []) {
-      const delta = perProject.get(e.projectId) ?? { rejected: { dead_letter: 0 } };
-      delta.rejected!.dead_letter! += 1;
-      perProject.set(e.projectId, delta);
-    }
     this.options.log?.error(
       { id: message.id, reason, events: message.events?.length ?? 0 },
       "message moved to the dead-letter queue",
     );
-    // Ledger first: if the worker dies before the move, the message is redelivered and counted
-    // again (over-counting a dead letter is safer than losing track of one). A ledger the store
-    // refuses (a message naming no valid project) is logged and the move goes on.
-    if (perProject.size > 0) {
-      const counted = await this.retrying("record a dead letter", () => this.store.recordLedger(perProject));
-      if (counted === "stopped") return;
-    }
+    if ((await this.countDeadLetters(message.events ?? [])) === "stopped") return;
     await this.retrying("dead-letter", () => this.consumer.deadLetter(message, reason));
+  }
+
+  /**
+   * Counts events as dead letters in their projects' ledgers, before they are moved: if the worker
+   * dies before the move, the message is redelivered and counted again (over-counting a dead
+   * letter is safer than losing track of one). A ledger the store refuses (a message naming no
+   * valid project) is logged and the move goes on.
+   */
+  private async countDeadLetters(events: readonly StoredEvent[]): Promise<"done" | "stopped" | "refused"> {
+    const perProject = new Map<string, LedgerDelta>();
+    for (const e of events) {
+      const delta = perProject.get(e.projectId) ?? { rejected: { dead_letter: 0 } };
+      delta.rejected!.dead_letter! += 1;
+      perProject.set(e.projectId, delta);
+    }
+    if (perProject.size === 0) return "done";
+    return this.retrying("record a dead letter", () => this.store.recordLedger(perProject));
   }
 
   /**

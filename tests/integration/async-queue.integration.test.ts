@@ -102,13 +102,13 @@ test("a full stream answers 503 with Retry-After, never trims, and accepts again
   });
 });
 
-test("requests enqueued in the same instant share one script call, keep an entry each, and only those past the bound are refused", async (t) => {
+test("requests enqueued in the same instant share a script call and an entry that keeps each one's size", async (t) => {
   const redisService = await requireRedis(t);
   if (!redisService.ok) return;
   const prefix = uniqueRedisPrefix("async_grouped");
   cleanups.push(() => dropRedisPrefix(redisService.url, prefix));
   const connection = new RedisConnection({ url: redisService.url, name: "test-grouped-enqueue" });
-  const queue = new RedisStreamQueue(connection, { prefix, maxLength: 5 });
+  const queue = new RedisStreamQueue(connection, { prefix, maxLength: 2, maxEntryEvents: 6 });
   await queue.start();
   t.after(() => queue.close());
   let scriptCalls = 0;
@@ -128,26 +128,39 @@ test("requests enqueued in the same instant share one script call, keep an entry
       properties: "{}",
       receivedAt: 1_700_000_000_000,
     }));
+  // 13 events in 7 requests, at most 6 events an entry: entries of requests 0-2 and 3-5, then
+  // request 6 finds the stream at its bound of 2 entries.
   const requests = Array.from({ length: 7 }, (_, i) => request(i, 1 + (i % 3)));
   const outcomes = await Promise.allSettled(requests.map((events) => queue.enqueue(events)));
-  assert.equal(scriptCalls, 1, "one script call for the seven requests");
+  assert.equal(scriptCalls, 3, "a script call for each entry, and one refused");
   assert.deepEqual(
     outcomes.map((o) => (o.status === "fulfilled" ? "accepted" : (o.reason as AppError).code)),
-    ["accepted", "accepted", "accepted", "accepted", "accepted", "overloaded", "overloaded"],
+    ["accepted", "accepted", "accepted", "accepted", "accepted", "accepted", "overloaded"],
   );
   const redis = new Redis(redisService.url);
   t.after(() => redis.disconnect());
   const entries = await redis.xrange(`${prefix}{events}`, "-", "+");
-  assert.equal(entries.length, 5, "an entry for each accepted request");
+  assert.equal(entries.length, 2);
   for (const [i, [, flat]] of entries.entries()) {
     const fields = new Map<string, string>();
     for (let k = 0; k < flat.length; k += 2) fields.set(flat[k]!, flat[k + 1]!);
     const decoded = decodeEvents(fields.get("v"), fields.get("e"));
     assert.ok("events" in decoded);
-    assert.deepEqual(decoded.events, requests[i], `entry ${i} holds request ${i}, in order`);
-    assert.equal(fields.get("n"), String(requests[i]!.length));
+    assert.deepEqual(
+      decoded.events,
+      requests.slice(3 * i, 3 * i + 3).flat(),
+      `entry ${i}: its requests, in order`,
+    );
+    assert.equal(fields.get("n"), "6");
+    assert.equal(fields.get("r"), "1,2,3", "the size of each request");
   }
-  assert.equal(await queue.depth(), 1 + 2 + 3 + 1 + 2, "the backlog counts the accepted events only");
+  assert.equal(await queue.depth(), 12, "the backlog counts the accepted events only");
+  // A request alone has an entry without sizes, as before entries were shared.
+  await redis.del(`${prefix}{events}`);
+  await queue.enqueue(request(7, 2));
+  const [only] = await redis.xrange(`${prefix}{events}`, "-", "+");
+  const names = (only?.[1] ?? []).filter((_, k) => k % 2 === 0);
+  assert.deepEqual(names, ["v", "n", "e"]);
 });
 
 test("messages that cannot be stored go to the dead-letter stream with their reason; the rest are stored", async (t) => {
@@ -160,6 +173,13 @@ test("messages that cannot be stored go to the dead-letter stream with their rea
   const row = (projectId: string, uuid: string, timestamp: number) =>
     JSON.stringify([[projectId, uuid, "Poison test", "u1", timestamp, '{"a":1}', now]]);
   const good = randomUUID();
+  const sharedGood = [randomUUID(), randomUUID()];
+  const sharedBad = randomUUID();
+  const grouped = JSON.stringify([
+    [project.id, sharedGood[0], "Poison test", "u1", now, '{"a":1}', now],
+    [project.id, sharedBad, "Poison test", "u1", 1e20, '{"a":1}', now],
+    [project.id, sharedGood[1], "Poison test", "u1", now, '{"a":1}', now],
+  ]);
   const redis = new Redis(e.redisUrl);
   t.after(() => redis.disconnect());
   const stream = `${e.prefix}{events}`;
@@ -171,36 +191,39 @@ test("messages that cannot be stored go to the dead-letter stream with their rea
     .xadd(stream, "*", "v", "1", "n", "1", "e", row("not-a-project-id", randomUUID(), now))
     .xadd(stream, "*", "v", "1", "n", "1", "e", row(project.id, randomUUID(), 1e20))
     .xadd(stream, "*", "v", "1", "n", "1", "e", "this is not JSON")
-    .incrby(`${stream}:backlog`, 4)
+    // Three requests that shared an entry, the middle one refused: only it is dead-lettered.
+    .xadd(stream, "*", "v", "1", "n", "3", "e", grouped, "r", "1,1,1")
+    .incrby(`${stream}:backlog`, 7)
     .exec();
-  await waitFor("three dead letters", async () => (await redis.xlen(`${stream}:dead`)) === 3);
+  await waitFor("four dead letters", async () => (await redis.xlen(`${stream}:dead`)) === 4);
   const dead = (await redis.xrange(`${stream}:dead`, "-", "+")).map(([, fields]) => {
     const map = new Map<string, string>();
     for (let i = 0; i < fields.length; i += 2) map.set(fields[i]!, fields[i + 1]!);
     return map;
   });
   const reasons = dead.map((fields) => fields.get("reason") ?? "");
-  assert.equal(reasons.filter((r) => r.startsWith("postgres refused")).length, 2, reasons.join("\n"));
+  assert.equal(reasons.filter((r) => r.startsWith("postgres refused")).length, 3, reasons.join("\n"));
   assert.equal(reasons.filter((r) => r.startsWith("undecodable")).length, 1, reasons.join("\n"));
   assert.ok(
     dead.every((fields) => fields.has("original_e") && fields.has("id")),
     "the original message is kept",
   );
+  const request = dead.find((fields) => fields.has("request"));
+  assert.equal(request?.get("request"), "1", "the refused request's place in its entry");
+  assert.equal(request?.get("original_n"), "1");
+  assert.equal(JSON.parse(request?.get("original_e") ?? "[]")[0][1], sharedBad, "and its events alone");
 
   await waitFor("the good event stored and the ledger counting the dead letter", async () => {
     const stats = await tidemark.request("GET", `/api/v1/project/${project.id}/stats`, {
       key: tidemark.token,
     });
-    return stats.body.stored === 1 && stats.body.rejected?.dead_letter === 1;
+    return stats.body.stored === 3 && stats.body.rejected?.dead_letter === 2;
   });
   const client = new pg.Client({ connectionString: e.databaseUrl });
   await client.connect();
   t.after(() => client.end());
   const stored = await client.query("SELECT uuid::text AS u FROM events");
-  assert.deepEqual(
-    stored.rows.map((r) => r.u),
-    [good],
-  );
+  assert.deepEqual(stored.rows.map((r) => r.u).sort(), [good, ...sharedGood].sort());
   assert.equal(await redis.xlen(stream), 0, "every message acked and removed");
   assert.equal(await redis.get(`${stream}:backlog`), "0");
 });

@@ -48,6 +48,7 @@ class OneAtATimeConsumer implements QueueConsumer {
     this.acked.push(...messages.map((m) => m.id));
   }
   async deadLetter(): Promise<void> {}
+  async deadLetterRequest(): Promise<void> {}
   async touch(): Promise<void> {}
 }
 

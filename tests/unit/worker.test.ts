@@ -51,6 +51,19 @@ class FakeConsumer implements QueueConsumer {
   async deadLetter(message: QueueMessage, reason: string): Promise<void> {
     this.dead.push({ id: message.id, reason });
   }
+  readonly deadRequests: { id: string; index: number; uuids: string[]; reason: string }[] = [];
+  async deadLetterRequest(
+    message: QueueMessage,
+    request: { index: number; events: readonly StoredEvent[] },
+    reason: string,
+  ): Promise<void> {
+    this.deadRequests.push({
+      id: message.id,
+      index: request.index,
+      uuids: request.events.map((e) => e.uuid),
+      reason,
+    });
+  }
   async touch(): Promise<void> {}
   settled(total: number): boolean {
     return this.acked.length + this.dead.length >= total;
@@ -114,6 +127,37 @@ async function run(
   await worker.close();
   assert.ok(consumer.settled(total), "every message was acked or dead-lettered");
 }
+
+test("a refused message of several requests is stored request by request: only the refused ones are dead-lettered", async () => {
+  const first = [event(), event()];
+  const refused = [event(), event("bad")];
+  const last = [event()];
+  const grouped = message("1", [...first, ...refused, ...last], { requests: [2, 2, 1] });
+  const alone = [event()];
+  const messages = [grouped, message("2", alone)];
+  const consumer = new FakeConsumer(messages);
+  const store = new FakeStore();
+  await run(consumer, store, messages.length);
+  assert.deepEqual(consumer.dead, [], "no whole message is dead-lettered");
+  assert.deepEqual(consumer.deadRequests, [
+    { id: "1", index: 1, uuids: refused.map((e) => e.uuid), reason: "a value the store cannot hold" },
+  ]);
+  assert.deepEqual(
+    consumer.acked.sort(),
+    ["1", "2"],
+    "the grouped message is acked once its requests are done",
+  );
+  assert.deepEqual(
+    store.stored.sort(),
+    [...first, ...last, ...alone].map((e) => e.uuid).sort(),
+    "the requests that shared the refused one's message are stored",
+  );
+  assert.deepEqual(
+    store.ledger,
+    [{ rejected: { dead_letter: 2 } }],
+    "the refused request's events are counted",
+  );
+});
 
 test("a message the store refuses is isolated and dead-lettered; the others of its batch are stored", async () => {
   const good = [[event(), event()], [event()], [event()], [event()]];

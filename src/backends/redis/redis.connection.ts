@@ -38,7 +38,7 @@ export class RedisConnection {
 /** The Redis keys of one Tidemark installation; the prefix lets several share a Redis. */
 export function streamKeys(prefix: string) {
   return {
-    /** The ingest stream: one entry per accepted request. */
+    /** The ingest stream: an entry per accepted request, or per requests accepted together. */
     stream: `${prefix}{events}`,
     /** Events in the stream not yet stored: the queue depth in events. */
     backlog: `${prefix}{events}:backlog`,

@@ -5,59 +5,54 @@ import { RedisCallGroup } from "./redis.call-group.js";
 import { redisReady, redisUnavailable } from "./redis.client.js";
 import { type RedisConnection, streamKeys } from "./redis.connection.js";
 import { RedisScript } from "./redis.script.js";
-import { CODEC_VERSION, encodeEvents } from "./redis.stream-codec.js";
+import { CODEC_VERSION, encodeEvents, encodeRequests } from "./redis.stream-codec.js";
 
 /**
- * Appends requests to the stream, one entry each (ARGV: the stream's bound, the group, the codec
- * version, then per request its encoded events and their number), unless the stream already holds
- * `maxlen` entries: then that request is not written and the API answers 503 (back-pressure; the
- * stream is never trimmed, a trim would drop accepted events). The consumer group is created with
- * the stream, from its first entry, so no entry added before the workers start is skipped. The
- * backlog counter holds the number of events not yet stored, for the queue-depth metric. Returns
- * per request its entry's id, or false.
+ * Appends one entry to the stream (the events of one request, or of several with their sizes in
+ * `r`), unless the stream already holds `maxlen` entries: then nothing is written and the API
+ * answers 503 (back-pressure; the stream is never trimmed, a trim would drop accepted events).
+ * The consumer group is created with the stream, from its first entry, so no entry added before
+ * the workers start is skipped. The backlog counter holds the number of events not yet stored,
+ * for the queue-depth metric.
  */
 const ENQUEUE = new RedisScript(
   `
   if redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[2], '0', 'MKSTREAM')
   end
-  local limit = tonumber(ARGV[1])
-  local length = redis.call('XLEN', KEYS[1])
-  local ids = {}
-  for i = 4, #ARGV, 2 do
-    if length >= limit then
-      ids[#ids + 1] = false
-    else
-      ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'v', ARGV[3], 'n', ARGV[i + 1], 'e', ARGV[i])
-      redis.call('INCRBY', KEYS[2], ARGV[i + 1])
-      length = length + 1
-    end
+  if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+    return false
   end
-  return ids
+  local id
+  if ARGV[6] == '' then
+    id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[3], 'n', ARGV[5], 'e', ARGV[4])
+  else
+    id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[3], 'n', ARGV[5], 'e', ARGV[4], 'r', ARGV[6])
+  end
+  redis.call('INCRBY', KEYS[2], ARGV[5])
+  return id
   `,
   2,
 );
 
-/**
- * Events appended in one script call at most, a bound on its size rather than on throughput (a
- * request with more has a call of its own).
- */
-const MAX_CALL_EVENTS = 2000;
-
 export interface RedisQueueOptions {
   prefix: string;
-  /** Entries (requests) the stream may hold before ingest answers 503. */
+  /** Entries the stream may hold before ingest answers 503. */
   maxLength: number;
+  /**
+   * Requests enqueued in the same instant share an entry of at most this many events (a larger
+   * request has one of its own), so no entry is larger than the largest request may be.
+   */
+  maxEntryEvents: number;
 }
 
 /**
- * The async pipeline's EventQueue: one XADD per request on a Redis Stream. `enqueue` resolves
- * once Redis has answered, and Redis answers a write only after it is in its append-only file
- * (appendfsync always), so a 202 survives a crash of Redis. Requests enqueued in the same
- * event-loop turn share one script call (RedisCallGroup), and Redis fsyncs once for all the
- * writes of one of its turns, so they share the cost of the fsync as a group commit would. Each
- * request keeps its own entry: the worker stores, retries and dead-letters requests, never a
- * group that happened to arrive together.
+ * The async pipeline's EventQueue: an XADD on a Redis Stream. `enqueue` resolves once Redis has
+ * answered, and Redis answers a write only after it is in its append-only file (appendfsync
+ * always), so a 202 survives a crash of Redis. Requests enqueued in the same event-loop turn share
+ * one script call and one entry (RedisCallGroup), which keeps each one's size: Redis, and the
+ * workers who read and ack entries, pay per entry, and a worker still dead-letters only the
+ * requests the store refuses, never the others that shared their entry.
  *
  * Duplicates are not known here: the worker's insert counts them in the ledger.
  */
@@ -74,7 +69,7 @@ export class RedisStreamQueue implements EventQueue {
     this.keys = streamKeys(options.prefix);
     this.appends = new RedisCallGroup(
       (requests) => this.append(requests),
-      MAX_CALL_EVENTS,
+      options.maxEntryEvents,
       (events) => events.length,
     );
   }
@@ -106,15 +101,16 @@ export class RedisStreamQueue implements EventQueue {
     return {};
   }
 
-  /** An entry for each of `requests`: whether it was appended (false: the stream was full). */
+  /** One entry for the events of `requests`: whether it was appended (false: the stream is full). */
   private async append(requests: readonly (readonly StoredEvent[])[]): Promise<boolean[]> {
-    const args: (string | number)[] = [this.options.maxLength, this.keys.group, CODEC_VERSION];
-    for (const events of requests) args.push(encodeEvents(events), events.length);
-    const ids = (await ENQUEUE.run(this.redis.client, [this.keys.stream, this.keys.backlog], args)) as (
-      | string
-      | null
-    )[];
-    return requests.map((_, i) => typeof ids[i] === "string");
+    const events = requests.length === 1 ? requests[0]! : requests.flat();
+    const sizes = requests.length === 1 ? "" : encodeRequests(requests.map((r) => r.length));
+    const id = await ENQUEUE.run(
+      this.redis.client,
+      [this.keys.stream, this.keys.backlog],
+      [this.options.maxLength, this.keys.group, CODEC_VERSION, encodeEvents(events), events.length, sizes],
+    );
+    return requests.map(() => id !== null);
   }
 
   /** Events accepted and not yet stored by a worker (waiting or being stored). */

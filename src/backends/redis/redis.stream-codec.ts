@@ -5,7 +5,7 @@ export const CODEC_VERSION = "1";
 
 type Row = [string, string, string, string, number, string, number];
 
-/** The events of one request as one compact JSON array of rows. */
+/** Events as one compact JSON array of rows. */
 export function encodeEvents(events: readonly StoredEvent[]): string {
   const rows: Row[] = events.map((e) => [
     e.projectId,
@@ -62,4 +62,20 @@ export function decodeEvents(
     });
   }
   return { events };
+}
+
+/**
+ * The `r` field of an entry holding several requests: each one's number of events, in order
+ * (`3,1,1`). Entries of one request have none, and workers that predate it read the entry whole.
+ */
+export function encodeRequests(sizes: readonly number[]): string {
+  return sizes.join(",");
+}
+
+/** The sizes of an `r` field, or a problem when they do not describe `events` events. */
+export function decodeRequests(field: string, events: number): { sizes: number[] } | { problem: string } {
+  const sizes = field.split(",").map(Number);
+  if (!sizes.every((n) => Number.isInteger(n) && n > 0) || sizes.reduce((a, b) => a + b, 0) !== events)
+    return { problem: `request sizes ${JSON.stringify(field)} do not describe its ${events} events` };
+  return { sizes };
 }

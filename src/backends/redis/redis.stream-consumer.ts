@@ -1,12 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Redis } from "ioredis";
+import type { StoredEvent } from "../../core/event.js";
 import type { Log } from "../../core/log.js";
 import type { QueueConsumer, QueueMessage } from "../../pipeline/queue-consumer.js";
 import { connectRedis, createRedisClient, redisReady } from "./redis.client.js";
 import { streamKeys } from "./redis.connection.js";
 import { RedisScript } from "./redis.script.js";
-import { decodeEvents } from "./redis.stream-codec.js";
+import { decodeEvents, decodeRequests, encodeEvents } from "./redis.stream-codec.js";
 
 /**
  * Acknowledges entries and removes them from the stream (so the stream's length is the backlog
@@ -174,9 +175,14 @@ export class RedisStreamConsumer implements QueueConsumer {
     const fields = fieldsOf(flat);
     const decoded = decodeEvents(fields.get("v"), fields.get("e"));
     const count = Number(fields.get("n") ?? 0) || 0;
-    return "events" in decoded
-      ? { id, events: decoded.events, deliveries, fields, count }
-      : { id, events: undefined, problem: decoded.problem, deliveries, fields, count };
+    if (!("events" in decoded))
+      return { id, events: undefined, problem: decoded.problem, deliveries, fields, count };
+    const requestsField = fields.get("r");
+    if (requestsField === undefined) return { id, events: decoded.events, deliveries, fields, count };
+    const requests = decodeRequests(requestsField, decoded.events.length);
+    return "sizes" in requests
+      ? { id, events: decoded.events, requests: requests.sizes, deliveries, fields, count }
+      : { id, events: undefined, problem: requests.problem, deliveries, fields, count };
   }
 
   async ack(messages: readonly QueueMessage[]): Promise<void> {
@@ -201,6 +207,35 @@ export class RedisStreamConsumer implements QueueConsumer {
     for (const [field, value] of fields) flat.push(`original_${field}`, value);
     await this.client.xadd(this.keys.dead, "*", ...flat);
     await this.ack([message]);
+  }
+
+  /** The request's own events, with the entry's id and the request's place in it. */
+  async deadLetterRequest(
+    message: QueueMessage,
+    request: { index: number; events: readonly StoredEvent[] },
+    reason: string,
+  ): Promise<void> {
+    const fields = (message as RedisMessage).fields ?? new Map<string, string>();
+    await this.client.xadd(
+      this.keys.dead,
+      "*",
+      "id",
+      message.id,
+      "request",
+      String(request.index),
+      "reason",
+      reason,
+      "consumer",
+      this.consumer,
+      "at",
+      String(Date.now()),
+      "original_v",
+      fields.get("v") ?? "",
+      "original_n",
+      String(request.events.length),
+      "original_e",
+      encodeEvents(request.events),
+    );
   }
 
   async touch(messages: readonly QueueMessage[]): Promise<void> {
