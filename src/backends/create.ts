@@ -163,7 +163,6 @@ async function createStreamFront(config: Config, hooks: PartHooks) {
   const queue = new RedisStreamQueue(redis, {
     prefix: config.redisPrefix,
     maxLength: config.redisStreamMaxLen,
-    maxEntryEvents: config.maxBatchEvents,
   });
   const rateLimiter = await createRateLimiter(config, hooks, redis);
   return { queue, rateLimiter };

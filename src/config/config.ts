@@ -228,7 +228,7 @@ const VARIABLES = {
     "TIDEMARK_REDIS_STREAM_MAXLEN",
     "1000000",
     int(1, 1000000000),
-    "async: stream length (entries of one request, or of those accepted together, at most TIDEMARK_MAX_BATCH_EVENTS events) at which ingest answers 503 (never trimmed)",
+    "async: stream length (entries of one request, or of requests accepted together, up to 50 events) at which ingest answers 503 (never trimmed)",
   ),
   workerBatch: variable(
     "TIDEMARK_WORKER_BATCH",
