@@ -345,3 +345,14 @@ export async function postgresPipelineEnv(
     TIDEMARK_REDIS_PREFIX: prefix,
   };
 }
+
+/** Counts the scripts (EVALSHA) a Redis client sends from now on. */
+export function countScripts(client: Redis): { readonly calls: number } {
+  const counter = { calls: 0 };
+  const evalsha = client.evalsha.bind(client);
+  client.evalsha = ((...args: Parameters<typeof client.evalsha>) => {
+    counter.calls++;
+    return evalsha(...args);
+  }) as typeof client.evalsha;
+  return counter;
+}

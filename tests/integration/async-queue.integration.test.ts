@@ -12,6 +12,7 @@ import type { AppError } from "../../src/core/errors.js";
 import type { StoredEvent } from "../../src/core/event.js";
 import { type RunningTidemark, startTidemark } from "../../src/roles/server.js";
 import {
+  countScripts,
   createTestDatabase,
   dropRedisPrefix,
   requirePostgres,
@@ -111,13 +112,7 @@ test("requests enqueued in the same instant share a script call and an entry tha
   const queue = new RedisStreamQueue(connection, { prefix, maxLength: 2, maxEntryEvents: 6 });
   await queue.start();
   t.after(() => queue.close());
-  let scriptCalls = 0;
-  const client = connection.client;
-  const evalsha = client.evalsha.bind(client);
-  client.evalsha = ((...args: Parameters<typeof client.evalsha>) => {
-    scriptCalls++;
-    return evalsha(...args);
-  }) as typeof client.evalsha;
+  const scripts = countScripts(connection.client);
   const request = (i: number, size: number): StoredEvent[] =>
     Array.from({ length: size }, (_, k) => ({
       projectId: randomUUID(),
@@ -132,7 +127,7 @@ test("requests enqueued in the same instant share a script call and an entry tha
   // request 6 finds the stream at its bound of 2 entries.
   const requests = Array.from({ length: 7 }, (_, i) => request(i, 1 + (i % 3)));
   const outcomes = await Promise.allSettled(requests.map((events) => queue.enqueue(events)));
-  assert.equal(scriptCalls, 3, "a script call for each entry, and one refused");
+  assert.equal(scripts.calls, 3, "a script call for each entry, and one refused");
   assert.deepEqual(
     outcomes.map((o) => (o.status === "fulfilled" ? "accepted" : (o.reason as AppError).code)),
     ["accepted", "accepted", "accepted", "accepted", "accepted", "accepted", "overloaded"],

@@ -7,6 +7,7 @@ import { RedisRateLimiter } from "../../src/backends/redis/redis.rate-limiter.js
 import { AppError } from "../../src/core/errors.js";
 import { type ChildServer, startChildServer } from "../helpers/child-server.js";
 import {
+  countScripts,
   createTestDatabase,
   dropRedisPrefix,
   ensureFreshBuild,
@@ -140,13 +141,7 @@ test("requests decided in the same instant share one script call, each decided a
   const shared = new RedisRateLimiter(connection, { prefix, failMode: "closed" });
   await shared.start();
   t.after(() => shared.close());
-  let scriptCalls = 0;
-  const client = connection.client;
-  const evalsha = client.evalsha.bind(client);
-  client.evalsha = ((...args: Parameters<typeof client.evalsha>) => {
-    scriptCalls++;
-    return evalsha(...args);
-  }) as typeof client.evalsha;
+  const scripts = countScripts(connection.client);
   const memory = new MemoryRateLimiter();
   const projects = [randomUUID(), randomUUID()];
   let now = 1_700_000_000_000;
@@ -159,9 +154,9 @@ test("requests decided in the same instant share one script call, each decided a
       limit: i % 2 === 0 ? 5 : 3,
       time: now + (i >> 1),
     }));
-    const before = scriptCalls;
+    const before = scripts.calls;
     const decisions = await Promise.all(calls.map((c) => shared.consume(c.project, c.limit, c.time)));
-    assert.equal(scriptCalls - before, 1, `burst ${burst}: one script call`);
+    assert.equal(scripts.calls - before, 1, `burst ${burst}: one script call`);
     for (const [i, c] of calls.entries()) {
       const { slot: memorySlot, ...expected } = memory.consumeSync(c.project, c.limit, c.time);
       const { slot: redisSlot, ...actual } = decisions[i]!;

@@ -193,19 +193,9 @@ export class RedisStreamConsumer implements QueueConsumer {
   }
 
   async deadLetter(message: QueueMessage, reason: string): Promise<void> {
-    const fields = (message as RedisMessage).fields ?? new Map<string, string>();
-    const flat: string[] = [
-      "id",
-      message.id,
-      "reason",
-      reason,
-      "consumer",
-      this.consumer,
-      "at",
-      String(Date.now()),
-    ];
-    for (const [field, value] of fields) flat.push(`original_${field}`, value);
-    await this.client.xadd(this.keys.dead, "*", ...flat);
+    const original: string[] = [];
+    for (const [field, value] of this.fieldsOf(message)) original.push(`original_${field}`, value);
+    await this.client.xadd(this.keys.dead, "*", ...this.deadLetterHead(message, reason), ...original);
     await this.ack([message]);
   }
 
@@ -215,27 +205,28 @@ export class RedisStreamConsumer implements QueueConsumer {
     request: { index: number; events: readonly StoredEvent[] },
     reason: string,
   ): Promise<void> {
-    const fields = (message as RedisMessage).fields ?? new Map<string, string>();
     await this.client.xadd(
       this.keys.dead,
       "*",
-      "id",
-      message.id,
+      ...this.deadLetterHead(message, reason),
       "request",
       String(request.index),
-      "reason",
-      reason,
-      "consumer",
-      this.consumer,
-      "at",
-      String(Date.now()),
       "original_v",
-      fields.get("v") ?? "",
+      this.fieldsOf(message).get("v") ?? "",
       "original_n",
       String(request.events.length),
       "original_e",
       encodeEvents(request.events),
     );
+  }
+
+  /** The fields every dead letter starts with: which entry, why, who moved it and when. */
+  private deadLetterHead(message: QueueMessage, reason: string): string[] {
+    return ["id", message.id, "reason", reason, "consumer", this.consumer, "at", String(Date.now())];
+  }
+
+  private fieldsOf(message: QueueMessage): Map<string, string> {
+    return (message as RedisMessage).fields ?? new Map<string, string>();
   }
 
   async touch(messages: readonly QueueMessage[]): Promise<void> {
