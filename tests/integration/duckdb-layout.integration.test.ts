@@ -6,9 +6,10 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { DuckDbDatabase } from "../../src/backends/embedded/duckdb.database.js";
+import { DAY_MS } from "../../src/backends/embedded/duckdb.day-order.js";
 import { DuckDbEventStore } from "../../src/backends/embedded/duckdb.event-store.js";
 import type { KeyFilterOptions } from "../../src/backends/embedded/duckdb.key-filter.js";
-import { LATE_MS } from "../../src/backends/embedded/duckdb.schema.js";
+import { LATE_MS, SCHEMA_VERSION } from "../../src/backends/embedded/duckdb.schema.js";
 import { CHUNK_BITS, USER_DAYS_ROLLUP } from "../../src/backends/embedded/duckdb.user-days.js";
 import type { StoredEvent } from "../../src/core/event.js";
 import { parseQuerySpec } from "../../src/query/spec.js";
@@ -71,7 +72,12 @@ const plainEvents = (projectId: string, n: number): StoredEvent[] =>
 async function withStore(
   work: (store: DuckDbEventStore, db: DuckDbDatabase, dataDir: string) => Promise<void>,
   prepare?: (dataDir: string) => Promise<void>,
-  options: { bitstringMargin?: number; keyFilter?: KeyFilterOptions; propertyFillSliceEvents?: number } = {},
+  options: {
+    bitstringMargin?: number;
+    keyFilter?: KeyFilterOptions;
+    propertyFillSliceEvents?: number;
+    sortedDayMinEvents?: number;
+  } = {},
 ): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
   try {
@@ -141,7 +147,8 @@ test("late events are kept apart, and every answer is the same, from the JSON an
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
   const open = async () => {
     const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
-    const store = new DuckDbEventStore(db);
+    // Final days sorted by event as well: the answers must not depend on the rows' order.
+    const store = new DuckDbEventStore(db, { sortedDayMinEvents: 2 });
     await store.start();
     return { db, store };
   };
@@ -203,6 +210,86 @@ test("late events are kept apart, and every answer is the same, from the JSON an
   }
 });
 
+test("days no in-order event can reach are sorted by event, once, and every answer stays the same", async () => {
+  const data = makeDataset(33);
+  const projectId = randomUUID();
+  // Arrival order within each day: the dataset's events shuffled, then sent a day at a time.
+  const byDay = new Map<number, DataEvent[]>();
+  for (const e of data) {
+    const day = Math.floor(e.timestamp / DAY_MS) * DAY_MS;
+    byDay.set(day, [...(byDay.get(day) ?? []), e]);
+  }
+  const days = [...byDay.keys()].sort((a, b) => a - b);
+  assert.ok(days.length >= 4, `the dataset spans ${days.length} days`);
+  const newest = Math.max(...data.map((e) => e.timestamp));
+  const sealed = Math.floor((newest - LATE_MS) / DAY_MS) * DAY_MS;
+  /** Per day, the (event, time) of its in-order rows as stored, and the uuids in that order. */
+  const layout = async (db: DuckDbDatabase) => {
+    const stored = (await rows(
+      db,
+      `SELECT epoch_ms(timestamp), event, CAST(uuid AS VARCHAR) FROM events_in_order
+       WHERE project_id = '${projectId}' ORDER BY rowid`,
+    )) as [bigint, string, string][];
+    const perDay = new Map<number, [number, string][]>();
+    for (const [time, event] of stored) {
+      const day = Math.floor(Number(time) / DAY_MS) * DAY_MS;
+      perDay.set(day, [...(perDay.get(day) ?? []), [Number(time), event]]);
+    }
+    return { perDay, uuids: stored.map(([, , uuid]) => uuid) };
+  };
+  const isSorted = (rowsOfDay: [number, string][]) =>
+    rowsOfDay.every(
+      ([time, event], i) =>
+        i === 0 ||
+        event > rowsOfDay[i - 1]![1] ||
+        (event === rowsOfDay[i - 1]![1] && time >= rowsOfDay[i - 1]![0]),
+    );
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-days-"));
+  const open = async () => {
+    const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+    const store = new DuckDbEventStore(db, { sortedDayMinEvents: 2 });
+    await store.start();
+    return { db, store };
+  };
+  try {
+    let { db, store } = await open();
+    for (const day of days) {
+      const shuffled = [...byDay.get(day)!].sort((a, b) => (a.uuid < b.uuid ? -1 : 1));
+      await store.insert(shuffled.map((e) => stored(projectId, e)));
+    }
+    await store.daysSortedSettled();
+    const { perDay, uuids } = await layout(db);
+    const sortedDays = [...perDay].filter(([day, r]) => day < sealed && r.length >= 2);
+    assert.ok(sortedDays.length >= 2, "days to sort");
+    for (const [day, rowsOfDay] of sortedDays)
+      assert.ok(isSorted(rowsOfDay), `${new Date(day).toISOString()} is sorted by event, then time`);
+    const arrived = [...perDay].filter(([day, r]) => day >= sealed && r.length >= 2 && !isSorted(r));
+    assert.ok(arrived.length >= 1, "a day that can still take in-order events is left as it arrived");
+    assert.deepEqual(
+      await row(db, `SELECT epoch_ms(until) FROM sorted_until WHERE project_id = '${projectId}'`),
+      [BigInt(sealed)],
+    );
+    assert.equal(uuids.length, new Set(uuids).size, "no event twice");
+    assert.equal(
+      Number((await row(db, `SELECT count(*) FROM events WHERE project_id = '${projectId}'`))[0]),
+      data.length,
+      "none lost",
+    );
+    await assertConformance(store, projectId, data);
+    // A restart sorts nothing again.
+    await store.close();
+    ({ db, store } = await open());
+    await store.daysSortedSettled();
+    assert.deepEqual((await layout(db)).uuids, uuids, "the sorted days are left as they are");
+    await assertConformance(store, projectId, data);
+    await store.deleteProject(projectId);
+    assert.deepEqual(await rows(db, `SELECT * FROM sorted_until WHERE project_id = '${projectId}'`), []);
+    await store.close();
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
 test("distinct counts stay exact when users outrun the uid range the bitstring count was given", async () => {
   const data = makeDataset(3);
   const projectId = randomUUID();
@@ -247,6 +334,7 @@ for (const [slices, sliceEvents] of [
           );
         await Promise.all(racing);
         await store.propertyColumnsSettled();
+        await store.daysSortedSettled();
         const [unfilled] = await row(
           db,
           `SELECT count(*) FROM events e JOIN property_columns c ON c.project_id = e.project_id AND c.name = 'plan'
@@ -262,7 +350,8 @@ for (const [slices, sliceEvents] of [
         assert.equal(otherFilled, 0n, "a project's columns are its own");
       },
       undefined,
-      { propertyFillSliceEvents: sliceEvents },
+      // Days sorted by event as they become final, racing the fill and the commits too.
+      { propertyFillSliceEvents: sliceEvents, sortedDayMinEvents: 2 },
     );
   });
 
@@ -322,7 +411,7 @@ test("a store written by version 1 is migrated forward on start and answers as b
   const projectId = randomUUID();
   await withStore(
     async (store, db) => {
-      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[4]]);
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
       const [missing] = await row(db, "SELECT count(*) FROM events WHERE uid IS NULL");
       assert.equal(missing, 0n, "every stored event has its uid");
       await assertConformance(store, projectId, data);
@@ -377,7 +466,7 @@ test("a store written by version 2 loses its key index, keeps its property colum
   const projectId = randomUUID();
   await withStore(
     async (store, db) => {
-      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[4]]);
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
       const [keys] = await row(
         db,
         "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'events_in_order' AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
@@ -446,7 +535,7 @@ test("a store written by version 3 gains its daily users and answers as before",
   const projects = [randomUUID(), randomUUID()];
   await withStore(
     async (store, db) => {
-      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[4]]);
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
       const [bitmaps] = await row(db, "SELECT count(*) FROM user_days");
       assert.ok(Number(bitmaps) > 0, "the daily users are filled from the events");
       await rollupsMatch(db);

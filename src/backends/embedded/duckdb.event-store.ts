@@ -15,6 +15,7 @@ import { propertiesReadBy, type QueryResult, type QuerySpec } from "../../query/
 import { SqlQueryBuilder, type UserStrategies } from "../../query/sql-builder.js";
 import { type RunSql, SqlQueryRunner, sqlIdentitySource } from "../../query/sql-runner.js";
 import type { DuckDbDatabase } from "./duckdb.database.js";
+import { DayOrder } from "./duckdb.day-order.js";
 import { duckDbDialect } from "./duckdb.dialect.js";
 import { DistinctIdDictionary, INSERT_DISTINCT_IDS } from "./duckdb.distinct-ids.js";
 import { KEY_HASH_HALVES, KeyFilter, type KeyFilterOptions, type KeyHash } from "./duckdb.key-filter.js";
@@ -183,6 +184,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   /** The key filter was loaded at start, so a stop may save it. */
   private keysLoaded = false;
   private readonly userDays: UserDays;
+  private readonly dayOrder: DayOrder;
   /**
    * Per project, the newest time of its in-order events (each counted up to LATE_MS past its
    * arrival): events more than LATE_MS older go to `events_late` (duckdb.schema.ts). Read from the
@@ -210,6 +212,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       userDaysFoldRows?: number;
       /** Events a property column's fill writes in one transaction (tests make it small). */
       propertyFillSliceEvents?: number;
+      /** In-order events a day needs to be sorted by event (duckdb.day-order.ts; tests make it small). */
+      sortedDayMinEvents?: number;
     } = {},
   ) {
     this.keys = new KeyFilter(options.keyFilter);
@@ -217,6 +221,11 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     this.bitstringMargin = options.bitstringMargin ?? BITSTRING_MARGIN;
     this.compactEvery = options.compactEvery ?? 10_000;
     this.log = options.log;
+    this.dayOrder = new DayOrder({
+      transaction: (work) => this.db.transaction(work),
+      log: this.log,
+      minEvents: options.sortedDayMinEvents,
+    });
     this.run = async ({ sql, params }) => {
       const reader = await this.db.readConnection().runAndReadAll(sql, params as DuckDBValue[]);
       return reader.getRowObjects() as Record<string, unknown>[];
@@ -248,6 +257,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       commitsUnderWay: () => Promise.all([...this.commitsUnderWay]).then(() => undefined),
       // The one writer held, no commit runs: DuckDB refuses to alter a table others write.
       withoutCommits: (work) => this.withWriter(() => work()),
+      serialWrites: (work) => this.db.write(() => work()),
       fillSliceEvents: options.propertyFillSliceEvents,
       log: this.log,
     });
@@ -282,6 +292,9 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       insertUserDays: await connection.prepare(INSERT_USER_DAYS),
     };
     this.keysLoaded = true;
+    // Days that became final while the store was closed, or before it sorted days.
+    this.dayOrder.open(this.db.readConnection());
+    for (const [projectId, frontier] of this.frontiers) this.dayOrder.advanced(projectId, frontier);
   }
 
   private async withWriter<T>(work: (writer: EventWriter) => Promise<T>): Promise<T> {
@@ -325,6 +338,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   async close(): Promise<void> {
     await this.userDays.settled();
     await this.properties.close();
+    await this.dayOrder.close();
     if (this.keysLoaded) {
       this.keysLoaded = false;
       // With the writer held, no commit is under way: the filter holds what the table holds.
@@ -556,12 +570,17 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    * past its arrival: a client whose clock runs years ahead must not make every later event late.
    */
   private advanceFrontiers(events: Iterable<StoredEvent>): void {
+    const moved = new Set<string>();
     for (const e of events) {
       if (this.isLate(e)) continue;
       const reach = Math.min(e.timestamp, e.receivedAt + LATE_MS);
       const frontier = this.frontiers.get(e.projectId);
-      if (frontier === undefined || reach > frontier) this.frontiers.set(e.projectId, reach);
+      if (frontier === undefined || reach > frontier) {
+        this.frontiers.set(e.projectId, reach);
+        moved.add(e.projectId);
+      }
     }
+    for (const projectId of moved) this.dayOrder.advanced(projectId, this.frontiers.get(projectId)!);
   }
 
   /**
@@ -614,6 +633,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         "user_days_pending",
         "distinct_ids",
         "property_columns",
+        "sorted_until",
       ])
         await connection.run(`DELETE FROM ${table} WHERE project_id = CAST($1 AS UUID)`, [projectId]);
     });
@@ -621,6 +641,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     this.properties.forgetProject(projectId);
     this.keys.forgetProject(projectId);
     this.frontiers.delete(projectId);
+    this.dayOrder.forgetProject(projectId);
     this.identity.forget(projectId);
     this.unkeyed.delete(projectId);
     const version = this.identityVersions.get(projectId);
@@ -708,6 +729,11 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   }
 
   /** Resolves when every property column requested so far is filled (or its fill failed). */
+  /** Resolves when every sort of days by event scheduled so far has ended. */
+  daysSortedSettled(): Promise<void> {
+    return this.dayOrder.settled();
+  }
+
   propertyColumnsSettled(): Promise<void> {
     return this.properties.settled();
   }

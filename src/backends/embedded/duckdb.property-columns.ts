@@ -44,6 +44,7 @@ export class PropertyColumnRegistry {
   private readonly log?: Log;
   private readonly commitsUnderWay: () => Promise<void>;
   private readonly withoutCommits: (work: () => Promise<void>) => Promise<void>;
+  private readonly serialWrites: (work: () => Promise<void>) => Promise<void>;
   private readonly fillSliceEvents: number;
 
   constructor(options: {
@@ -51,12 +52,18 @@ export class PropertyColumnRegistry {
     commitsUnderWay: () => Promise<void>;
     /** Runs work while no commit runs (adding a column alters the table commits write). */
     withoutCommits: (work: () => Promise<void>) => Promise<void>;
+    /**
+     * Runs `work` in turn with the store's other writers of stored rows (duckdb.day-order.ts):
+     * an UPDATE of rows another transaction moves would fail on the conflict.
+     */
+    serialWrites?: (work: () => Promise<void>) => Promise<void>;
     /** Events a fill writes in one transaction (FILL_SLICE_EVENTS by default). */
     fillSliceEvents?: number;
     log?: Log;
   }) {
     this.commitsUnderWay = options.commitsUnderWay;
     this.withoutCommits = options.withoutCommits;
+    this.serialWrites = options.serialWrites ?? ((work) => work());
     this.fillSliceEvents = options.fillSliceEvents ?? FILL_SLICE_EVENTS;
     this.log = options.log;
   }
@@ -166,22 +173,24 @@ export class PropertyColumnRegistry {
     const slot: Slot = { name, slot: slots.length, ready: false };
     if (slot.slot >= this.columnsPresent) {
       const { text, number } = slotColumns(slot.slot);
-      await this.withoutCommits(async () => {
-        const connection = this.connectionOrThrow();
-        // One transaction: a reader of the view `events` must never see one table with the
-        // columns and the other without.
-        await connection.run("BEGIN TRANSACTION");
-        try {
-          for (const table of EVENT_TABLES) {
-            await connection.run(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${text} VARCHAR`);
-            await connection.run(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${number} DOUBLE`);
+      await this.withoutCommits(() =>
+        this.serialWrites(async () => {
+          const connection = this.connectionOrThrow();
+          // One transaction: a reader of the view `events` must never see one table with the
+          // columns and the other without.
+          await connection.run("BEGIN TRANSACTION");
+          try {
+            for (const table of EVENT_TABLES) {
+              await connection.run(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${text} VARCHAR`);
+              await connection.run(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${number} DOUBLE`);
+            }
+            await connection.run("COMMIT");
+          } catch (error) {
+            await connection.run("ROLLBACK").catch(() => undefined);
+            throw error;
           }
-          await connection.run("COMMIT");
-        } catch (error) {
-          await connection.run("ROLLBACK").catch(() => undefined);
-          throw error;
-        }
-      });
+        }),
+      );
       this.columnsPresent = slot.slot + 1;
     }
     await this.connectionOrThrow().run(
@@ -214,14 +223,16 @@ export class PropertyColumnRegistry {
           i > 0 ? `timestamp >= epoch_ms(${bounds[i - 1]})` : "",
           i < bounds.length ? `timestamp < epoch_ms(${bounds[i]})` : "",
         ].filter((condition) => condition !== "");
-        const reader = await connection.runAndReadAll(
-          `UPDATE ${table} SET ${text} = json_extract_string(properties, $2),
-             ${number} = CASE WHEN json_type(properties, $2) IN ${NUMBER_TYPES} THEN CAST(json_extract_string(properties, $2) AS DOUBLE) END
-           WHERE ${["project_id = CAST($1 AS UUID)", ...time].join(" AND ")}`,
-          [projectId, jsonPointer(slot.name)],
-        );
-        const [[updated = 0n] = []] = reader.getRowsJS() as [bigint][];
-        rows += Number(updated);
+        await this.serialWrites(async () => {
+          const reader = await connection.runAndReadAll(
+            `UPDATE ${table} SET ${text} = json_extract_string(properties, $2),
+               ${number} = CASE WHEN json_type(properties, $2) IN ${NUMBER_TYPES} THEN CAST(json_extract_string(properties, $2) AS DOUBLE) END
+             WHERE ${["project_id = CAST($1 AS UUID)", ...time].join(" AND ")}`,
+            [projectId, jsonPointer(slot.name)],
+          );
+          const [[updated = 0n] = []] = reader.getRowsJS() as [bigint][];
+          rows += Number(updated);
+        });
       }
     }
     await connection.run(

@@ -13,7 +13,7 @@ export const PROPERTY_SLOTS = 16;
 export const slotColumns = (slot: number) => ({ text: `p${slot}_text`, number: `p${slot}_num` });
 
 /** The newest schema version; a store at an older one is migrated forward when it opens. */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 
 /**
  * The tables events are written to (schema 4): those within LATE_MS of their project's newest
@@ -209,6 +209,24 @@ async function migrateToV4(connection: DuckDBConnection, progress: MigrationProg
   progress("store migrated to schema 4", { events, took_ms: Math.round(performance.now() - started) });
 }
 
+/**
+ * Version 5: where each project's days of in-order events sorted by event end
+ * (duckdb.day-order.ts): every day before `until` is sorted, or too small to gain from it.
+ */
+const SORTED_UNTIL = `CREATE TABLE sorted_until (
+  project_id UUID PRIMARY KEY,
+  until TIMESTAMP NOT NULL
+)`;
+
+/**
+ * From version 4: adds `sorted_until`, empty. The stored days are sorted in the background after
+ * the store opens, as days that become final are.
+ */
+async function migrateToV5(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
+  progress("migrating the store to schema 5 (days sorted by event)", {});
+  await connection.run(SORTED_UNTIL);
+}
+
 /** A table's column definitions, as CREATE TABLE takes them (names, types, NOT NULL). */
 async function columnDefinitions(connection: DuckDBConnection, table: string): Promise<string> {
   const reader = await connection.runAndReadAll(
@@ -228,6 +246,7 @@ const MIGRATIONS: {
   { version: 2, up: migrateToV2 },
   { version: 3, up: migrateToV3 },
   { version: 4, up: migrateToV4 },
+  { version: 5, up: migrateToV5 },
 ];
 
 /**
@@ -248,6 +267,7 @@ export async function migrate(connection: DuckDBConnection, progress: MigrationP
     await connection.run(V2_TABLES);
     await connection.run(EVENT_COUNTS);
     await connection.run(USER_DAYS_TABLES);
+    await connection.run(SORTED_UNTIL);
     for (let version = 1; version <= SCHEMA_VERSION; version++)
       await connection.run(`INSERT OR IGNORE INTO schema_migrations VALUES (${version}, now())`);
     await connection.run("COMMIT");
