@@ -214,6 +214,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       propertyFillSliceEvents?: number;
       /** In-order events a day needs to be sorted by event (duckdb.day-order.ts; tests make it small). */
       sortedDayMinEvents?: number;
+      /** Events sorted in one transaction at most (duckdb.day-order.ts; tests make it small). */
+      sortedDayMaxEvents?: number;
     } = {},
   ) {
     this.keys = new KeyFilter(options.keyFilter);
@@ -225,6 +227,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       transaction: (work) => this.db.transaction(work),
       log: this.log,
       minEvents: options.sortedDayMinEvents,
+      maxEvents: options.sortedDayMaxEvents,
     });
     this.run = async ({ sql, params }) => {
       const reader = await this.db.readConnection().runAndReadAll(sql, params as DuckDBValue[]);
