@@ -101,7 +101,9 @@ export class DayOrder {
       [projectId, sealed],
     );
     const minEvents = this.options.minEvents ?? MIN_SORTED_DAY_EVENTS;
-    const days = (reader.getRowsJS() as [bigint, bigint][])
+    const listed = reader.getRowsJS() as [bigint, bigint][];
+    if (listed.length === 0) return;
+    const days = listed
       .map(([day, events]) => ({ day: Number(day), events: Number(events) }))
       .filter(({ events }) => events >= minEvents);
     if (days.length > 0)
@@ -147,7 +149,10 @@ export class DayOrder {
       );
   }
 
-  /** Only forward. */
+  /**
+   * Only forward. A project deleted while its days were being sorted may keep its row: one row,
+   * under an id no project takes again.
+   */
   private async saveWatermark(writer: DuckDBConnection, projectId: string, until: number): Promise<void> {
     await writer.run(
       `INSERT INTO sorted_until VALUES (CAST($1 AS UUID), epoch_ms($2))
