@@ -497,8 +497,8 @@ install_kafka() {
 # (such as an archive made for other jars, which the JVM then ignores) go to stderr, so the
 # tools' stdout stays theirs.
 # Off unless TIDEMARK_KAFKA_CDS=1: when several JVMs start at once (the tests start private
-# brokers while tools run), one may adopt an archive another is still writing, and a storage
-# format failed in a CI run, most likely that way; a few seconds of start-up are not worth it.
+# brokers while tools run), one may adopt an archive another is still writing; a few seconds of
+# start-up are not worth that risk.
 # Sets CDS to the JVM options.
 cds_flags() {
   local archive="$KAFKA_LIBS/$1.jsa" pending
@@ -587,12 +587,17 @@ start_kafka() {
   t0=$(now_ms)
   write_kafka_config
   if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
-    # A cluster id is 16 random bytes in URL-safe base64 without padding (22 characters).
-    local cluster_id
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    # A cluster id is 16 random bytes in URL-safe base64 without padding (22 characters). One in
+    # 64 starts with '-', which the tool reads as an option ("argument --cluster-id/-t: expected
+    # one argument"), so such an id is drawn again. A CI run formats several brokers, and some
+    # had failed at this step.
+    local cluster_id=-
+    while [ "${cluster_id:0:1}" = - ]; do
+      cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
     # No --standalone: it is refused when controller.quorum.voters is set (a static quorum).
     kafka_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_CONF" >"$LOG_DIR/kafka-format.log" 2>&1 ||
-      die "formatting Kafka's storage failed; see $LOG_DIR/kafka-format.log"
+      die "formatting Kafka's storage failed ($(tail -n 2 "$LOG_DIR/kafka-format.log" | tr '\n' ' ')); see $LOG_DIR/kafka-format.log"
     [ -f "$KAFKA_DATA/meta.properties" ] || die "Kafka's storage format wrote no meta.properties; see $LOG_DIR/kafka-format.log"
     log "kafka: formatted storage in $KAFKA_DATA (cluster $cluster_id)"
   fi
