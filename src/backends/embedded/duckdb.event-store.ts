@@ -731,12 +731,12 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     return this.userDays.settled();
   }
 
-  /** Resolves when every property column requested so far is filled (or its fill failed). */
   /** Resolves when every sort of days by event scheduled so far has ended. */
   daysSortedSettled(): Promise<void> {
     return this.dayOrder.settled();
   }
 
+  /** Resolves when every property column requested so far is filled (or its fill failed). */
   propertyColumnsSettled(): Promise<void> {
     return this.properties.settled();
   }
