@@ -587,6 +587,47 @@ test("a store written by version 3 gains its daily users and answers as before",
   );
 });
 
+test("a store written by version 4 gains its watermarks, sorts its final days and answers as before", async () => {
+  const data = makeDataset(19);
+  const projectId = randomUUID();
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-v4-"));
+  try {
+    // Version 4's store is version 5's without `sorted_until`: written by this build with no day
+    // sorted (the default bound is above the dataset's days), then taken back to version 4.
+    const db4 = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+    const writer = new DuckDbEventStore(db4);
+    await writer.start();
+    for (let i = 0; i < data.length; i += 100)
+      await writer.insert(data.slice(i, i + 100).map((e) => stored(projectId, e)));
+    await writer.close();
+    const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+    const connection = await instance.connect();
+    await connection.run("DROP TABLE sorted_until");
+    await connection.run("DELETE FROM schema_migrations WHERE version = 5");
+    connection.closeSync();
+    instance.closeSync();
+
+    const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+    const store = new DuckDbEventStore(db, { sortedDayMinEvents: 2 });
+    await store.start();
+    try {
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
+      await store.daysSortedSettled();
+      const newest = Math.max(...data.map((e) => e.timestamp));
+      const sealed = Math.floor((newest - LATE_MS) / DAY_MS) * DAY_MS;
+      assert.deepEqual(
+        await row(db, `SELECT epoch_ms(until) FROM sorted_until WHERE project_id = '${projectId}'`),
+        [BigInt(sealed)],
+      );
+      await assertConformance(store, projectId, data);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
 test("a retried event is stored once, across restarts and whether or not the key filter errs", async () => {
   // bitsPerKey 1: the filter says "may hold" of most new keys, so the table is asked about them.
   for (const keyFilter of [{}, { bitsPerKey: 1, grownBitsPerKey: 1, minCapacity: 16 }]) {
