@@ -25,6 +25,13 @@ export interface SqlStatement {
    * tables, which 18.16 has where it has no query parameters), read in the SQL by `name`.
    */
   tables?: ExternalTable[];
+  /**
+   * The statement groups the project's `event` events in [fromMs, toMs) by user, read from the
+   * first of the dialect's event tables alone (a funnel's first step, SqlQueryBuilder.firstByUser).
+   * DuckDB groups them faster in a perfect hash table when they outnumber the user keys
+   * (duckdb.event-store.ts); other engines ignore it.
+   */
+  userGroups?: { projectId: string; event: string; fromMs: number; toMs: number };
 }
 
 /** A table that travels with a query: its name, its columns (`name Type, ...`) and its rows. */
@@ -424,23 +431,27 @@ export class SqlQueryBuilder {
     const cte = this.peopleCte(params, people);
     const source = this.source(people, "e.");
     const ctes: string[] = cte === "" ? [] : [cte];
+    let userGroups: SqlStatement["userGroups"];
     q.steps.forEach((step, i) => {
       const where = this.where(params, projectId, { ...q, event: step }, source);
       if (i === 0) {
+        // Each user's first event of the step, and the end of its window, computed once.
+        const first = this.firstByUser(where, source);
+        if (first.perTable) userGroups = { projectId, event: step, fromMs: q.fromMs, toMs: q.toMs };
         ctes.push(
-          `s0 AS MATERIALIZED (SELECT ${as(source.user, user)}, min(e.timestamp) AS t0, min(e.timestamp) AS t FROM ${source.from} WHERE ${where} GROUP BY ${source.user})`,
+          `s0 AS MATERIALIZED (SELECT ${user}, t, ${d.addSeconds("t", window)} AS ends_at FROM (${first.sql}) f)`,
         );
         return;
       }
       // Same name as the previous step: the next occurrence must be strictly later.
       const after = step === q.steps[i - 1] ? ">" : ">=";
-      const within = `e.timestamp ${after} p.t AND e.timestamp <= ${d.addSeconds("p.t0", window)}`;
+      const within = `e.timestamp ${after} p.t AND e.timestamp <= p.ends_at`;
       const previous = `s${i - 1}`;
       if (!source.joined) {
         ctes.push(
-          `s${i} AS MATERIALIZED (SELECT p.${user}, p.t0, min(e.timestamp) AS t FROM ${previous} p JOIN events e
+          `s${i} AS MATERIALIZED (SELECT p.${user}, p.ends_at, min(e.timestamp) AS t FROM ${previous} p JOIN events e
             ON e.${user} = p.${user} AND ${within}
-            WHERE ${where} GROUP BY p.${user}, p.t0)`,
+            WHERE ${where} GROUP BY p.${user}, p.ends_at)`,
         );
         return;
       }
@@ -452,17 +463,47 @@ export class SqlQueryBuilder {
         ? `(SELECT person, id FROM people WHERE id <> person UNION ALL SELECT ${user}, ${user} FROM ${previous}) x`
         : undefined;
       ctes.push(
-        `s${i} AS MATERIALIZED (SELECT p.${user}, p.t0, min(e.timestamp) AS t FROM ${previous} p
+        `s${i} AS MATERIALIZED (SELECT p.${user}, p.ends_at, min(e.timestamp) AS t FROM ${previous} p
           ${ids ? `JOIN ${ids} ON x.person = p.${user} JOIN events e ON e.${user} = x.id` : `JOIN events e ON e.${user} = p.${user}`}
             AND ${within}
           LEFT JOIN people m ON m.id = e.${user}
-          WHERE ${where} GROUP BY p.${user}, p.t0)`,
+          WHERE ${where} GROUP BY p.${user}, p.ends_at)`,
       );
     });
     // Each step is read by the next and by its count: materialized, it runs once (DuckDB inlined it,
     // 10M events: 173 -> 151 ms; Postgres materializes such a CTE by itself).
     const counts = q.steps.map((_, i) => `(SELECT count(*) FROM s${i}) AS c${i}`).join(", ");
-    return params.statement(`WITH ${ctes.join(",\n")} SELECT ${counts}`);
+    const statement = params.statement(`WITH ${ctes.join(",\n")} SELECT ${counts}`);
+    return userGroups ? { ...statement, userGroups } : statement;
+  }
+
+  /**
+   * Rows (user column, t): each user's first event matching `where` (written for alias `e`).
+   *
+   * Where the engine keeps events in several tables (DuckDB: in order and late), the first holds
+   * nearly all of them: it is grouped on its own, below the union, where its user column keeps its
+   * statistics, and the few users of the others are joined to it. DuckDB can then group by a perfect
+   * hash table, an array indexed by the user key, when its connection allows one as wide as the keys
+   * (SqlStatement.userGroups). 10M events, a funnel's first step of 1M events over 100K users:
+   * 41-46 ms through the union view, 23-24 ms this way at a threshold of 18 bits, in process. The
+   * join rather than a second grouping of the union: 5 ms less (84.6 -> 79.0 ms, whole funnel).
+   */
+  private firstByUser(where: string, source: Source): { sql: string; perTable: boolean } {
+    const user = this.dialect.userColumn;
+    const [main, ...others] = this.dialect.eventTables ?? [];
+    const first = (from: string) =>
+      `SELECT ${user}, min(timestamp) AS t FROM ${from} WHERE ${where} GROUP BY ${user}`;
+    if (main === undefined || others.length === 0 || source.joined)
+      return {
+        sql: `SELECT ${as(source.user, user)}, min(e.timestamp) AS t FROM ${source.from} WHERE ${where} GROUP BY ${source.user}`,
+        perTable: false,
+      };
+    const rest = others.map((table) => `SELECT * FROM ${table}`).join(" UNION ALL ");
+    return {
+      sql: `SELECT coalesce(m.${user}, o.${user}) AS ${user}, least(m.t, o.t) AS t
+        FROM (${first(`${main} e`)}) m FULL JOIN (${first(others.length === 1 ? `${others[0]} e` : `(${rest}) e`)}) o ON o.${user} = m.${user}`,
+      perTable: true,
+    };
   }
 
   /**

@@ -43,7 +43,8 @@ export interface SqlDialect {
   peopleRelation(ref: string): string;
   /**
    * The tables whose union `events` is, when the engine keeps events in several (DuckDB keeps
-   * late events apart): a page of newest events is read from each and the pages merged.
+   * late events apart), the first holding nearly all of them: a page of newest events is read
+   * from each and the pages merged, and a funnel's first step groups the first on its own.
    */
   eventTables?: readonly string[];
 }

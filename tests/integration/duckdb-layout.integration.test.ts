@@ -4,15 +4,17 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileS
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { DuckDBInstance } from "@duckdb/node-api";
+import { type DuckDBConnection, DuckDBInstance, type DuckDBValue } from "@duckdb/node-api";
 import { DuckDbDatabase } from "../../src/backends/embedded/duckdb.database.js";
 import { DAY_MS } from "../../src/backends/embedded/duckdb.day-order.js";
+import { duckDbDialect } from "../../src/backends/embedded/duckdb.dialect.js";
 import { DuckDbEventStore } from "../../src/backends/embedded/duckdb.event-store.js";
 import type { KeyFilterOptions } from "../../src/backends/embedded/duckdb.key-filter.js";
 import { LATE_MS, SCHEMA_VERSION } from "../../src/backends/embedded/duckdb.schema.js";
 import { CHUNK_BITS, USER_DAYS_ROLLUP } from "../../src/backends/embedded/duckdb.user-days.js";
 import type { StoredEvent } from "../../src/core/event.js";
-import { parseQuerySpec } from "../../src/query/spec.js";
+import { type FunnelQuery, parseQuerySpec } from "../../src/query/spec.js";
+import { SqlQueryBuilder } from "../../src/query/sql-builder.js";
 import { type DataEvent, makeDataset } from "../conformance/dataset.js";
 import { checkEventsQueries, queryCases } from "../conformance/query-cases.js";
 
@@ -289,6 +291,91 @@ test("days no in-order event can reach are sorted by event, once, and every answ
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
+});
+
+test("a funnel's first step is grouped by a perfect hash table when its events outnumber the users, and only then", async () => {
+  await withStore(async (store, db) => {
+    // More users than DuckDB's default perfect hash table holds (2^12 keys): only the connection
+    // that allows wider ones may use one.
+    const users = 5_000;
+    const projectId = randomUUID();
+    const start = Date.UTC(2026, 0, 1);
+    const events: StoredEvent[] = [];
+    for (let u = 0; u < users; u++) {
+      const at = start + u * 60_000;
+      const event = (name: string, timestamp: number): StoredEvent => ({
+        projectId,
+        uuid: randomUUID(),
+        event: name,
+        distinctId: `user_${u}`,
+        timestamp,
+        properties: "{}",
+        receivedAt: timestamp,
+      });
+      events.push(event("View", at), event("View", at + 1_000));
+      if (u % 3 === 0) events.push(event("Buy", at + 2_000));
+    }
+    for (let i = 0; i < events.length; i += 2_000) await store.insert(events.slice(i, i + 2_000));
+    const funnel = (to: string) =>
+      parseQuerySpec({ kind: "funnel", steps: ["View", "Buy"], window_seconds: 60, from: "2026-01-01", to });
+    const wide = db.userGroupsConnection.bind(db);
+    let wideUses = 0;
+    db.userGroupsConnection = () => {
+      wideUses++;
+      return wide();
+    };
+    const all = (await store.query(projectId, funnel("2026-02-01"))) as { steps: { count: number }[] };
+    assert.deepEqual(
+      all.steps.map((step) => step.count),
+      [users, Math.ceil(users / 3)],
+    );
+    assert.equal(wideUses, 1, "10,000 first-step events and 5,000 users: the perfect hash table");
+    // One hour: 120 first-step events, fewer than the users; the ordinary hash table is cheaper.
+    const hour = (await store.query(projectId, funnel("2026-01-01T01:00:00Z"))) as {
+      steps: { count: number }[];
+    };
+    assert.deepEqual(
+      hour.steps.map((step) => step.count),
+      [60, 20],
+    );
+    assert.equal(wideUses, 1);
+    // What DuckDB does with the statement: the in-order table grouped by a perfect hash table on
+    // that connection only.
+    const statement = new SqlQueryBuilder(duckDbDialect).funnel(
+      projectId,
+      funnel("2026-02-01") as FunnelQuery,
+    );
+    const inOrderGrouping = async (connection: DuckDBConnection) => {
+      const explained = await connection.runAndReadAll(
+        `EXPLAIN (FORMAT json) ${statement.sql}`,
+        statement.params as DuckDBValue[],
+      );
+      const [[, json = ""] = []] = explained.getRowsJS() as [string, string][];
+      interface PlanNode {
+        name: string;
+        children: PlanNode[];
+        extra_info: { Table?: string };
+      }
+      const scans = (node: PlanNode): string[] => [
+        ...(node.extra_info.Table ? [node.extra_info.Table] : []),
+        ...node.children.flatMap(scans),
+      ];
+      const found: string[] = [];
+      const walk = (node: PlanNode) => {
+        if (
+          node.name.endsWith("HASH_GROUP_BY") &&
+          scans(node).some((table) => table.endsWith(".events_in_order"))
+        )
+          found.push(node.name);
+        node.children.forEach(walk);
+      };
+      (JSON.parse(json) as PlanNode[]).forEach(walk);
+      return found;
+    };
+    // The second step groups its join with the events by an ordinary hash table either way.
+    assert.deepEqual(await inOrderGrouping(wide()), ["PERFECT_HASH_GROUP_BY", "HASH_GROUP_BY"]);
+    assert.deepEqual(await inOrderGrouping(db.readConnection()), ["HASH_GROUP_BY", "HASH_GROUP_BY"]);
+  });
 });
 
 test("distinct counts stay exact when users outrun the uid range the bitstring count was given", async () => {

@@ -103,7 +103,10 @@ test("funnel: each step is a bound event within the bound window from the first 
     TO,
     "Cart",
   ]);
-  assert.match(statement.sql, /e\.timestamp >= p\.t AND e\.timestamp <= plus\(p\.t0, \$1\)/);
+  // The window ends at the first step's time plus the bound window, computed once a user.
+  assert.match(statement.sql, /SELECT distinct_id, t, plus\(t, \$1\) AS ends_at FROM/);
+  assert.match(statement.sql, /e\.timestamp >= p\.t AND e\.timestamp <= p\.ends_at/);
+  assert.equal(statement.userGroups, undefined, "one events table: nothing grouped below a union");
   assert.match(statement.sql, /e\.timestamp > p\.t/, "a repeated step must come strictly later");
   assert.match(statement.sql, /\(SELECT count\(\*\) FROM s2\) AS c2/);
   assertBound(statement, ["View", "Cart"]);
@@ -228,7 +231,7 @@ test("people: a funnel's steps and retention's cohorts and returns all follow pe
   const funnel = builder.funnel(PROJECT, spec({ kind: "funnel", steps: ["View", "Buy"], ...range }), people);
   assert.match(
     funnel.sql,
-    /s0 AS MATERIALIZED \(SELECT coalesce\(m\.person, e\.distinct_id\) AS distinct_id/,
+    /\(SELECT coalesce\(m\.person, e\.distinct_id\) AS distinct_id, min\(e\.timestamp\) AS t FROM events e LEFT JOIN people m/,
   );
   // Later steps find a person's events by its ids, joining events on their own column.
   assert.match(
@@ -337,4 +340,25 @@ test("events: an engine keeping events in several tables pages each newest-first
   const joined = split.events(PROJECT, spec({ kind: "events", distinct_id: "alice", limit: 10 }), people);
   assert.match(joined.sql, /FROM events_a e LEFT JOIN people m ON m\.id = e\.distinct_id/);
   assert.match(joined.sql, /FROM events_b e LEFT JOIN people m ON m\.id = e\.distinct_id/);
+});
+
+test("funnel: an engine keeping events in several tables groups the first step in the first table alone", () => {
+  const split = new SqlQueryBuilder({ ...dialect, eventTables: ["events_a", "events_b"] });
+  const q = spec({ kind: "funnel", steps: ["View", "Buy"], window_seconds: 60, ...range });
+  const statement = split.funnel(PROJECT, q);
+  assertBound(statement, ["View", "Buy"]);
+  // The first table grouped below the union, where its user column keeps its statistics; the
+  // other table's users joined to it, each user's first of both.
+  assert.match(
+    statement.sql,
+    /SELECT coalesce\(m\.distinct_id, o\.distinct_id\) AS distinct_id, least\(m\.t, o\.t\) AS t\s+FROM \(SELECT distinct_id, min\(timestamp\) AS t FROM events_a e WHERE (e\.project_id = uuid\(\$2\) AND e\.timestamp >= ts\(\$3\) AND e\.timestamp < ts\(\$4\) AND e\.event = \$5) GROUP BY distinct_id\) m FULL JOIN \(SELECT distinct_id, min\(timestamp\) AS t FROM events_b e WHERE \1 GROUP BY distinct_id\) o ON o\.distinct_id = m\.distinct_id/,
+  );
+  // Later steps read the union of both.
+  assert.match(statement.sql, /FROM s0 p JOIN events e/);
+  assert.deepEqual(statement.userGroups, { projectId: PROJECT, event: "View", fromMs: FROM, toMs: TO });
+  // With people the first step groups by person, an expression: read through the union, no hint.
+  const people = { persons: true, rows: [{ id: "a", person: "b", properties: null }] };
+  const joined = split.funnel(PROJECT, q, people);
+  assert.match(joined.sql, /min\(e\.timestamp\) AS t FROM events e LEFT JOIN people m/);
+  assert.equal(joined.userGroups, undefined);
 });

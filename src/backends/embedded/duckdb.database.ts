@@ -58,10 +58,19 @@ function lockedError(error: unknown, path: string): StoreLockedError | undefined
   );
 }
 
+/**
+ * The widest perfect hash table userGroupsConnection allows: 2^20 keys, about a million users.
+ * Measured at that width, 3M rows grouped into 1M keys by min(timestamp), 2 threads: 62-75 ms and
+ * 138 MB of peak RSS, against 182-240 ms and 166 MB for the ordinary hash table. Wider keys are
+ * grouped by the ordinary one.
+ */
+export const PERFECT_HASH_BITS = 20;
+
 export class DuckDbDatabase {
   private instance?: DuckDBInstance;
   private writer?: DuckDBConnection;
   private reader?: DuckDBConnection;
+  private userGroupsReader?: DuckDBConnection;
   private writeChain: Promise<unknown> = Promise.resolve();
   private openCount = 0;
   private extra: DuckDBConnection[] = [];
@@ -101,6 +110,9 @@ export class DuckDbDatabase {
     }
     this.writer = await this.instance.connect();
     this.reader = await this.instance.connect();
+    this.userGroupsReader = await this.instance.connect();
+    // Session-local: the other connections keep DuckDB's default of 12 bits.
+    await this.userGroupsReader.run(`SET perfect_ht_threshold = ${PERFECT_HASH_BITS}`);
     await migrate(this.writer, this.options.onMigration ?? (() => undefined));
   }
 
@@ -145,6 +157,17 @@ export class DuckDbDatabase {
     return this.reader;
   }
 
+  /**
+   * A reading connection on which DuckDB groups by a perfect hash table (an array indexed by the
+   * key, PERFECT_HASH_BITS wide at most) wherever the keys' statistics allow one. Such a table
+   * costs its whole width to set up and to read out, whatever the rows: for statements whose rows
+   * outnumber their keys only (duckdb.event-store.ts).
+   */
+  userGroupsConnection(): DuckDBConnection {
+    if (!this.userGroupsReader) throw new Error("DuckDB is not open");
+    return this.userGroupsReader;
+  }
+
   /** Runs `work` alone on the writer connection, after every write queued before it. */
   write<T>(work: (connection: DuckDBConnection) => Promise<T>): Promise<T> {
     const next = this.writeChain.then(() => work(this.writeConnection()));
@@ -178,6 +201,7 @@ export class DuckDbDatabase {
     for (const connection of this.extra) connection.closeSync();
     this.extra = [];
     this.reader?.closeSync();
+    this.userGroupsReader?.closeSync();
     this.writer?.closeSync();
     this.instance.closeSync();
     this.instance = undefined;

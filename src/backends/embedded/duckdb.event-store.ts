@@ -12,9 +12,9 @@ import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
 import { commitResult, eventKey, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
 import { IdentityResolver, LINK_EVENTS, SET_MARK } from "../../query/identity.js";
 import { propertiesReadBy, type QueryResult, type QuerySpec } from "../../query/spec.js";
-import { SqlQueryBuilder, type UserStrategies } from "../../query/sql-builder.js";
+import { SqlQueryBuilder, type SqlStatement, type UserStrategies } from "../../query/sql-builder.js";
 import { type RunSql, SqlQueryRunner, sqlIdentitySource } from "../../query/sql-runner.js";
-import type { DuckDbDatabase } from "./duckdb.database.js";
+import { type DuckDbDatabase, PERFECT_HASH_BITS } from "./duckdb.database.js";
 import { DayOrder } from "./duckdb.day-order.js";
 import { duckDbDialect } from "./duckdb.dialect.js";
 import { DistinctIdDictionary, INSERT_DISTINCT_IDS } from "./duckdb.distinct-ids.js";
@@ -89,6 +89,9 @@ const INSERT_COUNTS = `INSERT INTO event_counts SELECT CAST(j.p AS UUID), j.e, e
   FROM (SELECT from_json(unnest(string_split($1, chr(10))), '{"p":"VARCHAR","e":"VARCHAR","h":"BIGINT","n":"BIGINT"}') AS j)`;
 
 const HOUR_MS = 3_600_000;
+/** How many events of a project and name the hourly rollup holds from an hour's start to a time. */
+const EVENTS_IN_RANGE = `SELECT CAST(coalesce(sum(n), 0) AS BIGINT) FROM event_counts
+  WHERE project_id = CAST($1 AS UUID) AND event = $2 AND hour >= epoch_ms(CAST($3 AS BIGINT)) AND hour < epoch_ms(CAST($4 AS BIGINT))`;
 
 /** The NDJSON of INSERT_COUNTS for a commit's new events. */
 function countLines(events: Iterable<StoredEvent>): string {
@@ -229,8 +232,9 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       minEvents: options.sortedDayMinEvents,
       maxEvents: options.sortedDayMaxEvents,
     });
-    this.run = async ({ sql, params }) => {
-      const reader = await this.db.readConnection().runAndReadAll(sql, params as DuckDBValue[]);
+    this.run = async (statement) => {
+      const connection = await this.readerFor(statement);
+      const reader = await connection.runAndReadAll(statement.sql, statement.params as DuckDBValue[]);
       return reader.getRowObjects() as Record<string, unknown>[];
     };
     const version = (projectId: string) =>
@@ -682,6 +686,29 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         throw error;
       return ask(0);
     }
+  }
+
+  /**
+   * The connection a statement runs on. One that groups many events by user (a funnel's first step)
+   * runs where DuckDB may use a perfect hash table, when the events, counted from the hourly
+   * rollup (an upper bound: filters and the range's partial hours are not subtracted), are at least
+   * as many as the uids, and the uids fit PERFECT_HASH_BITS. The table costs about its width:
+   * measured on 100K uids, a funnel took 3 ms more over 2 hours (2,800 first-step events) and 16 ms
+   * less over 30 days (1M), medians of 30 interleaved runs in process.
+   */
+  private async readerFor(statement: SqlStatement): Promise<DuckDBConnection> {
+    const reader = this.db.readConnection();
+    const groups = statement.userGroups;
+    const uids = this.distinctIds.uidRange();
+    if (groups === undefined || uids > 2 ** PERFECT_HASH_BITS) return reader;
+    const counted = await reader.runAndReadAll(EVENTS_IN_RANGE, [
+      groups.projectId,
+      groups.event,
+      groups.fromMs - (groups.fromMs % HOUR_MS),
+      groups.toMs,
+    ]);
+    const [[events = 0n] = []] = counted.getRowsJS() as [bigint][];
+    return Number(events) >= uids ? this.db.userGroupsConnection() : reader;
   }
 
   /**
