@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { type DuckDBConnection, DuckDBInstance, type DuckDBValue } from "@duckdb/node-api";
-import { DuckDbDatabase } from "../../src/backends/embedded/duckdb.database.js";
+import { DuckDbDatabase, ROW_GROUP_ROWS } from "../../src/backends/embedded/duckdb.database.js";
 import { DAY_MS } from "../../src/backends/embedded/duckdb.day-order.js";
 import { duckDbDialect } from "../../src/backends/embedded/duckdb.dialect.js";
 import { DuckDbEventStore } from "../../src/backends/embedded/duckdb.event-store.js";
@@ -291,6 +291,24 @@ test("days no in-order event can reach are sorted by event, once, and every answ
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
+});
+
+test("the store's file takes new rows in row groups of ROW_GROUP_ROWS", async () => {
+  await withStore(async (store, db) => {
+    const projectId = randomUUID();
+    const events = plainEvents(projectId, 2.5 * ROW_GROUP_ROWS);
+    for (let i = 0; i < events.length; i += 5_000) await store.insert(events.slice(i, i + 5_000));
+    await db.write((connection) => connection.run("CHECKPOINT"));
+    const groups = (await rows(
+      db,
+      `SELECT row_group_id, sum(count) FROM pragma_storage_info('events_in_order')
+       WHERE column_name = 'uuid' AND segment_type <> 'VALIDITY' GROUP BY ALL ORDER BY 1`,
+    )) as [bigint, bigint][];
+    assert.deepEqual(
+      groups.map(([, n]) => Number(n)),
+      [ROW_GROUP_ROWS, ROW_GROUP_ROWS, ROW_GROUP_ROWS / 2],
+    );
+  });
 });
 
 test("a funnel's first step is grouped by a perfect hash table when its events outnumber the users, and only then", async () => {
@@ -690,7 +708,7 @@ test("a store written by version 4 gains its watermarks, sorts its final days an
     const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
     const connection = await instance.connect();
     await connection.run("DROP TABLE sorted_until");
-    await connection.run("DELETE FROM schema_migrations WHERE version = 5");
+    await connection.run("DELETE FROM schema_migrations WHERE version >= 5");
     connection.closeSync();
     instance.closeSync();
 
@@ -707,6 +725,93 @@ test("a store written by version 4 gains its watermarks, sorts its final days an
         [BigInt(sealed)],
       );
       await assertConformance(store, projectId, data);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test("a store written by version 5 rewrites its final days into the smaller row groups and answers as before", async () => {
+  const projectId = randomUUID();
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-v5-"));
+  // Four days of 12,000 events each in time order: the first two are final, and sorted.
+  const start = Date.UTC(2026, 0, 1);
+  const perDay = 12_000;
+  const events: StoredEvent[] = Array.from({ length: 4 * perDay }, (_, i) => {
+    const timestamp = start + Math.floor((i * DAY_MS) / perDay);
+    return {
+      projectId,
+      uuid: randomUUID(),
+      event: ["View", "Click", "Buy"][i % 3]!,
+      distinctId: `user_${i % 500}`,
+      timestamp,
+      properties: "{}",
+      receivedAt: timestamp,
+    };
+  });
+  const sealed = start + 2 * DAY_MS;
+  const trends = parseQuerySpec({
+    kind: "trends",
+    math: "unique_users",
+    interval: "day",
+    from: "2026-01-01",
+    to: "2026-01-05",
+  });
+  const groupSizes = async (db: DuckDbDatabase) =>
+    (
+      (await rows(
+        db,
+        `SELECT sum(count) FROM pragma_storage_info('events_in_order')
+       WHERE column_name = 'uuid' AND segment_type <> 'VALIDITY' GROUP BY row_group_id ORDER BY row_group_id`,
+      )) as [bigint][]
+    ).map(([n]) => Number(n));
+  try {
+    // Version 5 wrote DuckDB's default row groups: written by this build, then rewritten through a
+    // plain DuckDB of default settings and taken back to version 5.
+    const db5 = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+    const writer = new DuckDbEventStore(db5);
+    await writer.start();
+    for (let i = 0; i < events.length; i += 4_000) await writer.insert(events.slice(i, i + 4_000));
+    await writer.daysSortedSettled();
+    const before = await writer.query(projectId, trends);
+    await writer.close();
+    const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+    const connection = await instance.connect();
+    await connection.run("CREATE TEMP TABLE kept AS SELECT * FROM events_in_order ORDER BY rowid");
+    await connection.run("DELETE FROM events_in_order");
+    await connection.run("INSERT INTO events_in_order SELECT * FROM temp.kept");
+    await connection.run("DELETE FROM schema_migrations WHERE version = 6");
+    await connection.run("CHECKPOINT");
+    connection.closeSync();
+    instance.closeSync();
+
+    const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+    const store = new DuckDbEventStore(db);
+    await store.start();
+    try {
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
+      await store.daysSortedSettled();
+      assert.deepEqual(
+        await row(db, `SELECT epoch_ms(until) FROM sorted_until WHERE project_id = '${projectId}'`),
+        [BigInt(sealed)],
+      );
+      // The two final days (24,000 events) were written again, in groups of ROW_GROUP_ROWS; version
+      // 5's group of 48,000 keeps the open days, and the old places of the others as deleted rows.
+      const sizes = await groupSizes(db);
+      assert.deepEqual(sizes, [4 * perDay, ROW_GROUP_ROWS, 2 * perDay - ROW_GROUP_ROWS]);
+      assert.deepEqual(await row(db, "SELECT count(*) FROM events_in_order"), [BigInt(events.length)]);
+      // Sorted by event within each final day, as before.
+      const [unsorted] = await row(
+        db,
+        `SELECT count(*) FROM (SELECT event < lag(event) OVER (ORDER BY rowid) AS back,
+           timestamp < lag(timestamp) OVER (ORDER BY rowid) AND event = lag(event) OVER (ORDER BY rowid) AS back_t,
+           date_trunc('day', timestamp) = date_trunc('day', lag(timestamp) OVER (ORDER BY rowid)) AS same_day
+         FROM events_in_order WHERE timestamp < epoch_ms(${sealed})) WHERE same_day AND (back OR back_t)`,
+      );
+      assert.equal(unsorted, 0n);
+      assert.deepEqual(await store.query(projectId, trends), before);
     } finally {
       await store.close();
     }

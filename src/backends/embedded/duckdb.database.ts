@@ -58,6 +58,20 @@ function lockedError(error: unknown, path: string): StoreLockedError | undefined
   );
 }
 
+/** The name the store's file is attached under, every connection's default database. */
+const CATALOG = "tidemark";
+
+/**
+ * Rows a row group of the store's file holds from now on (DuckDB's default is 122,880; groups
+ * written before keep their size until their rows are rewritten). A scan skips a row group whose
+ * minimum and maximum rule it out, so the smaller the groups, the more of a day sorted by event
+ * (duckdb.day-order.ts) a scan for one event skips: a day of about 110K events spans 7 groups
+ * rather than one. 10M events in time order, medians of 25 interleaved runs in process: a scan
+ * for `Add To Cart` over 30 days 8.0 -> 3.8 ms, the 3-step funnel 54.2 -> 43.1 ms; at 4,096,
+ * 8,192 and 32,768 rows it gained about as much.
+ */
+export const ROW_GROUP_ROWS = 16_384;
+
 /**
  * The widest perfect hash table userGroupsConnection allows: 2^20 keys, about a million users.
  * Measured at that width, 3M rows grouped into 1M keys by min(timestamp), 2 threads: 62-75 ms and
@@ -99,18 +113,29 @@ export class DuckDbDatabase {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     chmodSync(dir, 0o700);
     for (const file of [this.path, `${this.path}.wal`]) if (existsSync(file)) chmodSync(file, 0o600);
+    // The file is attached rather than opened: only ATTACH takes a row group size.
+    const instance = await DuckDBInstance.create(":memory:", {
+      threads: String(this.options.threads),
+      memory_limit: this.options.memoryLimit,
+    });
     try {
-      this.instance = await DuckDBInstance.create(this.path, {
-        threads: String(this.options.threads),
-        memory_limit: this.options.memoryLimit,
-      });
+      const attaching = await instance.connect();
+      try {
+        await attaching.run(
+          `ATTACH '${this.path.replaceAll("'", "''")}' AS ${CATALOG} (ROW_GROUP_SIZE ${ROW_GROUP_ROWS})`,
+        );
+      } finally {
+        attaching.closeSync();
+      }
     } catch (error) {
+      instance.closeSync();
       this.openCount--;
       throw lockedError(error, this.path) ?? error;
     }
-    this.writer = await this.instance.connect();
-    this.reader = await this.instance.connect();
-    this.userGroupsReader = await this.instance.connect();
+    this.instance = instance;
+    this.writer = await this.session();
+    this.reader = await this.session();
+    this.userGroupsReader = await this.session();
     // Session-local: the other connections keep DuckDB's default of 12 bits.
     await this.userGroupsReader.run(`SET perfect_ht_threshold = ${PERFECT_HASH_BITS}`);
     await migrate(this.writer, this.options.onMigration ?? (() => undefined));
@@ -118,9 +143,16 @@ export class DuckDbDatabase {
 
   /** A further connection, for work that may run beside the serialized writes (event inserts). */
   async connect(): Promise<DuckDBConnection> {
+    const connection = await this.session();
+    this.extra.push(connection);
+    return connection;
+  }
+
+  /** A connection whose default database is the store's file. */
+  private async session(): Promise<DuckDBConnection> {
     if (!this.instance) throw new Error("DuckDB is not open");
     const connection = await this.instance.connect();
-    this.extra.push(connection);
+    await connection.run(`USE ${CATALOG}`);
     return connection;
   }
 

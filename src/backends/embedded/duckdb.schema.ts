@@ -13,7 +13,7 @@ export const PROPERTY_SLOTS = 16;
 export const slotColumns = (slot: number) => ({ text: `p${slot}_text`, number: `p${slot}_num` });
 
 /** The newest schema version; a store at an older one is migrated forward when it opens. */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 
 /**
  * The tables events are written to (schema 4): those within LATE_MS of their project's newest
@@ -227,6 +227,19 @@ async function migrateToV5(connection: DuckDBConnection, progress: MigrationProg
   await connection.run(SORTED_UNTIL);
 }
 
+/**
+ * Schema 6 writes row groups of ROW_GROUP_ROWS rows (duckdb.database.ts), but the rows already
+ * stored keep theirs until they are rewritten: the watermarks are forgotten, so the background
+ * sorts every project's final days again, into the smaller groups (about 7 µs an event, once).
+ */
+async function migrateToV6(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
+  progress(
+    "migrating the store to schema 6 (smaller row groups; final days rewritten in the background)",
+    {},
+  );
+  await connection.run("DELETE FROM sorted_until");
+}
+
 /** A table's column definitions, as CREATE TABLE takes them (names, types, NOT NULL). */
 async function columnDefinitions(connection: DuckDBConnection, table: string): Promise<string> {
   const reader = await connection.runAndReadAll(
@@ -247,6 +260,7 @@ const MIGRATIONS: {
   { version: 3, up: migrateToV3 },
   { version: 4, up: migrateToV4 },
   { version: 5, up: migrateToV5 },
+  { version: 6, up: migrateToV6 },
 ];
 
 /**
