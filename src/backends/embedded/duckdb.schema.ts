@@ -230,7 +230,7 @@ async function migrateToV5(connection: DuckDBConnection, progress: MigrationProg
 /**
  * Schema 6 writes row groups of ROW_GROUP_ROWS rows (duckdb.database.ts), but the rows already
  * stored keep theirs until they are rewritten: the watermarks are forgotten, so the background
- * sorts every project's final days again, into the smaller groups (about 7 µs an event, once).
+ * sorts every project's final days again, into the smaller groups (about 5 µs an event, once).
  */
 async function migrateToV6(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
   progress(
