@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { type DuckDBConnection, DuckDBInstance, type DuckDBValue } from "@duckdb/node-api";
 import { DuckDbDatabase, ROW_GROUP_ROWS } from "../../src/backends/embedded/duckdb.database.js";
-import { DAY_MS } from "../../src/backends/embedded/duckdb.day-order.js";
+import { DAY_MS, sortedDaysEnd } from "../../src/backends/embedded/duckdb.day-order.js";
 import { duckDbDialect } from "../../src/backends/embedded/duckdb.dialect.js";
 import { DuckDbEventStore } from "../../src/backends/embedded/duckdb.event-store.js";
 import type { KeyFilterOptions } from "../../src/backends/embedded/duckdb.key-filter.js";
@@ -149,9 +149,9 @@ test("late events are kept apart, and every answer is the same, from the JSON an
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
   const open = async () => {
     const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
-    // Final days sorted by event as well, in parts of a few events: the answers must not depend
-    // on the rows' order.
-    const store = new DuckDbEventStore(db, { sortedDayMinEvents: 2, sortedDayMaxEvents: 3 });
+    // No day is sorted here: sorting a day folds its late events into it (the next test), and this
+    // one reads where the commits put them.
+    const store = new DuckDbEventStore(db, { sortedDayMinEvents: Number.MAX_SAFE_INTEGER });
     await store.start();
     return { db, store };
   };
@@ -213,6 +213,109 @@ test("late events are kept apart, and every answer is the same, from the JSON an
   }
 });
 
+test("a day's late events are folded into it when it is sorted, and those of an import once they are many", async () => {
+  const data = makeDataset(23);
+  const projectId = randomUUID();
+  const dayOf = (e: DataEvent) => Math.floor(e.timestamp / DAY_MS) * DAY_MS;
+  const byDay = new Map<number, DataEvent[]>();
+  for (const e of [...data].sort((a, b) => (a.uuid < b.uuid ? -1 : 1)))
+    byDay.set(dayOf(e), [...(byDay.get(dayOf(e)) ?? []), e]);
+  const days = [...byDay.keys()].sort((a, b) => a - b);
+  // Of each day of 10 events or more: 2 held back and sent two days later (stragglers, late when
+  // they arrive, before their day is sorted), and a quarter sent after every day (an import).
+  const stragglers = new Map<number, DataEvent[]>();
+  const imported: DataEvent[] = [];
+  const onTime = new Map<number, DataEvent[]>();
+  for (const [day, events] of byDay) {
+    const held = events.length >= 10 ? 2 : 0;
+    const importedEnd = held + (held > 0 ? Math.ceil(events.length / 4) : 0);
+    stragglers.set(day, events.slice(0, held));
+    imported.push(...events.slice(held, importedEnd));
+    onTime.set(day, events.slice(importedEnd));
+  }
+  assert.ok(imported.length >= 20, `${imported.length} events imported`);
+  const messages: string[] = [];
+  const log = { info: (_: object, msg?: string) => messages.push(msg ?? ""), warn() {}, error() {} };
+  const folds = () => messages.filter((m) => m === "late events folded into their days").length;
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-fold-"));
+  const open = async () => {
+    const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+    // In parts of a few events: the late events of each part are moved with it.
+    const store = new DuckDbEventStore(db, { sortedDayMinEvents: 2, sortedDayMaxEvents: 3, log });
+    await store.start();
+    return { db, store };
+  };
+  const lateRows = async (db: DuckDbDatabase) =>
+    (await rows(
+      db,
+      `SELECT epoch_ms(date_trunc('day', timestamp)), count(*) FROM events_late
+       WHERE project_id = '${projectId}' GROUP BY ALL ORDER BY 1`,
+    )) as [bigint, bigint][];
+  const watermark = async (db: DuckDbDatabase) =>
+    Number((await row(db, `SELECT epoch_ms(until) FROM sorted_until WHERE project_id = '${projectId}'`))[0]);
+  try {
+    let { db, store } = await open();
+    for (const [i, day] of days.entries()) {
+      await store.insert(onTime.get(day)!.map((e) => stored(projectId, e)));
+      // Whatever this day made final is sorted before the stragglers of two days before arrive.
+      await store.daysSortedSettled();
+      const twoDaysBefore = days[i - 2] === day - 2 * DAY_MS ? stragglers.get(day - 2 * DAY_MS)! : [];
+      await store.insert(twoDaysBefore.map((e) => stored(projectId, e)));
+    }
+    for (const day of days) {
+      const sent = days.includes(day + 2 * DAY_MS) && days.includes(day);
+      if (!sent) await store.insert(stragglers.get(day)!.map((e) => stored(projectId, e)));
+    }
+    await store.daysSortedSettled();
+    const sortedEnd = await watermark(db);
+    assert.equal(sortedEnd, sortedDaysEnd(Math.max(...data.map((e) => e.timestamp))));
+    // The stragglers went into their days' first sort: none is left in a sorted day, and no day
+    // was rewritten a second time for them.
+    assert.deepEqual(
+      (await lateRows(db)).filter(([day]) => Number(day) < sortedEnd),
+      [],
+    );
+    assert.equal(folds(), 0);
+    // Those of the days not yet sorted wait in `events_late` for their day's sort.
+    const waiting = (await lateRows(db)).filter(([day]) => Number(day) >= sortedEnd);
+    assert.ok(waiting.length >= 1, "late events of a day still open to stragglers stay apart");
+
+    // An import into the sorted days: a quarter of each day's events, late.
+    for (let i = 0; i < imported.length; i += 40)
+      await store.insert(imported.slice(i, i + 40).map((e) => stored(projectId, e)));
+    await store.daysSortedSettled();
+    assert.ok(folds() >= 1, "the import's days were sorted again");
+    assert.deepEqual(
+      (await lateRows(db)).filter(([day]) => Number(day) < sortedEnd),
+      [],
+      "every sorted day took its imported events in",
+    );
+    const [total, distinct] = await row(
+      db,
+      `SELECT count(*), count(DISTINCT uuid) FROM events WHERE project_id = '${projectId}'`,
+    );
+    assert.deepEqual([total, distinct], [BigInt(data.length), BigInt(data.length)], "each event once");
+    await assertConformance(store, projectId, data);
+    await checkEventsQueries(
+      data,
+      async (spec) => (await store.query(projectId, parseQuerySpec(spec))) as unknown as EventsPage,
+    );
+    // Retries of folded events are still found.
+    assert.equal((await store.insert(imported.map((e) => stored(projectId, e)))).inserted, 0);
+
+    // A restart folds nothing again.
+    const before = folds();
+    await store.close();
+    ({ db, store } = await open());
+    await store.daysSortedSettled();
+    assert.equal(folds(), before);
+    await assertConformance(store, projectId, data);
+    await store.close();
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
 test("days no in-order event can reach are sorted by event, once, and every answer stays the same", async () => {
   const data = makeDataset(33);
   const projectId = randomUUID();
@@ -225,7 +328,7 @@ test("days no in-order event can reach are sorted by event, once, and every answ
   const days = [...byDay.keys()].sort((a, b) => a - b);
   assert.ok(days.length >= 4, `the dataset spans ${days.length} days`);
   const newest = Math.max(...data.map((e) => e.timestamp));
-  const sealed = Math.floor((newest - LATE_MS) / DAY_MS) * DAY_MS;
+  const sealed = sortedDaysEnd(newest);
   /** Per day, the (event, time) of its in-order rows as stored, and the uuids in that order. */
   const layout = async (db: DuckDbDatabase) => {
     const stored = (await rows(
@@ -719,7 +822,7 @@ test("a store written by version 4 gains its watermarks, sorts its final days an
       assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
       await store.daysSortedSettled();
       const newest = Math.max(...data.map((e) => e.timestamp));
-      const sealed = Math.floor((newest - LATE_MS) / DAY_MS) * DAY_MS;
+      const sealed = sortedDaysEnd(newest);
       assert.deepEqual(
         await row(db, `SELECT epoch_ms(until) FROM sorted_until WHERE project_id = '${projectId}'`),
         [BigInt(sealed)],
@@ -733,90 +836,108 @@ test("a store written by version 4 gains its watermarks, sorts its final days an
   }
 });
 
-test("a store written by version 5 rewrites its final days into the smaller row groups and answers as before", async () => {
-  const projectId = randomUUID();
-  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-v5-"));
-  // Four days of 12,000 events each in time order: the first two are final, and sorted.
-  const start = Date.UTC(2026, 0, 1);
-  const perDay = 12_000;
-  const events: StoredEvent[] = Array.from({ length: 4 * perDay }, (_, i) => {
-    const timestamp = start + Math.floor((i * DAY_MS) / perDay);
-    return {
-      projectId,
-      uuid: randomUUID(),
-      event: ["View", "Click", "Buy"][i % 3]!,
-      distinctId: `user_${i % 500}`,
-      timestamp,
-      properties: "{}",
-      receivedAt: timestamp,
-    };
-  });
-  const sealed = start + 2 * DAY_MS;
-  const trends = parseQuerySpec({
-    kind: "trends",
-    math: "unique_users",
-    interval: "day",
-    from: "2026-01-01",
-    to: "2026-01-05",
-  });
-  const groupSizes = async (db: DuckDbDatabase) =>
-    (
-      (await rows(
-        db,
-        `SELECT sum(count) FROM pragma_storage_info('events_in_order')
+test("a store written by version 5 or 6 rewrites its final days into the smaller row groups with their late events, and answers as before", async () => {
+  for (const written of [5, 6]) {
+    const projectId = randomUUID();
+    const dataDir = mkdtempSync(join(tmpdir(), `tidemark-v${written}-`));
+    // Five days of 12,000 events each in time order: the first two are final and past their grace
+    // day (sortedDaysEnd), and sorted.
+    const start = Date.UTC(2026, 0, 1);
+    const perDay = 12_000;
+    const events: StoredEvent[] = Array.from({ length: 5 * perDay }, (_, i) => {
+      const timestamp = start + Math.floor((i * DAY_MS) / perDay);
+      return {
+        projectId,
+        uuid: randomUUID(),
+        event: ["View", "Click", "Buy"][i % 3]!,
+        distinctId: `user_${i % 500}`,
+        timestamp,
+        properties: "{}",
+        receivedAt: timestamp,
+      };
+    });
+    const sealed = start + 2 * DAY_MS;
+    const trends = parseQuerySpec({
+      kind: "trends",
+      math: "unique_users",
+      interval: "day",
+      from: "2026-01-01",
+      to: "2026-01-06",
+    });
+    const groupSizes = async (db: DuckDbDatabase) =>
+      (
+        (await rows(
+          db,
+          `SELECT sum(count) FROM pragma_storage_info('events_in_order')
        WHERE column_name = 'uuid' AND segment_type <> 'VALIDITY' GROUP BY row_group_id ORDER BY row_group_id`,
-      )) as [bigint][]
-    ).map(([n]) => Number(n));
-  try {
-    // Version 5 wrote DuckDB's default row groups: written by this build, then rewritten through a
-    // plain DuckDB of default settings and taken back to version 5.
-    const db5 = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
-    const writer = new DuckDbEventStore(db5);
-    await writer.start();
-    for (let i = 0; i < events.length; i += 4_000) await writer.insert(events.slice(i, i + 4_000));
-    await writer.daysSortedSettled();
-    const before = await writer.query(projectId, trends);
-    await writer.close();
-    const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
-    const connection = await instance.connect();
-    await connection.run("CREATE TEMP TABLE kept AS SELECT * FROM events_in_order ORDER BY rowid");
-    await connection.run("DELETE FROM events_in_order");
-    await connection.run("INSERT INTO events_in_order SELECT * FROM temp.kept");
-    await connection.run("DELETE FROM schema_migrations WHERE version = 6");
-    await connection.run("CHECKPOINT");
-    connection.closeSync();
-    instance.closeSync();
-
-    const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
-    const store = new DuckDbEventStore(db);
-    await store.start();
+        )) as [bigint][]
+      ).map(([n]) => Number(n));
     try {
-      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
-      await store.daysSortedSettled();
-      assert.deepEqual(
-        await row(db, `SELECT epoch_ms(until) FROM sorted_until WHERE project_id = '${projectId}'`),
-        [BigInt(sealed)],
-      );
-      // The two final days (24,000 events) were written again, in groups of ROW_GROUP_ROWS; version
-      // 5's group of 48,000 keeps the open days, and the old places of the others as deleted rows.
-      const sizes = await groupSizes(db);
-      assert.deepEqual(sizes, [4 * perDay, ROW_GROUP_ROWS, 2 * perDay - ROW_GROUP_ROWS]);
-      assert.deepEqual(await row(db, "SELECT count(*) FROM events_in_order"), [BigInt(events.length)]);
-      // Sorted by event within each final day, as before.
-      const [unsorted] = await row(
-        db,
-        `SELECT count(*) FROM (SELECT event < lag(event) OVER (ORDER BY rowid) AS back,
+      // Written by this build, then taken back. Version 5 wrote DuckDB's default row groups: its
+      // store is rewritten through a plain DuckDB of default settings.
+      const db5 = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+      const writer = new DuckDbEventStore(db5);
+      await writer.start();
+      for (let i = 0; i < events.length; i += 4_000) await writer.insert(events.slice(i, i + 4_000));
+      await writer.daysSortedSettled();
+      // Late events of a sorted day, too few to sort it again: versions 5 and 6 kept them apart.
+      const late = events.slice(0, 100).map((e) => ({ ...e, uuid: randomUUID(), distinctId: "latecomer" }));
+      await writer.insert(late);
+      await writer.daysSortedSettled();
+      assert.deepEqual(await row(db5, "SELECT count(*) FROM events_late"), [BigInt(late.length)]);
+      const before = await writer.query(projectId, trends);
+      await writer.close();
+      const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+      const connection = await instance.connect();
+      if (written === 5) {
+        await connection.run("CREATE TEMP TABLE kept AS SELECT * FROM events_in_order ORDER BY rowid");
+        await connection.run("DELETE FROM events_in_order");
+        await connection.run("INSERT INTO events_in_order SELECT * FROM temp.kept");
+      }
+      await connection.run(`DELETE FROM schema_migrations WHERE version > ${written}`);
+      await connection.run("CHECKPOINT");
+      connection.closeSync();
+      instance.closeSync();
+
+      const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+      const store = new DuckDbEventStore(db);
+      await store.start();
+      try {
+        assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
+        await store.daysSortedSettled();
+        assert.deepEqual(
+          await row(db, `SELECT epoch_ms(until) FROM sorted_until WHERE project_id = '${projectId}'`),
+          [BigInt(sealed)],
+        );
+        // The two final days (24,000 events and the 100 late ones) were written again, in groups of
+        // ROW_GROUP_ROWS; version 5's group of 60,000 keeps the open days, and the old places of the
+        // others as deleted rows.
+        if (written === 5)
+          assert.deepEqual(await groupSizes(db), [
+            5 * perDay,
+            ROW_GROUP_ROWS,
+            2 * perDay + late.length - ROW_GROUP_ROWS,
+          ]);
+        assert.deepEqual(await row(db, "SELECT count(*) FROM events_in_order"), [
+          BigInt(events.length + late.length),
+        ]);
+        assert.deepEqual(await row(db, "SELECT count(*) FROM events_late"), [0n]);
+        // Sorted by event within each final day, as before.
+        const [unsorted] = await row(
+          db,
+          `SELECT count(*) FROM (SELECT event < lag(event) OVER (ORDER BY rowid) AS back,
            timestamp < lag(timestamp) OVER (ORDER BY rowid) AND event = lag(event) OVER (ORDER BY rowid) AS back_t,
            date_trunc('day', timestamp) = date_trunc('day', lag(timestamp) OVER (ORDER BY rowid)) AS same_day
          FROM events_in_order WHERE timestamp < epoch_ms(${sealed})) WHERE same_day AND (back OR back_t)`,
-      );
-      assert.equal(unsorted, 0n);
-      assert.deepEqual(await store.query(projectId, trends), before);
+        );
+        assert.equal(unsorted, 0n);
+        assert.deepEqual(await store.query(projectId, trends), before);
+      } finally {
+        await store.close();
+      }
     } finally {
-      await store.close();
+      rmSync(dataDir, { recursive: true, force: true });
     }
-  } finally {
-    rmSync(dataDir, { recursive: true, force: true });
   }
 });
 

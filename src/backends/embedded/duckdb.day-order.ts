@@ -5,7 +5,7 @@ import { LATE_MS } from "./duckdb.schema.js";
 export const DAY_MS = 86_400_000;
 
 /**
- * Days with fewer in-order events of a project are left as they are: DuckDB skips the rows of
+ * Days with fewer events of a project are left as they are: DuckDB skips the rows of
  * other events a vector (2,048 rows) at a time, so a day needs runs of that length to gain.
  */
 export const MIN_SORTED_DAY_EVENTS = 4096;
@@ -18,9 +18,33 @@ export const MIN_SORTED_DAY_EVENTS = 4096;
 export const MAX_SORT_EVENTS = 500_000;
 
 /**
- * Rewrites each UTC day of a project's in-order events, sorted by event then time, once no
- * in-order event can reach it any more: a commit writes an event more than LATE_MS older than its
- * project's newest to `events_late`, so the days before the newest less LATE_MS are final.
+ * How long a final day waits before it is sorted. Mobile clients flush the events they queued
+ * offline when the app next opens, often more than LATE_MS later: such a straggler goes to
+ * `events_late`, and the day's sort folds it in. Waiting a day more lets most of them arrive
+ * first, so that the day is rewritten once rather than again for them. Queries over the last
+ * three days rather than two read days not yet sorted.
+ */
+export const SORT_GRACE_MS = DAY_MS;
+
+/**
+ * A sorted day is sorted again, with its late events, once they number at least the day's
+ * in-order events divided by this (and minEvents): an import into past days then costs queries
+ * little, and a day of N events is rewritten for at least N/16 late ones, not for every few.
+ */
+export const REFOLD_FRACTION = 16;
+
+/** The end of a project's days that are sorted, given its newest in-order time. */
+export function sortedDaysEnd(frontier: number): number {
+  return Math.floor((frontier - LATE_MS - SORT_GRACE_MS) / DAY_MS) * DAY_MS;
+}
+
+/**
+ * Rewrites each UTC day of a project's events, sorted by event then time, once no in-order event
+ * can reach it any more: a commit writes an event more than LATE_MS older than its project's
+ * newest to `events_late`, so the days before the newest less LATE_MS are final. The day's late
+ * events are folded into it, out of `events_late`, and so are those that reach a sorted day later
+ * once they are many (REFOLD_FRACTION): a query then reads one table, skipping what it does not
+ * need, rather than a second one it reads whole.
  *
  * Commits append rows in arrival order, so every event name is spread over every part of a
  * day. Sorted, the rows of one event lie together, and a query's scan skips the row groups
@@ -32,8 +56,8 @@ export const MAX_SORT_EVENTS = 500_000;
  * load at 27.0K events/s (24.1K before days were sorted).
  *
  * A day is rewritten in one transaction with the project's watermark (`sorted_until`): its rows
- * copied sorted, deleted, and appended again, so a reader sees the day either way, never both or
- * neither, and a crash leaves it as it was. The rewrites go through the database's write queue,
+ * of both tables copied sorted, deleted, and appended to `events_in_order`, so a reader sees the
+ * day either way, never both or neither, and a crash leaves it as it was. The rewrites go through the database's write queue,
  * one at a time with every other write of old rows there (project deletions, the ledger's
  * compaction, property fills), while commits, which only append, go on beside them.
  */
@@ -41,6 +65,8 @@ export class DayOrder {
   private connection?: DuckDBConnection;
   /** Per project, the sealed bound already handed to the queue. */
   private readonly scheduled = new Map<string, number>();
+  /** Per project, the late events committed since its last pass looked for days to fold them into. */
+  private readonly lateSincePass = new Map<string, number>();
   private running: Promise<void> = Promise.resolve();
   private closing = false;
 
@@ -63,9 +89,33 @@ export class DayOrder {
 
   /** The project's newest in-order time moved to `frontier`: sorts the days that became final. */
   advanced(projectId: string, frontier: number): void {
-    const sealed = Math.floor((frontier - LATE_MS) / DAY_MS) * DAY_MS;
+    const sealed = sortedDaysEnd(frontier);
     if (sealed <= (this.scheduled.get(projectId) ?? Number.NEGATIVE_INFINITY)) return;
     this.scheduled.set(projectId, sealed);
+    this.lateSincePass.delete(projectId);
+    this.schedule(projectId, sealed);
+  }
+
+  /**
+   * A commit wrote `events` late events of the project. Once minEvents have gathered since the
+   * last pass, a pass looks for sorted days that have enough of them to be sorted again.
+   */
+  lateArrived(projectId: string, events: number): void {
+    const gathered = (this.lateSincePass.get(projectId) ?? 0) + events;
+    const sealed = this.scheduled.get(projectId);
+    if (gathered < this.minEvents || sealed === undefined) {
+      this.lateSincePass.set(projectId, gathered);
+      return;
+    }
+    this.lateSincePass.delete(projectId);
+    this.schedule(projectId, sealed);
+  }
+
+  private get minEvents(): number {
+    return this.options.minEvents ?? MIN_SORTED_DAY_EVENTS;
+  }
+
+  private schedule(projectId: string, sealed: number): void {
     this.running = this.running
       .then(() => this.sortDays(projectId, sealed))
       .catch((error: unknown) => {
@@ -89,56 +139,39 @@ export class DayOrder {
 
   forgetProject(projectId: string): void {
     this.scheduled.delete(projectId);
+    this.lateSincePass.delete(projectId);
   }
 
   private async sortDays(projectId: string, sealed: number): Promise<void> {
     const connection = this.connection;
     if (!connection || this.closing) return;
     const started = performance.now();
+    const watermark =
+      "coalesce((SELECT until FROM sorted_until WHERE project_id = CAST($1 AS UUID)), TIMESTAMP '1970-01-01')";
+    // Both tables: a day's late events count toward its size and are folded in with it.
     const reader = await connection.runAndReadAll(
-      `SELECT epoch_ms(date_trunc('day', e.timestamp)) AS day, count(*) AS n FROM events_in_order e
-       WHERE e.project_id = CAST($1 AS UUID) AND e.timestamp < epoch_ms($2)
-         AND e.timestamp >= coalesce((SELECT until FROM sorted_until WHERE project_id = CAST($1 AS UUID)), TIMESTAMP '1970-01-01')
+      `SELECT epoch_ms(date_trunc('day', e.timestamp)) AS day, count(*) AS n FROM events e
+       WHERE e.project_id = CAST($1 AS UUID) AND e.timestamp < epoch_ms($2) AND e.timestamp >= ${watermark}
        GROUP BY ALL ORDER BY day`,
       [projectId, sealed],
     );
-    const minEvents = this.options.minEvents ?? MIN_SORTED_DAY_EVENTS;
     const listed = reader.getRowsJS() as [bigint, bigint][];
-    if (listed.length === 0) return;
     const days = listed
       .map(([day, events]) => ({ day: Number(day), events: Number(events) }))
-      .filter(({ events }) => events >= minEvents);
+      .filter(({ events }) => events >= this.minEvents);
     if (days.length > 0)
       this.options.log?.info({ project_id: projectId, days: days.length }, "sorting days by event");
     let sortedDays = 0;
     let sortedEvents = 0;
     for (const { day, events } of days) {
-      const parts = Math.ceil(events / (this.options.maxEvents ?? MAX_SORT_EVENTS));
-      for (let part = 0; part < parts; part++) {
-        if (this.closing) return;
-        const from = day + Math.floor((part * DAY_MS) / parts);
-        const to = day + Math.floor(((part + 1) * DAY_MS) / parts);
-        // A crash between parts sorts the day again from its first part: the same rows, once more.
-        await this.options.transaction(async (writer) => {
-          const range =
-            "project_id = CAST($1 AS UUID) AND timestamp >= epoch_ms($2) AND timestamp < epoch_ms($3)";
-          const bounds = [projectId, from, to];
-          await writer.run(
-            `CREATE OR REPLACE TEMP TABLE sorted_day AS SELECT * FROM events_in_order WHERE ${range} ORDER BY event, timestamp`,
-            bounds,
-          );
-          await writer.run(`DELETE FROM events_in_order WHERE ${range}`, bounds);
-          await writer.run("INSERT INTO events_in_order SELECT * FROM temp.sorted_day");
-          await writer.run("DROP TABLE temp.sorted_day");
-          if (part === parts - 1) await this.saveWatermark(writer, projectId, day + DAY_MS);
-        });
-      }
+      if (!(await this.sortDay(projectId, day, events, true))) return;
       sortedDays++;
       sortedEvents += events;
     }
     if (this.closing) return;
     // Days too small to sort are final too: the next pass starts after them.
-    await this.options.transaction((writer) => this.saveWatermark(writer, projectId, sealed));
+    if (listed.length > 0)
+      await this.options.transaction((writer) => this.saveWatermark(writer, projectId, sealed));
     if (sortedDays > 0)
       this.options.log?.info(
         {
@@ -149,6 +182,77 @@ export class DayOrder {
         },
         "days sorted by event",
       );
+    await this.refold(projectId, connection);
+  }
+
+  /**
+   * Sorts again, with their late events, the sorted days that have gathered at least minEvents of
+   * them and a REFOLD_FRACTION of their in-order events.
+   */
+  private async refold(projectId: string, connection: DuckDBConnection): Promise<void> {
+    const started = performance.now();
+    const reader = await connection.runAndReadAll(
+      `WITH late AS (
+         SELECT date_trunc('day', timestamp) AS day, count(*) AS n FROM events_late
+         WHERE project_id = CAST($1 AS UUID)
+           AND timestamp < (SELECT until FROM sorted_until WHERE project_id = CAST($1 AS UUID))
+         GROUP BY ALL HAVING count(*) >= $2)
+       SELECT epoch_ms(l.day) AS day, l.n AS late,
+         (SELECT count(*) FROM events_in_order e WHERE e.project_id = CAST($1 AS UUID)
+            AND e.timestamp >= l.day AND e.timestamp < l.day + INTERVAL 1 DAY) AS in_order
+       FROM late l ORDER BY day`,
+      [projectId, this.minEvents],
+    );
+    const days = (reader.getRowsJS() as [bigint, bigint, bigint][])
+      .map(([day, late, inOrder]) => ({ day: Number(day), late: Number(late), inOrder: Number(inOrder) }))
+      .filter(({ late, inOrder }) => late * REFOLD_FRACTION >= inOrder);
+    let late = 0;
+    for (const day of days) {
+      if (!(await this.sortDay(projectId, day.day, day.late + day.inOrder, false))) return;
+      late += day.late;
+    }
+    if (days.length > 0)
+      this.options.log?.info(
+        {
+          project_id: projectId,
+          days: days.length,
+          late_events: late,
+          took_ms: Math.round(performance.now() - started),
+        },
+        "late events folded into their days",
+      );
+  }
+
+  /**
+   * Rewrites one day of the project from both tables into `events_in_order`, sorted by event and
+   * time, in parts of at most maxEvents; the last part moves the watermark past it when `mark`.
+   * False when the store began to close first.
+   */
+  private async sortDay(projectId: string, day: number, events: number, mark: boolean): Promise<boolean> {
+    const parts = Math.ceil(events / (this.options.maxEvents ?? MAX_SORT_EVENTS));
+    for (let part = 0; part < parts; part++) {
+      if (this.closing) return false;
+      const from = day + Math.floor((part * DAY_MS) / parts);
+      const to = day + Math.floor(((part + 1) * DAY_MS) / parts);
+      // A crash between parts sorts the day again from its first part: the same rows, once more.
+      await this.options.transaction(async (writer) => {
+        const range =
+          "project_id = CAST($1 AS UUID) AND timestamp >= epoch_ms($2) AND timestamp < epoch_ms($3)";
+        const bounds = [projectId, from, to];
+        await writer.run(
+          `CREATE OR REPLACE TEMP TABLE sorted_day AS
+           SELECT * FROM events_in_order WHERE ${range} UNION ALL BY NAME SELECT * FROM events_late WHERE ${range}
+           ORDER BY event, timestamp`,
+          bounds,
+        );
+        await writer.run(`DELETE FROM events_in_order WHERE ${range}`, bounds);
+        await writer.run(`DELETE FROM events_late WHERE ${range}`, bounds);
+        await writer.run("INSERT INTO events_in_order BY NAME SELECT * FROM temp.sorted_day");
+        await writer.run("DROP TABLE temp.sorted_day");
+        if (mark && part === parts - 1) await this.saveWatermark(writer, projectId, day + DAY_MS);
+      });
+    }
+    return true;
   }
 
   /**

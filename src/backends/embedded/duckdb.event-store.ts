@@ -159,7 +159,8 @@ const LINK_EVENT_NAMES: ReadonlySet<string> = new Set(LINK_EVENTS);
  *
  * Events more than a day older than their project's newest go to a table of their own
  * (`events_late`, duckdb.schema.ts), so that backfills leave the time ranges of the in-order row
- * groups narrow; readers read both through the view `events`.
+ * groups narrow; readers read both through the view `events`. Sorting a final day folds its late
+ * events back in order (duckdb.day-order.ts).
  *
  * One commit at a time is what keeps the check and the insert exact: no other commit can store a
  * key between them. It is also the faster way here: two writers made commits half as large, and a
@@ -215,7 +216,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       userDaysFoldRows?: number;
       /** Events a property column's fill writes in one transaction (tests make it small). */
       propertyFillSliceEvents?: number;
-      /** In-order events a day needs to be sorted by event (duckdb.day-order.ts; tests make it small). */
+      /** Events a day needs to be sorted by event (duckdb.day-order.ts; tests make it small). */
       sortedDayMinEvents?: number;
       /** Events sorted in one transaction at most (duckdb.day-order.ts; tests make it small). */
       sortedDayMaxEvents?: number;
@@ -573,13 +574,18 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   }
 
   /**
-   * Moves the frontiers past a commit's in-order events. An event's time counts only up to a day
-   * past its arrival: a client whose clock runs years ahead must not make every later event late.
+   * Moves the frontiers past a commit's in-order events, and tells the day order how many were
+   * late. An event's time counts only up to a day past its arrival: a client whose clock runs
+   * years ahead must not make every later event late.
    */
   private advanceFrontiers(events: Iterable<StoredEvent>): void {
     const moved = new Set<string>();
+    const late = new Map<string, number>();
     for (const e of events) {
-      if (this.isLate(e)) continue;
+      if (this.isLate(e)) {
+        late.set(e.projectId, (late.get(e.projectId) ?? 0) + 1);
+        continue;
+      }
       const reach = Math.min(e.timestamp, e.receivedAt + LATE_MS);
       const frontier = this.frontiers.get(e.projectId);
       if (frontier === undefined || reach > frontier) {
@@ -588,6 +594,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       }
     }
     for (const projectId of moved) this.dayOrder.advanced(projectId, this.frontiers.get(projectId)!);
+    for (const [projectId, events] of late) this.dayOrder.lateArrived(projectId, events);
   }
 
   /**

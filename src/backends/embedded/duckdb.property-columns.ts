@@ -204,7 +204,8 @@ export class PropertyColumnRegistry {
 
   /**
    * Writes the slot for every event committed before it was assigned, then marks it ready. The
-   * events are written in slices of their time, one transaction each (FILL_SLICE_EVENTS): the
+   * events are written in slices of their time, each one write on the database's write queue
+   * (FILL_SLICE_EVENTS), both tables in it: the
    * slices run from no lower bound to no upper bound, so they cover every event whatever its
    * time, and time, unlike a rowid, never changes under a slice. A fill a stop interrupts is done
    * again at the next start (writing a slot twice writes the same values).
@@ -216,14 +217,17 @@ export class PropertyColumnRegistry {
     const { text, number } = slotColumns(slot.slot);
     const bounds = await this.sliceBounds(connection, projectId);
     let rows = 0;
-    for (const table of EVENT_TABLES) {
-      for (let i = 0; i <= bounds.length; i++) {
-        if (this.closing) throw new Error("stopping: the fill resumes at the next start");
-        const time = [
-          i > 0 ? `timestamp >= epoch_ms(${bounds[i - 1]})` : "",
-          i < bounds.length ? `timestamp < epoch_ms(${bounds[i]})` : "",
-        ].filter((condition) => condition !== "");
-        await this.serialWrites(async () => {
+    for (let i = 0; i <= bounds.length; i++) {
+      if (this.closing) throw new Error("stopping: the fill resumes at the next start");
+      const time = [
+        i > 0 ? `timestamp >= epoch_ms(${bounds[i - 1]})` : "",
+        i < bounds.length ? `timestamp < epoch_ms(${bounds[i]})` : "",
+      ].filter((condition) => condition !== "");
+      // Both tables in one write: sorting a day moves its late events into `events_in_order`
+      // (duckdb.day-order.ts) between two writes, never within one, so no row of the slice is
+      // missed by being moved from the table not yet filled to the one already filled.
+      await this.serialWrites(async () => {
+        for (const table of EVENT_TABLES) {
           const reader = await connection.runAndReadAll(
             `UPDATE ${table} SET ${text} = json_extract_string(properties, $2),
                ${number} = CASE WHEN json_type(properties, $2) IN ${NUMBER_TYPES} THEN CAST(json_extract_string(properties, $2) AS DOUBLE) END
@@ -232,8 +236,8 @@ export class PropertyColumnRegistry {
           );
           const [[updated = 0n] = []] = reader.getRowsJS() as [bigint][];
           rows += Number(updated);
-        });
-      }
+        }
+      });
     }
     await connection.run(
       "UPDATE property_columns SET ready = true WHERE project_id = CAST($1 AS UUID) AND name = $2",

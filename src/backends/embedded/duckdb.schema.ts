@@ -13,11 +13,12 @@ export const PROPERTY_SLOTS = 16;
 export const slotColumns = (slot: number) => ({ text: `p${slot}_text`, number: `p${slot}_num` });
 
 /** The newest schema version; a store at an older one is migrated forward when it opens. */
-export const SCHEMA_VERSION = 6;
+export const SCHEMA_VERSION = 7;
 
 /**
  * The tables events are written to (schema 4): those within LATE_MS of their project's newest
- * and those older, kept apart. Every reader reads the view `events`, their union.
+ * and those older, kept apart until their day is sorted (schema 7, duckdb.day-order.ts). Every
+ * reader reads the view `events`, their union.
  */
 export const EVENT_TABLES = ["events_in_order", "events_late"] as const;
 export type EventTable = (typeof EVENT_TABLES)[number];
@@ -252,6 +253,16 @@ async function columnDefinitions(connection: DuckDBConnection, table: string): P
     .join(", ");
 }
 
+/**
+ * Schema 7 folds a day's late events into it when the day is sorted (duckdb.day-order.ts), but
+ * the days sorted before kept theirs apart: the watermarks are forgotten again, so the background
+ * sorts every final day once more, with its late events.
+ */
+async function migrateToV7(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
+  progress("migrating the store to schema 7 (late events folded into their days in the background)", {});
+  await connection.run("DELETE FROM sorted_until");
+}
+
 const MIGRATIONS: {
   version: number;
   up(connection: DuckDBConnection, progress: MigrationProgress): Promise<void>;
@@ -261,6 +272,7 @@ const MIGRATIONS: {
   { version: 4, up: migrateToV4 },
   { version: 5, up: migrateToV5 },
   { version: 6, up: migrateToV6 },
+  { version: 7, up: migrateToV7 },
 ];
 
 /**
