@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
-import { DuckDBInstance } from "@duckdb/node-api";
+import { DuckDbDatabase } from "../src/backends/embedded/duckdb.database.js";
 import { fillUserDays } from "../src/backends/embedded/duckdb.user-days.js";
 import { postgresPipelineEnv } from "../tests/helpers/services.js";
 import { type LoadResult, percentile, runLoad, sampleEvent, startNoopServer } from "./load.js";
@@ -170,8 +170,10 @@ function printLoad(results: LoadResult[]): void {
  */
 async function generateDataset(dataDir: string, projectId: string, count: number): Promise<void> {
   const started = performance.now();
-  const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
-  const connection = await instance.connect();
+  // Opened as the server opens it, so that the rows land in the same row groups (ROW_GROUP_ROWS).
+  const db = new DuckDbDatabase(dataDir, { memoryLimit: "2GB", threads: 2 });
+  await db.open();
+  const connection = db.writeConnection();
   await connection.run(
     `INSERT INTO distinct_ids SELECT CAST($1 AS UUID), 'user_' || range, range + 1 FROM range(100000)`,
     [projectId],
@@ -201,8 +203,7 @@ async function generateDataset(dataDir: string, projectId: string, count: number
   // And its daily users (duckdb.user-days.ts).
   await fillUserDays(connection);
   await connection.run("CHECKPOINT");
-  connection.closeSync();
-  instance.closeSync();
+  await db.close();
   console.log(
     `\n  dataset of ${count} events generated in ${((performance.now() - started) / 1000).toFixed(1)} s`,
   );
