@@ -57,9 +57,10 @@ export function sortedDaysEnd(frontier: number): number {
  *
  * A day is rewritten in one transaction with the project's watermark (`sorted_until`): its rows
  * of both tables copied sorted, deleted, and appended to `events_in_order`, so a reader sees the
- * day either way, never both or neither, and a crash leaves it as it was. The rewrites go through the database's write queue,
- * one at a time with every other write of old rows there (project deletions, the ledger's
- * compaction, property fills), while commits, which only append, go on beside them.
+ * day either way, never both or neither, and a crash leaves it as it was. The rewrites go through
+ * the database's write queue, one at a time with every other write of old rows there (project
+ * deletions, the ledger's compaction, property fills), while commits, which only append, go on
+ * beside them.
  */
 export class DayOrder {
   private connection?: DuckDBConnection;
@@ -67,6 +68,8 @@ export class DayOrder {
   private readonly scheduled = new Map<string, number>();
   /** Per project, the late events committed since its last pass looked for days to fold them into. */
   private readonly lateSincePass = new Map<string, number>();
+  /** Projects with a pass queued that has not begun. */
+  private readonly queued = new Set<string>();
   private running: Promise<void> = Promise.resolve();
   private closing = false;
 
@@ -93,7 +96,7 @@ export class DayOrder {
     if (sealed <= (this.scheduled.get(projectId) ?? Number.NEGATIVE_INFINITY)) return;
     this.scheduled.set(projectId, sealed);
     this.lateSincePass.delete(projectId);
-    this.schedule(projectId, sealed);
+    this.schedule(projectId);
   }
 
   /**
@@ -102,22 +105,31 @@ export class DayOrder {
    */
   lateArrived(projectId: string, events: number): void {
     const gathered = (this.lateSincePass.get(projectId) ?? 0) + events;
-    const sealed = this.scheduled.get(projectId);
-    if (gathered < this.minEvents || sealed === undefined) {
+    if (gathered < this.minEvents || !this.scheduled.has(projectId)) {
       this.lateSincePass.set(projectId, gathered);
       return;
     }
     this.lateSincePass.delete(projectId);
-    this.schedule(projectId, sealed);
+    this.schedule(projectId);
   }
 
   private get minEvents(): number {
     return this.options.minEvents ?? MIN_SORTED_DAY_EVENTS;
   }
 
-  private schedule(projectId: string, sealed: number): void {
+  /**
+   * Queues a pass over the project, unless one is queued and not yet begun: that one reads the
+   * newest bound when it begins, so an import's many commits make one pass, not one each.
+   */
+  private schedule(projectId: string): void {
+    if (this.queued.has(projectId)) return;
+    this.queued.add(projectId);
     this.running = this.running
-      .then(() => this.sortDays(projectId, sealed))
+      .then(() => {
+        this.queued.delete(projectId);
+        const sealed = this.scheduled.get(projectId);
+        return sealed === undefined ? undefined : this.sortDays(projectId, sealed);
+      })
       .catch((error: unknown) => {
         // The days stay as they were (still correct, only slower to scan); the next move retries.
         this.scheduled.delete(projectId);

@@ -204,10 +204,10 @@ export class PropertyColumnRegistry {
 
   /**
    * Writes the slot for every event committed before it was assigned, then marks it ready. The
-   * events are written in slices of their time, each one write on the database's write queue
-   * (FILL_SLICE_EVENTS), both tables in it: the
-   * slices run from no lower bound to no upper bound, so they cover every event whatever its
-   * time, and time, unlike a rowid, never changes under a slice. A fill a stop interrupts is done
+   * events are written in slices of their time (FILL_SLICE_EVENTS), each slice of both tables one
+   * write on the database's write queue: the slices run from no lower bound to no upper bound, so
+   * they cover every event whatever its time, and time, unlike a rowid, never changes under a
+   * slice. A fill a stop interrupts is done
    * again at the next start (writing a slot twice writes the same values).
    */
   private async fill(projectId: string, slot: Slot): Promise<void> {
