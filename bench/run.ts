@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { DuckDBInstance } from "@duckdb/node-api";
 import { DuckDbDatabase } from "../src/backends/embedded/duckdb.database.js";
 import { fillUserDays } from "../src/backends/embedded/duckdb.user-days.js";
 import { postgresPipelineEnv } from "../tests/helpers/services.js";
@@ -333,6 +334,28 @@ async function benchQueries(url: string, readKey: string, order: string): Promis
   }
 }
 
+/**
+ * The same fixed DuckDB work (hashing and summing 20M integers on 2 threads, median of 10) before
+ * each store's queries: this host's speed drifts between runs, by 1.4x or more in an afternoon
+ * (benchmarks/README.md), and runs are comparable only at a like reference time.
+ */
+async function machineReference(): Promise<void> {
+  const instance = await DuckDBInstance.create(":memory:", { threads: "2" });
+  const connection = await instance.connect();
+  const times: number[] = [];
+  for (let i = 0; i < 11; i++) {
+    const started = performance.now();
+    await connection.run("SELECT sum(hash(range)) FROM range(20000000)");
+    if (i > 0) times.push(performance.now() - started);
+  }
+  connection.closeSync();
+  instance.closeSync();
+  times.sort((a, b) => a - b);
+  console.log(
+    `\nmachine reference (fixed DuckDB work, lower is faster): ${percentile(times, 50).toFixed(1)} ms`,
+  );
+}
+
 /** A store of DATASET_EVENTS events in `order`, every query kind timed on it, and the server's peak RSS. */
 async function queriesOn(order: string): Promise<void> {
   if (PIPELINE === "sync" && order !== "arrival") {
@@ -358,6 +381,7 @@ async function queriesOn(order: string): Promise<void> {
       await loadThroughApi(server.url, project.api_key, DATASET_EVENTS);
     }
     await warmUp(server, project.read_key);
+    await machineReference();
     await benchQueries(server.url, project.read_key, order);
     console.log(`\nserver peak RSS (VmHWM), ${order} order: ${server.peakRssMb()} MB (goal < 1,024 MB)`);
     await server.stop();
