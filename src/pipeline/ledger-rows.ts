@@ -62,8 +62,11 @@ export const eventKey = (e: StoredEvent): string => `${e.projectId}/${e.uuid}`;
  */
 export function commitResult(
   events: readonly StoredEvent[],
-  insertedKeys: ReadonlySet<string>,
+  insertedKeys: Pick<ReadonlySet<string>, "has" | "size">,
 ): { outcome: CommitOutcome; ledger: Map<string, LedgerDelta> } {
+  // Each inserted key is one of the events': as many keys as events means every event is inserted
+  // and none is a copy, so no key need be built (2.5 µs an event otherwise, 760-event commits).
+  if (insertedKeys.size === events.length) return allAccepted(events);
   const ledger = new Map<string, LedgerDelta>();
   const counted = new Set<string>();
   const duplicates: number[] = [];
@@ -80,4 +83,18 @@ export function commitResult(
     ledger.set(e.projectId, delta);
   });
   return { outcome: { inserted: counted.size, duplicates }, ledger };
+}
+
+/** commitResult of a commit whose every event was inserted. */
+function allAccepted(events: readonly StoredEvent[]): {
+  outcome: CommitOutcome;
+  ledger: Map<string, LedgerDelta>;
+} {
+  const ledger = new Map<string, LedgerDelta>();
+  for (const e of events) {
+    const delta = ledger.get(e.projectId);
+    if (delta) delta.accepted = (delta.accepted ?? 0) + 1;
+    else ledger.set(e.projectId, { accepted: 1, duplicate: 0 });
+  }
+  return { outcome: { inserted: events.length, duplicates: [] }, ledger };
 }

@@ -90,3 +90,30 @@ test("duplicates are per (project, uuid), and each request hears only about its 
   assert.deepEqual({ accepted, duplicates }, { accepted: 4, duplicates: 4 });
   await queue.close();
 });
+
+test("commitResult: every event inserted, one refused, and copies in one commit", () => {
+  const events = [event(X, U), event(Y, U), event(X, V), event(Y, V), event(X, Y)];
+  const keys = events.map(eventKey);
+  const all = commitResult(events, new Set(keys));
+  assert.deepEqual(all.outcome, { inserted: 5, duplicates: [] });
+  assert.deepEqual(Object.fromEntries(all.ledger), {
+    [X]: { accepted: 3, duplicate: 0 },
+    [Y]: { accepted: 2, duplicate: 0 },
+  });
+  // The store already held X/V: as many keys as events no longer, so each event is looked up.
+  const held = commitResult(events, new Set(keys.filter((key) => key !== eventKey(event(X, V)))));
+  assert.deepEqual(held.outcome, { inserted: 4, duplicates: [2] });
+  assert.deepEqual(Object.fromEntries(held.ledger), {
+    [X]: { accepted: 2, duplicate: 1 },
+    [Y]: { accepted: 2, duplicate: 0 },
+  });
+  // A copy within the commit, and a Map of the inserted rows by key, as the embedded store passes.
+  const copies = [event(X, U), event(X, U), event(Y, U)];
+  const inserted = new Map(copies.map((e) => [eventKey(e), e]));
+  const result = commitResult(copies, inserted);
+  assert.deepEqual(result.outcome, { inserted: 2, duplicates: [1] });
+  assert.deepEqual(Object.fromEntries(result.ledger), {
+    [X]: { accepted: 1, duplicate: 1 },
+    [Y]: { accepted: 1, duplicate: 0 },
+  });
+});

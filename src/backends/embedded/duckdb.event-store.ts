@@ -484,7 +484,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       await connection.run("BEGIN TRANSACTION");
       if (newUsers.length > 0) await connection.run(INSERT_DISTINCT_IDS, [newUsers.join("\n")]);
       const inserted: InsertedRow[] = [];
-      for (const { table, paths, lines } of this.rowGroups(rows, uids)) {
+      for (const { table, paths, lines } of this.rowGroups(rows, uidOf)) {
         const statement = await insertStatement(writer, table, paths.length);
         statement.bindVarchar(1, lines.join("\n"));
         if (paths.length > 0) statement.bindList(2, listValue([...paths]), LIST(VARCHAR));
@@ -497,6 +497,10 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     };
     const projectOf = new Map<number, string>();
     for (const [key, uid] of uids) projectOf.set(uid, key.slice(0, key.indexOf("/")));
+    // Each event's uid, looked up once: by the event itself, not by its long project/user text.
+    const uidByEvent = new Map<StoredEvent, number>();
+    for (const e of unique.values()) uidByEvent.set(e, uids.get(`${e.projectId}/${e.distinctId}`)!);
+    const uidOf = (e: StoredEvent) => uidByEvent.get(e)!;
     try {
       let fresh = unique;
       let inserted = await insert(unique);
@@ -505,10 +509,9 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         if (this.keys.mayHold(projectOf.get(uid)!, hash)) doubtful.add(uid);
       if (doubtful.size > 0) {
         await connection.run("ROLLBACK");
-        const userOf = (e: StoredEvent) => uids.get(`${e.projectId}/${e.distinctId}`)!;
         const found = await this.stored(
           connection,
-          [...unique.values()].filter((e) => doubtful.has(userOf(e))),
+          [...unique.values()].filter((e) => doubtful.has(uidOf(e))),
         );
         fresh = new Map([...unique].filter(([key]) => !found.has(key)));
         inserted = await insert(fresh);
@@ -517,12 +520,12 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       if (fresh.size > 0) {
         insertCounts.bindVarchar(1, countLines(fresh.values()));
         await insertCounts.run();
-        const userDays = this.userDays.lines(fresh.values(), uids);
+        const userDays = this.userDays.lines(fresh.values(), uidOf);
         insertUserDays.bindVarchar(1, userDays.text);
         await insertUserDays.run();
         userDayRows = userDays.rows;
       }
-      const { outcome, ledger: deltas } = commitResult(events, new Set(fresh.keys()));
+      const { outcome, ledger: deltas } = commitResult(events, fresh);
       const ledger = ledgerText(deltas);
       if (ledger !== "") {
         insertLedger.bindVarchar(1, ledger);
@@ -557,7 +560,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    */
   private rowGroups(
     rows: ReadonlyMap<string, StoredEvent>,
-    uids: ReadonlyMap<string, number>,
+    uidOf: (e: StoredEvent) => number,
   ): Set<RowGroup> {
     const groups = new Map<string, RowGroup>();
     for (const e of rows.values()) {
@@ -570,7 +573,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         if (paths.length === 0) groups.set(`${table}/`, group);
         groups.set(`${table}/${e.projectId}`, group);
       }
-      group.lines.push(toLine(e, uids.get(`${e.projectId}/${e.distinctId}`)!));
+      group.lines.push(toLine(e, uidOf(e)));
     }
     return new Set(groups.values());
   }

@@ -102,16 +102,17 @@ export class UserDays {
 
   /**
    * The pending rows (INSERT_USER_DAYS's NDJSON) of a commit's new events, one per (project,
-   * event, day, user), and how many.
+   * event, day, user), and how many. `uidOf` gives an event's uid.
    */
-  lines(events: Iterable<StoredEvent>, uids: ReadonlyMap<string, number>): { text: string; rows: number } {
+  lines(events: Iterable<StoredEvent>, uidOf: (e: StoredEvent) => number): { text: string; rows: number } {
     const seen = new Set<string>();
     const lines: string[] = [];
     for (const e of events) {
-      const uid = uids.get(`${e.projectId}/${e.distinctId}`)!;
+      const uid = uidOf(e);
       const day = Math.floor(e.timestamp / DAY_MS) * DAY_MS;
-      // Numbers first and the event name last: no name can make two keys alike.
-      const key = `${uid}/${day}/${e.projectId}/${e.event}`;
+      // A uid belongs to one project. Numbers first and the event name last: no name can make two
+      // keys alike.
+      const key = `${uid}/${day}/${e.event}`;
       if (seen.has(key)) continue;
       seen.add(key);
       lines.push(`{"p":"${e.projectId}","e":${JSON.stringify(e.event)},"d":${day},"i":${uid}}`);
