@@ -516,14 +516,14 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         fresh = new Map([...unique].filter(([key]) => !found.has(key)));
         inserted = await insert(fresh);
       }
-      let userDayRows = 0;
+      const userDays = this.userDays.rows(fresh.values(), uidOf);
       if (fresh.size > 0) {
         insertCounts.bindVarchar(1, countLines(fresh.values()));
         await insertCounts.run();
-        const userDays = this.userDays.lines(fresh.values(), uidOf);
+      }
+      if (userDays.keys.length > 0) {
         insertUserDays.bindVarchar(1, userDays.text);
         await insertUserDays.run();
-        userDayRows = userDays.rows;
       }
       const { outcome, ledger: deltas } = commitResult(events, fresh);
       const ledger = ledgerText(deltas);
@@ -535,7 +535,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       this.advanceFrontiers(fresh.values());
       // Durable now: later commits must find these keys.
       for (const { uid, hash } of inserted) this.keys.add(projectOf.get(uid)!, hash);
-      this.userDays.appended(userDayRows, (error) =>
+      this.userDays.appended(userDays, (error) =>
         this.log?.warn({ err: error }, "folding the daily users failed; the next commit retries"),
       );
       if (++this.commitsSinceCompaction >= this.compactEvery) {

@@ -86,10 +86,30 @@ async function pendingRows(connection: DuckDBConnection): Promise<number> {
 /** Runs work in one transaction of the store's serialized writes (DuckDbDatabase.transaction). */
 type Transaction = <T>(work: (connection: DuckDBConnection) => Promise<T>) => Promise<T>;
 
+/**
+ * Keys of pending rows this process committed that it remembers, at most (about 100 bytes each).
+ * A user sends a day's events of one name many times, and each commit wrote the row again; the
+ * bitmaps OR them, so a row already stored need not be. Past this many the memory is cleared and
+ * rows are written again, as after a restart: the answers are the same either way.
+ */
+export const REMEMBERED_ROWS = 100_000;
+
+/** A commit's pending rows: INSERT_USER_DAYS's NDJSON and each row's key, for `appended`. */
+export interface PendingRows {
+  text: string;
+  keys: string[];
+}
+
 /** Counts the pending rows and folds them once enough have gathered, one fold at a time. */
 export class UserDays {
   private pending = 0;
   private folding?: Promise<unknown>;
+  /**
+   * Keys (uid/day/event) of rows committed since the store opened, up to REMEMBERED_ROWS. Only a
+   * project's deletion removes rows, and a uid is never given twice while the process runs (a
+   * deleted project's users get new ones if they come back), so a key here stays true.
+   */
+  private readonly stored = new Set<string>();
 
   constructor(
     private readonly transaction: Transaction,
@@ -101,10 +121,11 @@ export class UserDays {
   }
 
   /**
-   * The pending rows (INSERT_USER_DAYS's NDJSON) of a commit's new events, one per (project,
-   * event, day, user), and how many. `uidOf` gives an event's uid.
+   * The pending rows of a commit's new events, one per (project, event, day, user) that no commit
+   * of this process has stored. `uidOf` gives an event's uid.
    */
-  lines(events: Iterable<StoredEvent>, uidOf: (e: StoredEvent) => number): { text: string; rows: number } {
+  rows(events: Iterable<StoredEvent>, uidOf: (e: StoredEvent) => number): PendingRows {
+    const keys: string[] = [];
     const seen = new Set<string>();
     const lines: string[] = [];
     for (const e of events) {
@@ -113,20 +134,23 @@ export class UserDays {
       // A uid belongs to one project. Numbers first and the event name last: no name can make two
       // keys alike.
       const key = `${uid}/${day}/${e.event}`;
-      if (seen.has(key)) continue;
+      if (seen.has(key) || this.stored.has(key)) continue;
       seen.add(key);
+      keys.push(key);
       lines.push(`{"p":"${e.projectId}","e":${JSON.stringify(e.event)},"d":${day},"i":${uid}}`);
     }
-    return { text: lines.join("\n"), rows: lines.length };
+    return { text: lines.join("\n"), keys };
   }
 
   /**
-   * A commit appended `rows` pending rows: once FOLD_ROWS have gathered, a fold starts in the
-   * background. A failed fold leaves the rows pending (readers read them either way) and is
-   * reported to `failed`; the next commit tries again.
+   * A commit stored `rows`: they are remembered, and once FOLD_ROWS rows have gathered, a fold
+   * starts in the background. A failed fold leaves the rows pending (readers read them either way)
+   * and is reported to `failed`; the next commit tries again.
    */
-  appended(rows: number, failed: (error: unknown) => void): void {
-    this.pending += rows;
+  appended(rows: PendingRows, failed: (error: unknown) => void): void {
+    if (this.stored.size + rows.keys.length > REMEMBERED_ROWS) this.stored.clear();
+    for (const key of rows.keys) this.stored.add(key);
+    this.pending += rows.keys.length;
     if (this.pending < this.foldRows || this.folding) return;
     this.folding = this.fold()
       .catch(failed)
