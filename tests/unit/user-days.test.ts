@@ -17,6 +17,9 @@ const event = (user: number, name: string, timestamp: number): StoredEvent => ({
 });
 const uidOf = (e: StoredEvent) => Number(e.distinctId.slice("user_".length)) + 1;
 
+/** A fold's failure: none is expected. */
+const foldFailed = (error: unknown) => assert.fail(String(error));
+
 /** A UserDays whose fold never comes due: these tests look at the rows alone. */
 const userDays = () =>
   new UserDays(async () => {
@@ -45,7 +48,7 @@ test("a commit's pending rows: one per user, event and day; none again once a co
   );
   // Not stored until the commit says so: a commit rolled back must leave its rows to the next.
   assert.deepEqual(days.rows(commit, uidOf).keys, first.keys);
-  days.appended(first, assert.fail);
+  days.appended(first, foldFailed);
   assert.deepEqual(days.rows(commit, uidOf).keys, []);
   // Another event name, user or day is a row of its own.
   const next = days.rows(
@@ -58,11 +61,11 @@ test("a commit's pending rows: one per user, event and day; none again once a co
 test("past REMEMBERED_ROWS the memory is cleared and rows are written again", () => {
   const days = userDays();
   const many = Array.from({ length: REMEMBERED_ROWS }, (_, i) => event(i, "Page View", 0));
-  days.appended(days.rows(many, uidOf), assert.fail);
+  days.appended(days.rows(many, uidOf), foldFailed);
   assert.deepEqual(days.rows(many.slice(0, 3), uidOf).keys, []);
   // One more row would pass the bound: everything remembered is forgotten, that row kept.
   const over = days.rows([event(REMEMBERED_ROWS, "Page View", 0)], uidOf);
-  days.appended(over, assert.fail);
+  days.appended(over, foldFailed);
   assert.equal(days.rows(many.slice(0, 3), uidOf).keys.length, 3);
   assert.deepEqual(days.rows([event(REMEMBERED_ROWS, "Page View", 0)], uidOf).keys, []);
 });
