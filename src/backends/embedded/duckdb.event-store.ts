@@ -495,11 +495,14 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       }
       return inserted;
     };
-    const projectOf = new Map<number, string>();
-    for (const [key, uid] of uids) projectOf.set(uid, key.slice(0, key.indexOf("/")));
     // Each event's uid, looked up once: by the event itself, not by its long project/user text.
     const uidByEvent = new Map<StoredEvent, number>();
-    for (const e of unique.values()) uidByEvent.set(e, uids.get(`${e.projectId}/${e.distinctId}`)!);
+    const projectOf = new Map<number, string>();
+    for (const e of unique.values()) {
+      const uid = uids.get(`${e.projectId}/${e.distinctId}`)!;
+      uidByEvent.set(e, uid);
+      projectOf.set(uid, e.projectId);
+    }
     const uidOf = (e: StoredEvent) => uidByEvent.get(e)!;
     try {
       let fresh = unique;
