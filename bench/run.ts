@@ -3,9 +3,13 @@
  * run with the same load generator, so the ratio to this machine's limit is visible.
  * Method and recorded results: bench/README.md and benchmarks/README.md.
  *
- *   npm run bench -- [--duration 20] [--connections 64] [--events 10000000] [--order time,arrival]
- *                    [--pipeline embedded|sync] [--memory-limit 512MB] [--skip-ingest] [--skip-queries]
- *                    [--skip-sdk] [--sdk-only] [--sdk-rounds 2]
+ *   npm run bench -- [--duration 20] [--connections 64] [--events 10000000[,100000000...]]
+ *                    [--order time,arrival] [--latency-connections 4] [--pipeline embedded|sync]
+ *                    [--memory-limit 512MB] [--skip-ingest] [--skip-queries] [--skip-sdk] [--sdk-only]
+ *                    [--sdk-rounds 2]
+ *
+ * It ends with every target of the run beside what was measured (ingest, queries
+ * at each size, the peak RSS at 10M, single-event latency on a full store against an empty one).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -27,6 +31,7 @@ const { values: args } = parseArgs({
     connections: { type: "string", default: "64" },
     events: { type: "string", default: "10000000" },
     "query-runs": { type: "string", default: "40" },
+    "latency-connections": { type: "string", default: "4" },
     order: { type: "string", default: "time,arrival" },
     pipeline: { type: "string", default: "embedded" },
     "memory-limit": { type: "string", default: "512MB" },
@@ -40,7 +45,11 @@ const { values: args } = parseArgs({
 });
 const DURATION_S = Number(args.duration);
 const CONNECTIONS = Number(args.connections);
-const DATASET_EVENTS = Number(args.events);
+const DATASET_SIZES = (args.events ?? "").split(",").map((n) => Number(n.replaceAll("_", "")));
+for (const size of DATASET_SIZES)
+  if (!Number.isInteger(size) || size <= 0)
+    throw new Error(`--events takes positive integers, comma-separated, not ${args.events}`);
+const LATENCY_CONNECTIONS = Number(args["latency-connections"]);
 const QUERY_RUNS = Number(args["query-runs"]);
 const PIPELINE = args.pipeline ?? "embedded";
 if (PIPELINE !== "embedded" && PIPELINE !== "sync")
@@ -159,7 +168,7 @@ function printLoad(results: LoadResult[]): void {
   console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const r of results) {
     console.log(
-      `| ${r.name} | ${Math.round(r.rps)} | ${Math.round(r.eventsPerSecond)} | ${r.p50} | ${r.p95} | ${r.p99} | ${r.non2xx} | ${r.errors} |`,
+      `| ${r.name} | ${Math.round(r.rps)} | ${Math.round(r.eventsPerSecond)} | ${ms(r.p50)} | ${ms(r.p95)} | ${ms(r.p99)} | ${r.non2xx} | ${r.errors} |`,
     );
   }
 }
@@ -308,11 +317,22 @@ async function postQuery(
   return body;
 }
 
-async function benchQueries(url: string, readKey: string, order: string): Promise<void> {
+/** The query goal for a store of `events`: P99 under 100 ms up to 10M events, under 1 s past it (the 100M point). */
+const queryGoalMs = (events: number) => (events > 10_000_000 ? 1_000 : 100);
+
+/** Each kind's P99 over HTTP, by kind. */
+async function benchQueries(
+  url: string,
+  readKey: string,
+  order: string,
+  events: number,
+): Promise<Map<string, number>> {
+  const goal = queryGoalMs(events);
   console.log(
-    `\n| query (${DATASET_EVENTS.toLocaleString("en")} events, ${order} order) | P50 ms | P95 ms | P99 ms | server took_ms P50 | target |`,
+    `\n| query (${events.toLocaleString("en")} events, ${order} order) | P50 ms | P95 ms | P99 ms | server took_ms P50 | target |`,
   );
   console.log("| --- | ---: | ---: | ---: | ---: | --- |");
+  const p99s = new Map<string, number>();
   for (const [name, spec] of QUERIES) {
     const times: number[] = [];
     const took: number[] = [];
@@ -326,12 +346,54 @@ async function benchQueries(url: string, readKey: string, order: string): Promis
     }
     times.sort((a, b) => a - b);
     took.sort((a, b) => a - b);
-    const f = (x: number) => x.toFixed(1);
     const p99 = percentile(times, 99);
+    p99s.set(name, p99);
     console.log(
-      `| ${name} | ${f(percentile(times, 50))} | ${f(percentile(times, 95))} | ${f(p99)} | ${f(percentile(took, 50))} | ${p99 < 100 ? "met" : `missed (${f(p99)} ≥ 100)`} |`,
+      `| ${name} | ${ms(percentile(times, 50))} | ${ms(percentile(times, 95))} | ${ms(p99)} | ${ms(percentile(took, 50))} | ${p99 < goal ? "met" : `missed (${ms(p99)} ≥ ${goal})`} |`,
     );
   }
+  return p99s;
+}
+
+const ms = (x: number) => x.toFixed(1);
+
+/** One target of the run and what was measured against it, printed together at the end. */
+interface Verdict {
+  target: string;
+  measured: string;
+  met: boolean;
+}
+const verdicts: Verdict[] = [];
+
+function printVerdicts(): void {
+  if (verdicts.length === 0) return;
+  console.log("\n## Targets of this run\n\n| target | measured | verdict |\n| --- | --- | --- |");
+  for (const v of verdicts) console.log(`| ${v.target} | ${v.measured} | ${v.met ? "met" : "**missed**"} |`);
+}
+
+/** Write keys of `count` new projects on a server, for loads the per-project rate limit must not cap. */
+async function loadKeys(url: string, label: string, count = 150): Promise<string[]> {
+  const keys: string[] = [];
+  for (let i = 0; i < count; i++) keys.push((await createProject(url, `${label} ${i}`)).api_key);
+  return keys;
+}
+
+/**
+ * Single events from LATENCY_CONNECTIONS clients, each sending its next when its last is answered,
+ * to `keys`' projects: few enough that a request waits for a commit, not behind a queue. The target
+ * asks that the P50 with the big store loaded stay within 1.5x of the empty store's. (autocannon's
+ * fixed rate sends each second's requests in a burst at its start, so it measures the burst.)
+ */
+function singleEventLatency(url: string, keys: readonly string[], name: string): Promise<LoadResult> {
+  return runLoad({
+    name,
+    url: `${url}/api/v1/event`,
+    body: JSON.stringify(sampleEvent(1)),
+    eventsPerRequest: 1,
+    keys,
+    connections: LATENCY_CONNECTIONS,
+    durationS: DURATION_S,
+  });
 }
 
 /**
@@ -356,14 +418,18 @@ async function machineReference(): Promise<void> {
   );
 }
 
-/** A store of DATASET_EVENTS events in `order`, every query kind timed on it, and the server's peak RSS. */
-async function queriesOn(order: string): Promise<void> {
+/**
+ * A store of `events` events in `order`, every query kind timed on it, the server's peak RSS, and
+ * single-event latency on it against the same server when it was empty. Returns each kind's P99.
+ */
+async function queriesOn(order: string, events: number): Promise<Map<string, number> | undefined> {
   if (PIPELINE === "sync" && order !== "arrival") {
     console.log(`\n${order} order: the sync pipeline's store is loaded through the API only (arrival order)`);
-    return;
+    return undefined;
   }
   const dataDir = mkdtempSync(join(tmpdir(), `tidemark-bench-${order}-`));
   const cleanups: (() => Promise<void>)[] = [];
+  const store = `${events.toLocaleString("en")} events, ${order} order`;
   try {
     let env: Record<string, string> = {};
     if (PIPELINE === "sync") {
@@ -373,26 +439,68 @@ async function queriesOn(order: string): Promise<void> {
     }
     let server = await startTidemark(dataDir, env);
     const project = await createProject(server.url, `bench queries, ${order} order`);
+    const latencyKeys = await loadKeys(server.url, `bench latency, ${order} order`);
+    const empty = await singleEventLatency(server.url, latencyKeys, "single events, empty store");
     if (order === "time") {
       await server.stop();
-      await generateDataset(dataDir, project.id, DATASET_EVENTS);
+      await generateDataset(dataDir, project.id, events);
       server = await startTidemark(dataDir, env);
     } else {
-      await loadThroughApi(server.url, project.api_key, DATASET_EVENTS);
+      await loadThroughApi(server.url, project.api_key, events);
     }
     await warmUp(server, project.read_key);
     await machineReference();
-    await benchQueries(server.url, project.read_key, order);
-    console.log(`\nserver peak RSS (VmHWM), ${order} order: ${server.peakRssMb()} MB (goal < 1,024 MB)`);
+    const p99s = await benchQueries(server.url, project.read_key, order, events);
+    const goal = queryGoalMs(events);
+    const under = [...p99s.values()].filter((p99) => p99 < goal).length;
+    const slowest = [...p99s].sort((a, b) => b[1] - a[1])[0]!;
+    verdicts.push({
+      target: `query P99 < ${goal.toLocaleString("en")} ms, ${store}`,
+      measured: `${under} of ${p99s.size} kinds; slowest ${slowest[0]} ${ms(slowest[1])} ms`,
+      met: under === p99s.size,
+    });
+    const peakRss = server.peakRssMb();
+    console.log(`\nserver peak RSS (VmHWM), ${order} order: ${peakRss} MB (goal < 1,024 MB at 10M events)`);
+    if (events === 10_000_000)
+      verdicts.push({
+        target: `server peak RSS < 1 GB, ${store}`,
+        measured: `${peakRss} MB`,
+        met: peakRss < 1024,
+      });
+    const full = await singleEventLatency(server.url, latencyKeys, `single events, ${store} stored`);
+    printLoad([empty, full]);
+    const growth = full.p50 / empty.p50;
+    console.log(
+      `\nsingle-event P50, ${LATENCY_CONNECTIONS} clients: ${ms(full.p50)} ms with ${store} stored, ${ms(empty.p50)} ms empty (${growth.toFixed(2)}x)`,
+    );
+    verdicts.push({
+      target: `single-event P50 with ${store} stored ≤ 1.5x the empty store's (${LATENCY_CONNECTIONS} clients)`,
+      measured: `${ms(full.p50)} against ${ms(empty.p50)} ms (${growth.toFixed(2)}x); P99 ${ms(full.p99)} against ${ms(empty.p99)} ms`,
+      met: growth <= 1.5,
+    });
     await server.stop();
     // Once more: a clean stop saved the key filter, so this start reads it instead of building it.
     console.log(`  restart of the ${order}-order store after a clean stop:`);
     server = await startTidemark(dataDir, env);
     await server.stop();
+    return p99s;
   } finally {
     for (const cleanup of cleanups) await cleanup().catch(() => undefined);
     if (!args["keep-data"]) rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/** Each kind's P99 at every size and order of the run, beside the goal at that size. */
+function printGrowth(
+  runs: readonly { events: number; order: string; p99s: ReadonlyMap<string, number> }[],
+): void {
+  if (new Set(runs.map((r) => r.events)).size < 2) return;
+  const header = runs.map((r) => `${r.events.toLocaleString("en")} ${r.order} P99 ms`);
+  console.log(`\n## Growth\n\n| query | ${header.join(" | ")} |`);
+  console.log(`| --- | ${runs.map(() => "---:").join(" | ")} |`);
+  for (const [name] of QUERIES)
+    console.log(`| ${name} | ${runs.map((r) => ms(r.p99s.get(name) ?? Number.NaN)).join(" | ")} |`);
+  console.log(`| goal | ${runs.map((r) => `< ${queryGoalMs(r.events).toLocaleString("en")}`).join(" | ")} |`);
 }
 
 async function main(): Promise<void> {
@@ -400,9 +508,7 @@ async function main(): Promise<void> {
   console.log(`Tidemark bench: ${DURATION_S} s per load run, ${CONNECTIONS} connections, data in ${dataDir}`);
   try {
     const server = await startTidemark(dataDir);
-    const keys: string[] = [];
-    if (!args["skip-ingest"] || args["sdk-only"])
-      for (let i = 0; i < 150; i++) keys.push((await createProject(server.url, `bench ingest ${i}`)).api_key);
+    const keys = !args["skip-ingest"] || args["sdk-only"] ? await loadKeys(server.url, "bench ingest") : [];
     if (!args["skip-ingest"] && !args["sdk-only"]) {
       const noop = await startNoopServer();
       const single = JSON.stringify(sampleEvent(1));
@@ -418,8 +524,23 @@ async function main(): Promise<void> {
       );
       noop.close();
       printLoad(results);
-      const ratio = results[1]!.rps / results[0]!.rps;
+      const [noopSingle, singleRun, , batchRun] = results as [LoadResult, LoadResult, LoadResult, LoadResult];
+      const ratio = singleRun.rps / noopSingle.rps;
       console.log(`\nsingle events: ${ratio.toFixed(2)}x the no-op server's req/s`);
+      verdicts.push(
+        {
+          target: "batched ingest ≥ 100K events/s",
+          measured: `${Math.round(batchRun.eventsPerSecond).toLocaleString("en")} events/s (${(batchRun.eventsPerSecond / 100_000).toFixed(2)}x)`,
+          met: batchRun.eventsPerSecond >= 100_000,
+        },
+        { target: "batched ingest P99 < 50 ms", measured: `${ms(batchRun.p99)} ms`, met: batchRun.p99 < 50 },
+        {
+          target: "single events ≥ 0.5x the no-op's req/s",
+          measured: `${ratio.toFixed(2)}x (${Math.round(singleRun.rps)} against ${Math.round(noopSingle.rps)})`,
+          met: ratio >= 0.5,
+        },
+        { target: "single events P99 < 50 ms", measured: `${ms(singleRun.p99)} ms`, met: singleRun.p99 < 50 },
+      );
     }
     if ((!args["skip-ingest"] && !args["skip-sdk"]) || args["sdk-only"]) {
       const rounds = Number(args["sdk-rounds"]);
@@ -450,7 +571,16 @@ async function main(): Promise<void> {
         );
     }
     await server.stop();
-    if (!args["skip-queries"] && !args["sdk-only"]) for (const order of ORDERS) await queriesOn(order);
+    if (!args["skip-queries"] && !args["sdk-only"]) {
+      const runs: { events: number; order: string; p99s: ReadonlyMap<string, number> }[] = [];
+      for (const events of DATASET_SIZES)
+        for (const order of ORDERS) {
+          const p99s = await queriesOn(order, events);
+          if (p99s) runs.push({ events, order, p99s });
+        }
+      printGrowth(runs);
+    }
+    printVerdicts();
   } finally {
     if (!args["keep-data"]) rmSync(dataDir, { recursive: true, force: true });
   }
