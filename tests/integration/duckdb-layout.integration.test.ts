@@ -944,6 +944,48 @@ test("a store written by version 5 or 6 rewrites its final days into the smaller
   }
 });
 
+test("a store written by version 7 counts its accepted events once, from its hourly counts; commits write only their duplicates", async () => {
+  const projectId = randomUUID();
+  const events = plainEvents(projectId, 50);
+  const ledgerRows = (db: DuckDbDatabase) =>
+    rows(db, `SELECT outcome, sum(n) FROM ledger_entries WHERE project_id = '${projectId}' GROUP BY outcome`);
+  await withStore(
+    async (store, db) => {
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
+      // The rows version 7 wrote for what its commits accepted are gone; the counts hold them.
+      assert.deepEqual(await ledgerRows(db), [["duplicate", 10n]]);
+      let ledger = await store.readLedger(projectId);
+      assert.deepEqual([ledger.accepted, ledger.duplicate, ledger.stored], [50, 10, 50]);
+      // A commit with no duplicate writes no ledger row; one with duplicates, only those.
+      const more = plainEvents(projectId, 5);
+      await store.insert(more);
+      assert.deepEqual(await ledgerRows(db), [["duplicate", 10n]]);
+      await store.insert([...more.slice(0, 2), ...plainEvents(projectId, 3)]);
+      assert.deepEqual(await ledgerRows(db), [["duplicate", 12n]]);
+      ledger = await store.readLedger(projectId);
+      assert.deepEqual([ledger.accepted, ledger.duplicate, ledger.stored], [58, 12, 58]);
+    },
+    async (dataDir) => {
+      const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+      const writer = new DuckDbEventStore(db);
+      await writer.start();
+      await writer.insert(events.slice(0, 30));
+      await writer.insert(events.slice(20)); // 10 of them again
+      await writer.close();
+      // What version 7 also wrote: a row of each commit's accepted events.
+      const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+      const connection = await instance.connect();
+      await connection.run(
+        `INSERT INTO ledger_entries VALUES ('${projectId}', 'accepted', 30), ('${projectId}', 'accepted', 20)`,
+      );
+      await connection.run("DELETE FROM schema_migrations WHERE version > 7");
+      await connection.run("CHECKPOINT");
+      connection.closeSync();
+      instance.closeSync();
+    },
+  );
+});
+
 test("a retried event is stored once, across restarts and whether or not the key filter errs", async () => {
   // bitsPerKey 1: the filter says "may hold" of most new keys, so the table is asked about them.
   for (const keyFilter of [{}, { bitsPerKey: 1, grownBitsPerKey: 1, minCapacity: 16 }]) {

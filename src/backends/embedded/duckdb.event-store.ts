@@ -529,7 +529,9 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         await insertUserDays.run();
       }
       const { outcome, ledger: deltas } = commitResult(events, fresh);
-      const ledger = ledgerText(deltas);
+      // Only the duplicates: what a commit accepted is what it added to the hourly counts
+      // (readLedger), so a commit without duplicates writes no ledger row.
+      const ledger = ledgerText(deltas, COUNTED_OUTCOMES);
       if (ledger !== "") {
         insertLedger.bindVarchar(1, ledger);
         await insertLedger.run();
@@ -639,10 +641,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
 
   async readLedger(projectId: string): Promise<Ledger> {
     const connection = this.db.readConnection();
-    const rows = await connection.runAndReadAll(
-      "SELECT outcome, sum(n) FROM ledger_entries WHERE project_id = CAST($1 AS UUID) GROUP BY outcome",
-      [projectId],
-    );
+    const rows = await connection.runAndReadAll(READ_LEDGER, [projectId]);
     const stored = await connection.runAndReadAll(
       "SELECT count(*) AS n FROM events WHERE project_id = CAST($1 AS UUID)",
       [projectId],
@@ -790,8 +789,23 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   }
 }
 
-function ledgerText(deltas: ReadonlyMap<string, LedgerDelta>): string {
+/**
+ * What a commit accepted, it added to the hourly counts in the same transaction (every inserted
+ * event, once): the counts are the ledger's `accepted`, and commits write only their duplicates.
+ * One statement fewer a commit: about 0.5 ms of CPU however few its events (schema 8).
+ */
+const COUNTED_OUTCOMES: ReadonlySet<string> = new Set(["accepted"]);
+
+/** A project's ledger: its rows summed by outcome, and its hourly counts as `accepted`. */
+const READ_LEDGER = `SELECT outcome, sum(n) FROM (
+    SELECT outcome, n FROM ledger_entries WHERE project_id = CAST($1 AS UUID)
+    UNION ALL SELECT 'accepted', n FROM event_counts WHERE project_id = CAST($1 AS UUID)
+  ) GROUP BY outcome`;
+
+/** The NDJSON of INSERT_LEDGER for `deltas`, leaving out the outcomes in `omitted`. */
+function ledgerText(deltas: ReadonlyMap<string, LedgerDelta>, omitted?: ReadonlySet<string>): string {
   return ledgerRows(deltas)
+    .filter(([, outcome]) => !omitted?.has(outcome))
     .map(([projectId, outcome, n]) => JSON.stringify({ p: projectId, o: outcome, n }))
     .join("\n");
 }

@@ -13,7 +13,7 @@ export const PROPERTY_SLOTS = 16;
 export const slotColumns = (slot: number) => ({ text: `p${slot}_text`, number: `p${slot}_num` });
 
 /** The newest schema version; a store at an older one is migrated forward when it opens. */
-export const SCHEMA_VERSION = 7;
+export const SCHEMA_VERSION = 8;
 
 /**
  * The tables events are written to (schema 4): those within LATE_MS of their project's newest
@@ -263,6 +263,16 @@ async function migrateToV7(connection: DuckDBConnection, progress: MigrationProg
   await connection.run("DELETE FROM sorted_until");
 }
 
+/**
+ * Schema 8 reads a project's accepted events from its hourly counts, which every commit writes
+ * with its events, instead of a ledger row each commit also wrote: the ledger's `accepted` rows
+ * go (the counts already hold every stored event, since schema 3).
+ */
+async function migrateToV8(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
+  progress("migrating the store to schema 8 (accepted events counted from the hourly counts)", {});
+  await connection.run("DELETE FROM ledger_entries WHERE outcome = 'accepted'");
+}
+
 const MIGRATIONS: {
   version: number;
   up(connection: DuckDBConnection, progress: MigrationProgress): Promise<void>;
@@ -273,6 +283,7 @@ const MIGRATIONS: {
   { version: 5, up: migrateToV5 },
   { version: 6, up: migrateToV6 },
   { version: 7, up: migrateToV7 },
+  { version: 8, up: migrateToV8 },
 ];
 
 /**
