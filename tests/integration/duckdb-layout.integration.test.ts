@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { type DuckDBConnection, DuckDBInstance, type DuckDBValue } from "@duckdb/node-api";
 import { DuckDbDatabase, ROW_GROUP_ROWS } from "../../src/backends/embedded/duckdb.database.js";
-import { DAY_MS, sortedDaysEnd } from "../../src/backends/embedded/duckdb.day-order.js";
+import { DAY_MS, DayOrder, sortedDaysEnd } from "../../src/backends/embedded/duckdb.day-order.js";
 import { duckDbDialect } from "../../src/backends/embedded/duckdb.dialect.js";
 import { DuckDbEventStore } from "../../src/backends/embedded/duckdb.event-store.js";
 import type { KeyFilterOptions } from "../../src/backends/embedded/duckdb.key-filter.js";
@@ -942,6 +942,52 @@ test("a store written by version 5 or 6 rewrites its final days into the smaller
       rmSync(dataDir, { recursive: true, force: true });
     }
   }
+});
+
+test("a project's pass saves its watermark even with no day to sort, and a start passes over no project sorted up to its newest", async () => {
+  const old = randomUUID();
+  const fresh = randomUUID();
+  const now = Date.now();
+  const at = (projectId: string, timestamp: number, n: number): StoredEvent[] =>
+    plainEvents(projectId, n).map((e) => ({ ...e, timestamp, receivedAt: now }));
+  await withStore(
+    async (store, db) => {
+      // `old` has a final day to sort; `fresh` has events of today alone, so no day to sort.
+      await store.insert([...at(old, now - 5 * DAY_MS, 10), ...at(old, now, 10), ...at(fresh, now, 10)]);
+      await store.daysSortedSettled();
+      const sealed = sortedDaysEnd(now);
+      assert.deepEqual(
+        await rows(db, "SELECT CAST(project_id AS VARCHAR), epoch_ms(until) FROM sorted_until ORDER BY 1"),
+        [old, fresh].sort().map((projectId) => [projectId, BigInt(sealed)]),
+      );
+      // What the next start does: every project's newest time reported. No statement is run.
+      let statements = 0;
+      const reader = db.readConnection();
+      const counting = new Proxy(reader, {
+        get(target, name, receiver) {
+          const value = Reflect.get(target, name, receiver);
+          if (typeof value !== "function") return value;
+          return (...args: unknown[]) => {
+            statements++;
+            return value.apply(target, args);
+          };
+        },
+      });
+      const dayOrder = new DayOrder({ transaction: (work) => db.transaction(work), minEvents: 4 });
+      await dayOrder.open(counting);
+      const opened = statements;
+      dayOrder.advanced(old, now);
+      dayOrder.advanced(fresh, now);
+      await dayOrder.settled();
+      assert.equal(statements, opened, "no pass over projects sorted up to their newest");
+      // A day later, each gets its pass again.
+      dayOrder.advanced(fresh, now + DAY_MS);
+      await dayOrder.settled();
+      assert.ok(statements > opened);
+    },
+    undefined,
+    { sortedDayMinEvents: 4 },
+  );
 });
 
 test("a store written by version 7 counts its accepted events once, from its hourly counts; commits write only their duplicates", async () => {

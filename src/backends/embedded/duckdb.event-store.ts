@@ -301,7 +301,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     };
     this.keysLoaded = true;
     // Days that became final while the store was closed, or before it sorted days.
-    this.dayOrder.open(this.db.readConnection());
+    await this.dayOrder.open(this.db.readConnection());
     for (const [projectId, frontier] of this.frontiers) this.dayOrder.advanced(projectId, frontier);
   }
 
