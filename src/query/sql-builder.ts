@@ -445,13 +445,16 @@ export class SqlQueryBuilder {
       }
       // Same name as the previous step: the next occurrence must be strictly later.
       const after = step === q.steps[i - 1] ? ">" : ">=";
-      const within = `e.timestamp ${after} p.t AND e.timestamp <= p.ends_at`;
+      const inWindow = `e.timestamp ${after} p.t AND e.timestamp <= p.ends_at`;
+      // The window as a condition of the join on the user, or as a filter above it (windowFilter).
+      const within = d.windowFilter ? "" : ` AND ${inWindow}`;
+      const filtered = d.windowFilter ? ` AND ${d.windowFilter(inWindow)}` : "";
       const previous = `s${i - 1}`;
       if (!source.joined) {
         ctes.push(
           `s${i} AS MATERIALIZED (SELECT p.${user}, p.ends_at, min(e.timestamp) AS t FROM ${previous} p JOIN events e
-            ON e.${user} = p.${user} AND ${within}
-            WHERE ${where} GROUP BY p.${user}, p.ends_at)`,
+            ON e.${user} = p.${user}${within}
+            WHERE ${where}${filtered} GROUP BY p.${user}, p.ends_at)`,
         );
         return;
       }
@@ -464,10 +467,9 @@ export class SqlQueryBuilder {
         : undefined;
       ctes.push(
         `s${i} AS MATERIALIZED (SELECT p.${user}, p.ends_at, min(e.timestamp) AS t FROM ${previous} p
-          ${ids ? `JOIN ${ids} ON x.person = p.${user} JOIN events e ON e.${user} = x.id` : `JOIN events e ON e.${user} = p.${user}`}
-            AND ${within}
+          ${ids ? `JOIN ${ids} ON x.person = p.${user} JOIN events e ON e.${user} = x.id` : `JOIN events e ON e.${user} = p.${user}`}${within}
           LEFT JOIN people m ON m.id = e.${user}
-          WHERE ${where} GROUP BY p.${user}, p.ends_at)`,
+          WHERE ${where}${filtered} GROUP BY p.${user}, p.ends_at)`,
       );
     });
     // Each step is read by the next and by its count: materialized, it runs once (DuckDB inlined it,

@@ -42,6 +42,12 @@ export interface SqlDialect {
   encodePeople(rows: readonly PeopleRow[]): string;
   peopleRelation(ref: string): string;
   /**
+   * A funnel step's time window (comparisons of the step's events with the previous step's
+   * times), written so that it is checked as a filter above the join on the user rather than as
+   * a condition of the join; absent, it is a condition of the join.
+   */
+  windowFilter?(condition: string): string;
+  /**
    * The tables whose union `events` is, when the engine keeps events in several (DuckDB keeps
    * late events apart), the first holding nearly all of them: a page of newest events is read
    * from each and the pages merged, and a funnel's first step groups the first on its own.

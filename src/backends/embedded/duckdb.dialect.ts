@@ -29,5 +29,11 @@ export const duckDbDialect: SqlDialect = {
   peopleRelation: (ref) =>
     `SELECT j.i AS id, j.p AS person, j.props AS properties
      FROM (SELECT from_json(unnest(string_split(${ref}, chr(10))), '{"i":"BIGINT","p":"BIGINT","props":"JSON"}') AS j)`,
+  // DuckDB checks a hash join's inequality conditions match by match, and a vectorised filter
+  // above the join is cheaper: 10M events, a 3-step funnel's second step 28.5 ms in the join
+  // against 5.4 for the join and 9.2 for the filter (profile), the funnel's median 84.0 -> 70.5 ms
+  // in process. Its optimizer would fold the plain comparisons back into the join; wrapped in
+  // IS TRUE (the same, none of them can be NULL) they stay a filter.
+  windowFilter: (condition) => `(${condition}) IS TRUE`,
   eventTables: EVENT_TABLES,
 };
