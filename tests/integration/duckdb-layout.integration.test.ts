@@ -944,7 +944,7 @@ test("a store written by version 5 or 6 rewrites its final days into the smaller
   }
 });
 
-test("a project's pass saves its watermark even with no day to sort, and a start passes over no project sorted up to its newest", async () => {
+test("a project's pass saves its watermark even with no day to sort, and a start passes over no project sorted up to its newest unless late events wait in its sorted days", async () => {
   const old = randomUUID();
   const fresh = randomUUID();
   const now = Date.now();
@@ -984,6 +984,19 @@ test("a project's pass saves its watermark even with no day to sort, and a start
       dayOrder.advanced(fresh, now + DAY_MS);
       await dayOrder.settled();
       assert.ok(statements > opened);
+      // Late events in a sorted day, enough to fold, whose fold had not run when the store closed:
+      // that project gets its pass at the next start, and they are folded.
+      await db.transaction((writer) =>
+        writer.run(
+          `INSERT INTO events_late SELECT * REPLACE (uuid() AS uuid) FROM events_in_order
+           WHERE project_id = '${old}' AND timestamp < epoch_ms(${sealed}) LIMIT 4`,
+        ),
+      );
+      const restarted = new DayOrder({ transaction: (work) => db.transaction(work), minEvents: 4 });
+      await restarted.open(db.readConnection());
+      restarted.advanced(old, now);
+      await restarted.settled();
+      assert.deepEqual(await row(db, `SELECT count(*) FROM events_late WHERE project_id = '${old}'`), [0n]);
     },
     undefined,
     { sortedDayMinEvents: 4 },
