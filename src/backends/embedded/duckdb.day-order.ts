@@ -89,7 +89,7 @@ export class DayOrder {
    * `connection` reads which days a project has. Each project's watermark is read here, once:
    * the store then reports every project's newest time, and a project whose days are sorted up
    * to it needs no pass. Every start passed over every project: on a store of 10M events and 451
-   * projects that was 5.5 s of CPU in the background after each start, and is 20 ms now. A
+   * projects that was 5.5 s of CPU in the background after each start, and is 7-18 ms now. A
    * project with enough late events in its sorted days still gets its pass (their fold may not
    * have run before the store closed).
    */
