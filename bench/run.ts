@@ -163,6 +163,9 @@ async function createProject(
   return (await response.json()) as { id: string; api_key: string; read_key: string };
 }
 
+/** Milliseconds as the tables print them. */
+const ms = (x: number) => x.toFixed(1);
+
 function printLoad(results: LoadResult[]): void {
   console.log("\n| scenario | req/s | events/s | P50 ms | P95 ms | P99 ms | non-2xx | errors |");
   console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -354,8 +357,6 @@ async function benchQueries(
   }
   return p99s;
 }
-
-const ms = (x: number) => x.toFixed(1);
 
 /** One target of the run and what was measured against it, printed together at the end. */
 interface Verdict {
