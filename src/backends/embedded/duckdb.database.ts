@@ -3,6 +3,7 @@ import { dirname, join } from "node:path";
 import { type DuckDBConnection, DuckDBInstance } from "@duckdb/node-api";
 import type { StoreMemory } from "../../pipeline/parts.js";
 import { type MigrationProgress, migrate } from "./duckdb.schema.js";
+import { type WritePriority, WriteQueue } from "./duckdb.write-queue.js";
 
 /**
  * One DuckDB file shared by the embedded parts. DuckDB allows one writing process per file, and
@@ -85,7 +86,7 @@ export class DuckDbDatabase {
   private writer?: DuckDBConnection;
   private reader?: DuckDBConnection;
   private userGroupsReader?: DuckDBConnection;
-  private writeChain: Promise<unknown> = Promise.resolve();
+  private readonly writes = new WriteQueue();
   private openCount = 0;
   private extra: DuckDBConnection[] = [];
   readonly path: string;
@@ -200,15 +201,22 @@ export class DuckDbDatabase {
     return this.userGroupsReader;
   }
 
-  /** Runs `work` alone on the writer connection, after every write queued before it. */
-  write<T>(work: (connection: DuckDBConnection) => Promise<T>): Promise<T> {
-    const next = this.writeChain.then(() => work(this.writeConnection()));
-    this.writeChain = next.catch(() => undefined);
-    return next;
+  /**
+   * Runs `work` alone on the writer connection, after every write queued before it in its lane
+   * (duckdb.write-queue.ts: `background` writes wait while any `normal` one waits).
+   */
+  write<T>(
+    work: (connection: DuckDBConnection) => Promise<T>,
+    priority: WritePriority = "normal",
+  ): Promise<T> {
+    return this.writes.add(() => work(this.writeConnection()), priority);
   }
 
   /** Runs `work` in one transaction on the writer connection. */
-  transaction<T>(work: (connection: DuckDBConnection) => Promise<T>): Promise<T> {
+  transaction<T>(
+    work: (connection: DuckDBConnection) => Promise<T>,
+    priority: WritePriority = "normal",
+  ): Promise<T> {
     return this.write(async (connection) => {
       await connection.run("BEGIN TRANSACTION");
       try {
@@ -219,14 +227,14 @@ export class DuckDbDatabase {
         await connection.run("ROLLBACK").catch(() => undefined);
         throw error;
       }
-    });
+    }, priority);
   }
 
   /** Closes the file once every user has closed it; waits for queued writes. */
   async close(): Promise<void> {
     this.openCount--;
     if (this.openCount > 0 || !this.instance) return;
-    await this.writeChain;
+    await this.writes.idle();
     await this.write(async (connection) => {
       await connection.run("CHECKPOINT");
     }).catch(() => undefined);

@@ -58,9 +58,9 @@ export function sortedDaysEnd(frontier: number): number {
  * A day is rewritten in one transaction with the project's watermark (`sorted_until`): its rows
  * of both tables copied sorted, deleted, and appended to `events_in_order`, so a reader sees the
  * day either way, never both or neither, and a crash leaves it as it was. The rewrites go through
- * the database's write queue, one at a time with every other write of old rows there (project
- * deletions, the ledger's compaction, property fills), while commits, which only append, go on
- * beside them.
+ * the database's write queue, one at a time with its other writes (project deletions, the
+ * ledger's compaction, property fills), and after them: each waits while any of those waits
+ * (duckdb.write-queue.ts). Commits, which only append, go on beside them.
  */
 export class DayOrder {
   private connection?: DuckDBConnection;

@@ -228,7 +228,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     this.compactEvery = options.compactEvery ?? 10_000;
     this.log = options.log;
     this.dayOrder = new DayOrder({
-      transaction: (work) => this.db.transaction(work),
+      // The least urgent write: it waits while any other waits (duckdb.write-queue.ts).
+      transaction: (work) => this.db.transaction(work, "background"),
       log: this.log,
       minEvents: options.sortedDayMinEvents,
       maxEvents: options.sortedDayMaxEvents,
