@@ -1,5 +1,6 @@
 import type { DuckDBConnection } from "@duckdb/node-api";
 import type { Log } from "../../core/log.js";
+import { Progress } from "./duckdb.progress.js";
 import { LATE_MS } from "./duckdb.schema.js";
 
 export const DAY_MS = 86_400_000;
@@ -199,10 +200,14 @@ export class DayOrder {
       this.options.log?.info({ project_id: projectId, days: days.length }, "sorting days by event");
     let sortedDays = 0;
     let sortedEvents = 0;
+    const progress = new Progress(this.options.log, "sorting days by event: progress", {
+      project_id: projectId,
+    });
     for (const { day, events } of days) {
       if (!(await this.sortDay(projectId, day, events, true))) return;
       sortedDays++;
       sortedEvents += events;
+      progress.step(sortedDays, days.length, sortedEvents);
     }
     if (this.closing) return;
     // Days too small to sort, or with no event, are final too: the next pass starts after them.

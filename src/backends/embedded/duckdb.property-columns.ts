@@ -2,6 +2,7 @@ import type { DuckDBConnection } from "@duckdb/node-api";
 import type { Log } from "../../core/log.js";
 import type { PropertyColumns } from "../../query/sql-builder.js";
 import { jsonPointer } from "./duckdb.dialect.js";
+import { Progress } from "./duckdb.progress.js";
 import { EVENT_TABLES, PROPERTY_SLOTS, slotColumns } from "./duckdb.schema.js";
 
 interface Slot {
@@ -216,6 +217,11 @@ export class PropertyColumnRegistry {
     const started = performance.now();
     const { text, number } = slotColumns(slot.slot);
     const bounds = await this.sliceBounds(connection, projectId);
+    const progress = new Progress(this.log, "filling a property column: progress", {
+      project_id: projectId,
+      property: slot.name,
+      slot: slot.slot,
+    });
     let rows = 0;
     for (let i = 0; i <= bounds.length; i++) {
       if (this.closing) throw new Error("stopping: the fill resumes at the next start");
@@ -238,6 +244,7 @@ export class PropertyColumnRegistry {
           rows += Number(updated);
         }
       });
+      progress.step(i + 1, bounds.length + 1, rows);
     }
     await connection.run(
       "UPDATE property_columns SET ready = true WHERE project_id = CAST($1 AS UUID) AND name = $2",

@@ -1,0 +1,46 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { Progress } from "../../src/backends/embedded/duckdb.progress.js";
+
+test("a long job logs its progress once an interval, with the time left at its pace; a short one logs none", () => {
+  const lines: { fields: Record<string, unknown>; msg?: string }[] = [];
+  const log = {
+    info: (fields: object, msg?: string) =>
+      void lines.push({ fields: fields as Record<string, unknown>, msg }),
+    warn: () => assert.fail("no warning expected"),
+    error: () => assert.fail("no error expected"),
+  };
+  let clock = 1_000;
+  const progress = new Progress(
+    log,
+    "sorting days by event: progress",
+    { project_id: "p" },
+    10_000,
+    () => clock,
+  );
+  clock += 4_000;
+  progress.step(1, 10, 100);
+  clock += 5_000;
+  progress.step(2, 10, 200);
+  assert.equal(lines.length, 0, "nothing within the first interval");
+  clock += 1_000;
+  progress.step(3, 10, 300);
+  assert.equal(lines.length, 1);
+  assert.equal(lines[0]!.msg, "sorting days by event: progress");
+  assert.deepEqual(lines[0]!.fields, {
+    project_id: "p",
+    done: 3,
+    total: 10,
+    events: 300,
+    took_ms: 10_000,
+    left_ms: Math.round((10_000 / 3) * 7),
+  });
+  clock += 9_999;
+  progress.step(4, 10, 400);
+  assert.equal(lines.length, 1, "at most one line an interval");
+  clock += 1;
+  progress.step(5, 10, 500);
+  assert.equal(lines.length, 2);
+  assert.equal(lines[1]!.fields.took_ms, 20_000);
+  assert.equal(lines[1]!.fields.left_ms, 20_000);
+});
