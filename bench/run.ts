@@ -101,7 +101,8 @@ async function startTidemark(dataDir: string, env: Record<string, string> = {}):
       line.includes('"level":30') &&
       !line.includes("property column") &&
       !line.includes("event keys") &&
-      !line.includes("days sorted by event")
+      !line.includes("days sorted by event") &&
+      !line.includes("sorting days by event")
     )
       return;
     console.log(`  server: ${line.slice(0, 300)}`);
