@@ -102,7 +102,7 @@ async function startTidemark(dataDir: string, env: Record<string, string> = {}):
       !line.includes("property column") &&
       !line.includes("event keys") &&
       !line.includes("days sorted by event") &&
-      !line.includes("sorting days by event")
+      !line.includes("sorting days by event: progress")
     )
       return;
     console.log(`  server: ${line.slice(0, 300)}`);

@@ -12,6 +12,7 @@ import { DuckDbEventStore } from "../../src/backends/embedded/duckdb.event-store
 import type { KeyFilterOptions } from "../../src/backends/embedded/duckdb.key-filter.js";
 import { LATE_MS, SCHEMA_VERSION } from "../../src/backends/embedded/duckdb.schema.js";
 import { CHUNK_BITS, USER_DAYS_ROLLUP } from "../../src/backends/embedded/duckdb.user-days.js";
+import type { WritePriority } from "../../src/backends/embedded/duckdb.write-queue.js";
 import type { StoredEvent } from "../../src/core/event.js";
 import { type FunnelQuery, parseQuerySpec } from "../../src/query/spec.js";
 import { SqlQueryBuilder } from "../../src/query/sql-builder.js";
@@ -394,6 +395,72 @@ test("days no in-order event can reach are sorted by event, once, and every answ
     await store.deleteProject(projectId);
     assert.deepEqual(await rows(db, `SELECT * FROM sorted_until WHERE project_id = '${projectId}'`), []);
     await store.close();
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+/** A database that records each transaction's priority and the SQL it ran. */
+class RecordingDatabase extends DuckDbDatabase {
+  readonly transactions: { priority: WritePriority; sql: string[] }[] = [];
+
+  override transaction<T>(
+    work: (connection: DuckDBConnection) => Promise<T>,
+    priority: WritePriority = "normal",
+  ): Promise<T> {
+    const record = { priority, sql: [] as string[] };
+    this.transactions.push(record);
+    return super.transaction((connection) => {
+      const recorded = new Proxy(connection, {
+        get(target, property) {
+          const value: unknown = Reflect.get(target, property, target);
+          if (typeof value !== "function") return value;
+          if (property !== "run" && property !== "runAndReadAll") return value.bind(target);
+          return (sql: string, ...rest: unknown[]) => {
+            record.sql.push(sql);
+            return value.call(target, sql, ...rest);
+          };
+        },
+      });
+      return work(recorded);
+    }, priority);
+  }
+}
+
+test("the sorts of days are the store's only background writes: every other write passes them", async () => {
+  const data = makeDataset(34);
+  const projectId = randomUUID();
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-lanes-"));
+  try {
+    const db = new RecordingDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+    const store = new DuckDbEventStore(db, { sortedDayMinEvents: 2, userDaysFoldRows: 10 });
+    await store.start();
+    try {
+      const days = new Map<number, DataEvent[]>();
+      for (const e of data) {
+        const day = Math.floor(e.timestamp / DAY_MS);
+        days.set(day, [...(days.get(day) ?? []), e]);
+      }
+      for (const [, events] of [...days].sort(([a], [b]) => a - b))
+        await store.insert(events.map((e) => stored(projectId, e)));
+      await store.daysSortedSettled();
+      await store.userDaysSettled();
+      // The day order's writes: the days' rewrites and the watermarks.
+      const sorts = db.transactions.filter((t) => t.sql.some((sql) => /sorted_(day|until)/.test(sql)));
+      const rewrites = sorts.filter((t) => t.sql.some((sql) => sql.includes("sorted_day")));
+      assert.ok(rewrites.length >= 2, `days were sorted (${rewrites.length} rewrites)`);
+      for (const sort of sorts) assert.equal(sort.priority, "background", "a sort waits for other writes");
+      const others = db.transactions.filter((t) => !sorts.includes(t));
+      assert.ok(
+        others.some((t) => t.sql.some((sql) => sql.includes("user_days"))),
+        "the daily users were folded",
+      );
+      for (const other of others)
+        assert.equal(other.priority, "normal", `not a sort: ${other.sql[0]?.slice(0, 60) ?? "(no SQL)"}`);
+      await assertConformance(store, projectId, data);
+    } finally {
+      await store.close();
+    }
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
