@@ -13,11 +13,12 @@ interface Job {
  *
  * Why two lanes: a property column's fill and the sort of final days each take many writes (a
  * slice of events, a day), and each queues its next write once the last has ended. In one lane
- * they took turns, and on 100M events the three columns a query asked for were ready after 334,
- * 472 and 306 s, while 87 days were sorted beside them. A column turns a property's query from
- * parsing JSON into reading a typed column (top values on 10M events: 2,038 -> 46 ms); a sorted
- * day saves a fraction of a scan; and a project's creation should not wait for either. So the
- * sorts are `background`.
+ * they took turns: on 100M events the three columns a query asked for were filled in 334, 472 and
+ * 306 s while 87 days were sorted beside them, and in 89, 130 and 77 s with the sorts behind them
+ * (benchmarks/README.md). A column turns a property's query from parsing JSON into reading a typed
+ * column (top values on 10M events: 2,038 -> 46 ms); a sorted day saves a part of a scan. A normal
+ * write, such as a project's creation, waits for the write under way and those queued before it
+ * in its lane, never for the sorts queued.
  *
  * A job's next write is queued by the code awaiting the last one, a few promise turns after it
  * ends: the queue starts the next job only after the event loop's current turn (setImmediate), so
