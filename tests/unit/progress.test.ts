@@ -18,14 +18,16 @@ test("a long job logs its progress once an interval, with the time left at the p
     10_000,
     () => clock,
   );
+  /** `ms` later, part `done` of 10 ends (100 events a part). */
+  const partEnds = (ms: number, done: number) => {
+    clock += ms;
+    progress.step(done, 10, done * 100);
+  };
   // The first part waited for the queue: 7 s, where the next ones take 1 s.
-  clock += 7_000;
-  progress.step(1, 10, 100);
-  clock += 2_000;
-  progress.step(2, 10, 200);
+  partEnds(7_000, 1);
+  partEnds(2_000, 2);
   assert.equal(lines.length, 0, "nothing within the first interval");
-  clock += 1_000;
-  progress.step(3, 10, 300);
+  partEnds(1_000, 3);
   assert.equal(lines.length, 1);
   assert.equal(lines[0]!.msg, "sorting days by event: progress");
   assert.deepEqual(lines[0]!.fields, {
@@ -36,11 +38,9 @@ test("a long job logs its progress once an interval, with the time left at the p
     took_ms: 10_000,
     left_ms: 7 * 1_500,
   });
-  clock += 9_999;
-  progress.step(4, 10, 400);
+  partEnds(9_999, 4);
   assert.equal(lines.length, 1, "at most one line an interval");
-  clock += 1;
-  progress.step(5, 10, 500);
+  partEnds(1, 5);
   assert.equal(lines.length, 2);
   assert.equal(lines[1]!.fields.took_ms, 20_000);
   assert.equal(lines[1]!.fields.left_ms, 5 * ((20_000 - 7_000) / 4));
