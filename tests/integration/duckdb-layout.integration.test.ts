@@ -466,6 +466,37 @@ test("the sorts of days are the store's only background writes: every other writ
   }
 });
 
+test("a property's new column holds commits back for its ALTER alone, not for the write under way before it", async () => {
+  const data = makeDataset(35);
+  const projectId = randomUUID();
+  await withStore(async (store, db) => {
+    await store.insert(data.slice(0, 200).map((e) => stored(projectId, e)));
+    // A long write of old rows under way (a day's sort, a fill's slice): here, one held open.
+    let release!: () => void;
+    const held = db.write(() => new Promise<void>((resolve) => (release = resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // The first query of `plan` gives it a column; its ALTER waits for the write under way.
+    await store.query(
+      projectId,
+      parseQuerySpec({ kind: "top_values", property: "plan", from: "2000-01-01", to: "2100-01-01" }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const commit = store.insert(data.slice(200, 260).map((e) => stored(projectId, e)));
+    const waited = await Promise.race([
+      commit.then(() => false),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 5_000)),
+    ]);
+    release();
+    await held;
+    assert.equal(waited, false, "the commit went on while the ALTER waited for its turn");
+    await commit;
+    await store.propertyColumnsSettled();
+    const [ready] = await row(db, "SELECT count(*) FROM property_columns WHERE ready AND name = 'plan'");
+    assert.equal(ready, 1n, "the column was added and filled once the write ended");
+    await assertConformance(store, projectId, data.slice(0, 260));
+  });
+});
+
 test("the store's file takes new rows in row groups of ROW_GROUP_ROWS", async () => {
   await withStore(async (store, db) => {
     const projectId = randomUUID();
