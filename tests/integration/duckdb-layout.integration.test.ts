@@ -482,10 +482,14 @@ test("a property's new column holds commits back for its ALTER alone, not for th
     );
     await new Promise((resolve) => setTimeout(resolve, 100));
     const commit = store.insert(data.slice(200, 260).map((e) => stored(projectId, e)));
+    let timer: NodeJS.Timeout | undefined;
     const waited = await Promise.race([
       commit.then(() => false),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 5_000)),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), 5_000);
+      }),
     ]);
+    clearTimeout(timer);
     release();
     await held;
     assert.equal(waited, false, "the commit went on while the ALTER waited for its turn");
