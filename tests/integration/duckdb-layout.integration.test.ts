@@ -80,12 +80,14 @@ async function withStore(
     keyFilter?: KeyFilterOptions;
     propertyFillSliceEvents?: number;
     sortedDayMinEvents?: number;
+    userDaysFoldRows?: number;
   } = {},
+  openDatabase = (dataDir: string) => new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 }),
 ): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
   try {
     await prepare?.(dataDir);
-    const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+    const db = openDatabase(dataDir);
     const store = new DuckDbEventStore(db, options);
     await store.start();
     try {
@@ -430,12 +432,9 @@ class RecordingDatabase extends DuckDbDatabase {
 test("the sorts of days are the store's only background writes: every other write passes them", async () => {
   const data = makeDataset(34);
   const projectId = randomUUID();
-  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-lanes-"));
-  try {
-    const db = new RecordingDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
-    const store = new DuckDbEventStore(db, { sortedDayMinEvents: 2, userDaysFoldRows: 10 });
-    await store.start();
-    try {
+  let db!: RecordingDatabase;
+  await withStore(
+    async (store) => {
       const days = new Map<number, DataEvent[]>();
       for (const e of data) {
         const day = Math.floor(e.timestamp / DAY_MS);
@@ -458,12 +457,14 @@ test("the sorts of days are the store's only background writes: every other writ
       for (const other of others)
         assert.equal(other.priority, "normal", `not a sort: ${other.sql[0]?.slice(0, 60) ?? "(no SQL)"}`);
       await assertConformance(store, projectId, data);
-    } finally {
-      await store.close();
-    }
-  } finally {
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+    },
+    undefined,
+    { sortedDayMinEvents: 2, userDaysFoldRows: 10 },
+    (dataDir) => {
+      db = new RecordingDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+      return db;
+    },
+  );
 });
 
 test("a property's new column holds commits back for its ALTER alone, not for the write under way before it", async () => {
