@@ -73,6 +73,14 @@ export type PropertyColumns = (name: string) => { text: string; number: string }
 
 const NO_PROPERTY_COLUMNS: PropertyColumns = () => undefined;
 
+/**
+ * The integer a project's events of a name carry in their `eid` column, when the engine keeps one
+ * (DuckDB, schema 9) and every stored event of the name has it; undefined: filter by the name.
+ */
+export type EventIdOf = (event: string) => number | undefined;
+
+const NO_EVENT_IDS: EventIdOf = () => undefined;
+
 /** Cheaper forms an engine may have of two operations, given what it knows of the store now. */
 export interface UserStrategies {
   /**
@@ -167,6 +175,7 @@ export class SqlQueryBuilder {
     private readonly columns: PropertyColumns = NO_PROPERTY_COLUMNS,
     private readonly users: UserStrategies = {},
     private readonly rollups: Rollups = {},
+    private readonly eventIds: EventIdOf = NO_EVENT_IDS,
   ) {}
 
   /**
@@ -291,7 +300,14 @@ export class SqlQueryBuilder {
       clauses.push(`${col("timestamp")} >= ${d.timestampFromMs(params.add(opts.fromMs))}`);
     if (opts.toMs !== undefined)
       clauses.push(`${col("timestamp")} < ${d.timestampFromMs(params.add(opts.toMs))}`);
-    if (opts.event !== undefined) clauses.push(`${col("event")} = ${params.add(opts.event)}`);
+    if (opts.event !== undefined) {
+      const id = this.eventIds(opts.event);
+      clauses.push(
+        id === undefined
+          ? `${col("event")} = ${params.add(opts.event)}`
+          : `${col("eid")} = CAST(${params.add(id)} AS INTEGER)`,
+      );
+    }
     if (opts.distinctId !== undefined) {
       const bind = (value: unknown) => params.add(value);
       clauses.push(

@@ -79,6 +79,7 @@ async function withStore(
     bitstringMargin?: number;
     keyFilter?: KeyFilterOptions;
     propertyFillSliceEvents?: number;
+    eventIdFillSliceEvents?: number;
     sortedDayMinEvents?: number;
     userDaysFoldRows?: number;
   } = {},
@@ -98,6 +99,14 @@ async function withStore(
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/** Takes a store this build wrote back to schema 8: no event ids (schema 9 added them). */
+async function withoutEventIds(connection: DuckDBConnection): Promise<void> {
+  await connection.run("DROP TABLE event_names");
+  await connection.run("DROP TABLE event_ids_pending");
+  for (const table of ["events_in_order", "events_late"])
+    await connection.run(`ALTER TABLE ${table} DROP COLUMN eid`);
 }
 
 async function assertConformance(store: DuckDbEventStore, projectId: string, data: readonly DataEvent[]) {
@@ -917,6 +926,7 @@ test("a store written by version 4 gains its watermarks, sorts its final days an
     const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
     const connection = await instance.connect();
     await connection.run("DROP TABLE sorted_until");
+    await withoutEventIds(connection);
     await connection.run("DELETE FROM schema_migrations WHERE version >= 5");
     connection.closeSync();
     instance.closeSync();
@@ -1000,6 +1010,7 @@ test("a store written by version 5 or 6 rewrites its final days into the smaller
         await connection.run("DELETE FROM events_in_order");
         await connection.run("INSERT INTO events_in_order SELECT * FROM temp.kept");
       }
+      await withoutEventIds(connection);
       await connection.run(`DELETE FROM schema_migrations WHERE version > ${written}`);
       await connection.run("CHECKPOINT");
       connection.closeSync();
@@ -1140,12 +1151,133 @@ test("a store written by version 7 counts its accepted events once, from its hou
       await connection.run(
         `INSERT INTO ledger_entries VALUES ('${projectId}', 'accepted', 30), ('${projectId}', 'accepted', 20)`,
       );
+      await withoutEventIds(connection);
       await connection.run("DELETE FROM schema_migrations WHERE version > 7");
       await connection.run("CHECKPOINT");
       connection.closeSync();
       instance.closeSync();
     },
   );
+});
+
+test("a store written by version 8 numbers its event names and fills their ids in the background; queries then filter by id, with the same answers", async () => {
+  const data = makeDataset(23);
+  const projectId = randomUUID();
+  const other = randomUUID();
+  const mismatched = (db: DuckDbDatabase) =>
+    rows(
+      db,
+      `SELECT count(*) FROM events e LEFT JOIN event_names n ON n.project_id = e.project_id AND n.event = e.event
+       WHERE n.eid IS DISTINCT FROM e.eid`,
+    );
+  await withStore(
+    async (store, db) => {
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
+      // Every stored (project, name) is numbered at once.
+      assert.deepEqual(
+        await rows(db, "SELECT count(*) FROM event_names"),
+        await rows(db, "SELECT count(*) FROM (SELECT DISTINCT project_id, event FROM events)"),
+      );
+      // The same answers while the fill runs (by name) and once it is done (by id).
+      await assertConformance(store, projectId, data);
+      await store.eventIdsSettled();
+      assert.deepEqual(await rows(db, "SELECT count(*) FROM event_ids_pending"), [[0n]]);
+      assert.deepEqual(await mismatched(db), [[0n]]);
+      await assertConformance(store, projectId, data);
+      // A new name gets the next id, in the commit of its first event.
+      const [before] = await rows(db, "SELECT max(eid) FROM event_names");
+      const fresh = plainEvents(projectId, 2).map((e) => ({ ...e, event: "first seen" }));
+      await store.insert(fresh);
+      assert.deepEqual(await rows(db, "SELECT DISTINCT e.eid FROM events e WHERE e.event = 'first seen'"), [
+        [Number(before?.[0]) + 1],
+      ]);
+      assert.deepEqual(await mismatched(db), [[0n]]);
+      // Queries filter by the id: an event whose id is changed is no longer found by its name.
+      const named = parseQuerySpec({ kind: "events", event: "first seen" });
+      assert.equal(((await store.query(projectId, named)) as { events: unknown[] }).events.length, 2);
+      await db.write(async (connection) => {
+        await connection.run(`UPDATE events_in_order SET eid = -1 WHERE uuid = '${fresh[0]!.uuid}'`);
+      });
+      assert.equal(((await store.query(projectId, named)) as { events: unknown[] }).events.length, 1);
+    },
+    async (dataDir) => {
+      const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+      const writer = new DuckDbEventStore(db);
+      await writer.start();
+      for (let i = 0; i < data.length; i += 100) {
+        await writer.insert(data.slice(i, i + 100).map((e) => stored(projectId, e)));
+        await writer.insert(data.slice(i, i + 10).map((e) => stored(other, e)));
+      }
+      await writer.close();
+      const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+      const connection = await instance.connect();
+      await withoutEventIds(connection);
+      await connection.run("DELETE FROM schema_migrations WHERE version > 8");
+      await connection.run("CHECKPOINT");
+      connection.closeSync();
+      instance.closeSync();
+    },
+    // Small slices: the fill takes several, racing the queries.
+    { eventIdFillSliceEvents: 300 },
+  );
+});
+
+test("a stop during the event ids' fill leaves the project pending, and the next start fills the rest", async () => {
+  const data = makeDataset(29);
+  const projectId = randomUUID();
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-layout-"));
+  const open = () =>
+    new DuckDbEventStore(new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 }), {
+      eventIdFillSliceEvents: 50,
+    });
+  try {
+    /** Runs statements on the closed store's file, returning the last one's rows. */
+    const onFile = async (...statements: string[]) => {
+      const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+      const connection = await instance.connect();
+      let result: unknown[][] = [];
+      for (const sql of statements) result = (await connection.runAndReadAll(sql)).getRowsJS();
+      connection.closeSync();
+      instance.closeSync();
+      return result;
+    };
+    const writer = open();
+    await writer.start();
+    for (let i = 0; i < data.length; i += 100)
+      await writer.insert(data.slice(i, i + 100).map((e) => stored(projectId, e)));
+    await writer.close();
+    const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+    const connection = await instance.connect();
+    await withoutEventIds(connection);
+    await connection.run("DELETE FROM schema_migrations WHERE version > 8");
+    await connection.run("CHECKPOINT");
+    connection.closeSync();
+    instance.closeSync();
+    // Stopped at once: the fill has written a few of its slices at most.
+    const stopped = open();
+    await stopped.start();
+    await stopped.close();
+    const [[pending, missing]] = (await onFile(
+      "SELECT (SELECT count(*) FROM event_ids_pending), (SELECT count(*) FROM events WHERE eid IS NULL)",
+    )) as [[bigint, bigint]];
+    assert.deepEqual([pending, missing > 0n], [1n, true]);
+    const reopened = open();
+    await reopened.start();
+    try {
+      await reopened.eventIdsSettled();
+      await assertConformance(reopened, projectId, data);
+    } finally {
+      await reopened.close();
+    }
+    assert.deepEqual(
+      await onFile(
+        "SELECT (SELECT count(*) FROM event_ids_pending), (SELECT count(*) FROM events WHERE eid IS NULL)",
+      ),
+      [[0n, 0n]],
+    );
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
 
 test("a retried event is stored once, across restarts and whether or not the key filter errs", async () => {

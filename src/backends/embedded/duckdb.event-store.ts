@@ -17,7 +17,8 @@ import { type RunSql, SqlQueryRunner, sqlIdentitySource } from "../../query/sql-
 import { type DuckDbDatabase, PERFECT_HASH_BITS } from "./duckdb.database.js";
 import { DayOrder } from "./duckdb.day-order.js";
 import { duckDbDialect } from "./duckdb.dialect.js";
-import { DistinctIdDictionary, INSERT_DISTINCT_IDS } from "./duckdb.distinct-ids.js";
+import { DISTINCT_IDS, Dictionary, type NewEntries, SerialLock } from "./duckdb.dictionary.js";
+import { EventIds } from "./duckdb.event-ids.js";
 import { KEY_HASH_HALVES, KeyFilter, type KeyFilterOptions, type KeyHash } from "./duckdb.key-filter.js";
 import { PropertyColumnRegistry, slotValueColumns } from "./duckdb.property-columns.js";
 import { EVENT_TABLES, type EventTable, LATE_MS } from "./duckdb.schema.js";
@@ -25,7 +26,7 @@ import { INSERT_USER_DAYS, USER_DAYS_ROLLUP, UserDays } from "./duckdb.user-days
 
 // Rows travel to DuckDB as one NDJSON text parameter that DuckDB parses on its own threads: one
 // call across the native boundary per commit instead of one per value (the Appender's cost).
-const ROW_SHAPE = `'{"p":"VARCHAR","u":"VARCHAR","e":"VARCHAR","d":"VARCHAR","i":"BIGINT","t":"BIGINT","props":"JSON","r":"BIGINT"}'`;
+const ROW_SHAPE = `'{"p":"VARCHAR","u":"VARCHAR","e":"VARCHAR","n":"INTEGER","d":"VARCHAR","i":"BIGINT","t":"BIGINT","props":"JSON","r":"BIGINT"}'`;
 
 /**
  * The insert of a commit's rows for a project with `slots` property columns to fill ($2: their
@@ -46,6 +47,7 @@ function insertSql(table: EventTable, slots: number): string {
     "project_id",
     "uuid",
     "event",
+    "eid",
     "distinct_id",
     "uid",
     "timestamp",
@@ -56,6 +58,7 @@ function insertSql(table: EventTable, slots: number): string {
     "CAST(j.p AS UUID)",
     "CAST(j.u AS UUID)",
     "j.e",
+    "j.n",
     "j.d",
     "j.i",
     "epoch_ms(j.t)",
@@ -69,8 +72,14 @@ function insertSql(table: EventTable, slots: number): string {
 }
 
 /** One NDJSON line per event; `properties` is already JSON text, and JSON text has no raw newline. */
-function toLine(e: StoredEvent, uid: number): string {
-  return `{"p":"${e.projectId}","u":"${e.uuid}","e":${JSON.stringify(e.event)},"d":${JSON.stringify(e.distinctId)},"i":${uid},"t":${e.timestamp},"props":${e.properties},"r":${e.receivedAt}}`;
+function toLine(e: StoredEvent, ids: EventIdsOf): string {
+  return `{"p":"${e.projectId}","u":"${e.uuid}","e":${JSON.stringify(e.event)},"n":${ids.eid(e)},"d":${JSON.stringify(e.distinctId)},"i":${ids.uid(e)},"t":${e.timestamp},"props":${e.properties},"r":${e.receivedAt}}`;
+}
+
+/** An event's user id and event id, as its commit assigned them. */
+interface EventIdsOf {
+  uid(e: StoredEvent): number;
+  eid(e: StoredEvent): number;
 }
 
 /** Memory the bitstrings of one distinct count may take (see userStrategies). */
@@ -147,6 +156,9 @@ const USER_KEYS = `SELECT distinct_id, uid FROM distinct_ids
 
 const LINK_EVENT_NAMES: ReadonlySet<string> = new Set(LINK_EVENTS);
 
+/** A commit that meets no new user and no new event name. */
+const NO_NEW_IDS = { users: { lines: [], keys: [] }, names: { lines: [], keys: [] } };
+
 /**
  * Events in the embedded DuckDB file. Commits run one at a time on one connection. A commit
  * inserts its rows with one statement (one per project that has property columns to fill), which
@@ -169,7 +181,14 @@ const LINK_EVENT_NAMES: ReadonlySet<string> = new Set(LINK_EVENTS);
 export class DuckDbEventStore implements EventStore, AnalyticsStore {
   readonly name = "duckdb";
   private readonly run: RunSql;
-  private readonly distinctIds = new DistinctIdDictionary();
+  private readonly distinctIds = new Dictionary(DISTINCT_IDS);
+  private readonly eventIds: EventIds;
+  /**
+   * Held by a commit that meets new users or new event names, from assigning their ids to the end
+   * of its transaction (duckdb.dictionary.ts): one lock for both, so no two commits wait for each
+   * other's.
+   */
+  private readonly newIds = new SerialLock();
   private readonly properties: PropertyColumnRegistry;
   /** Commits under way: a property column's fill waits for those that began before its slot. */
   private readonly commitsUnderWay = new Set<Promise<void>>();
@@ -216,6 +235,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       userDaysFoldRows?: number;
       /** Events a property column's fill writes in one transaction (tests make it small). */
       propertyFillSliceEvents?: number;
+      /** Events an event-id fill writes in one transaction (tests make it small). */
+      eventIdFillSliceEvents?: number;
       /** Events a day needs to be sorted by event (duckdb.day-order.ts; tests make it small). */
       sortedDayMinEvents?: number;
       /** Events sorted in one transaction at most (duckdb.day-order.ts; tests make it small). */
@@ -256,12 +277,17 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
           if (waiting.length > 0) this.unkeyed.set(projectId, new Set(waiting));
           else this.unkeyed.delete(projectId);
           // One committed while this read ran: the next query resolves again.
-          const { uids } = this.distinctIds.known(new Set(waiting.map((id) => `${projectId}/${id}`)));
-          if (uids.size > 0) this.noteNewUsers([...uids]);
+          const known = this.distinctIds.known(new Set(waiting.map((id) => `${projectId}/${id}`)));
+          if (known.ids.size > 0) this.noteNewUsers([...known.ids]);
           return keys;
         },
       }),
     );
+    this.eventIds = new EventIds({
+      serialWrites: (work) => this.db.write(() => work()),
+      sliceEvents: options.eventIdFillSliceEvents,
+      log: this.log,
+    });
     this.properties = new PropertyColumnRegistry({
       commitsUnderWay: () => Promise.all([...this.commitsUnderWay]).then(() => undefined),
       // The one writer held, no commit runs: DuckDB refuses to alter a table others write.
@@ -304,6 +330,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     // Days that became final while the store was closed, or before it sorted days.
     await this.dayOrder.open(this.db.readConnection());
     for (const [projectId, frontier] of this.frontiers) this.dayOrder.advanced(projectId, frontier);
+    // Stores migrated from schema 8: their events' ids are filled in the background.
+    await this.eventIds.open(this.db.readConnection(), await this.db.connect());
   }
 
   private async withWriter<T>(work: (writer: EventWriter) => Promise<T>): Promise<T> {
@@ -347,6 +375,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   async close(): Promise<void> {
     await this.userDays.settled();
     await this.properties.close();
+    await this.eventIds.close();
     await this.dayOrder.close();
     if (this.keysLoaded) {
       this.keysLoaded = false;
@@ -425,19 +454,28 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     return this.withWriter(async (writer) => {
       const unique = new Map<string, StoredEvent>();
       const users = new Set<string>();
+      const names = new Set<string>();
       for (const e of events) {
         const key = eventKey(e);
         if (unique.has(key)) continue;
         unique.set(key, e);
         users.add(`${e.projectId}/${e.distinctId}`);
+        names.add(`${e.projectId}/${e.event}`);
       }
-      const { uids, missing } = this.distinctIds.known(users);
-      if (missing.length === 0) return this.commitRows(writer, events, unique, uids, []);
-      return this.distinctIds.newUsers.run(async () => {
-        const created = await this.distinctIds.assign(writer.connection, missing, uids);
-        const outcome = await this.commitRows(writer, events, unique, uids, created.lines);
-        this.distinctIds.committed(created);
-        this.noteNewUsers(created.keys);
+      const user = this.distinctIds.known(users);
+      const name = this.eventIds.names.known(names);
+      const ids = { uids: user.ids, eids: name.ids };
+      if (user.missing.length === 0 && name.missing.length === 0)
+        return this.commitRows(writer, events, unique, ids, NO_NEW_IDS);
+      return this.newIds.run(async () => {
+        const created = {
+          users: await this.distinctIds.assign(writer.connection, user.missing, user.ids),
+          names: await this.eventIds.names.assign(writer.connection, name.missing, name.ids),
+        };
+        const outcome = await this.commitRows(writer, events, unique, ids, created);
+        this.distinctIds.committed(created.users);
+        this.eventIds.names.committed(created.names);
+        this.noteNewUsers(created.users.keys);
         return outcome;
       });
     });
@@ -476,16 +514,19 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     writer: EventWriter,
     events: readonly StoredEvent[],
     unique: ReadonlyMap<string, StoredEvent>,
-    uids: ReadonlyMap<string, number>,
-    newUsers: readonly string[],
+    ids: { uids: ReadonlyMap<string, number>; eids: ReadonlyMap<string, number> },
+    created: { users: NewEntries; names: NewEntries },
   ): Promise<CommitOutcome> {
     const { connection, insertLedger, insertCounts, insertUserDays } = writer;
     /** Inserts `rows` in a new transaction; what the insert returned of each. */
     const insert = async (rows: ReadonlyMap<string, StoredEvent>): Promise<InsertedRow[]> => {
       await connection.run("BEGIN TRANSACTION");
-      if (newUsers.length > 0) await connection.run(INSERT_DISTINCT_IDS, [newUsers.join("\n")]);
+      if (created.users.lines.length > 0)
+        await connection.run(this.distinctIds.insertSql, [created.users.lines.join("\n")]);
+      if (created.names.lines.length > 0)
+        await connection.run(this.eventIds.names.insertSql, [created.names.lines.join("\n")]);
       const inserted: InsertedRow[] = [];
-      for (const { table, paths, lines } of this.rowGroups(rows, uidOf)) {
+      for (const { table, paths, lines } of this.rowGroups(rows, idsOf)) {
         const statement = await insertStatement(writer, table, paths.length);
         statement.bindVarchar(1, lines.join("\n"));
         if (paths.length > 0) statement.bindList(2, listValue([...paths]), LIST(VARCHAR));
@@ -500,11 +541,12 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     const uidByEvent = new Map<StoredEvent, number>();
     const projectOf = new Map<number, string>();
     for (const e of unique.values()) {
-      const uid = uids.get(`${e.projectId}/${e.distinctId}`)!;
+      const uid = ids.uids.get(`${e.projectId}/${e.distinctId}`)!;
       uidByEvent.set(e, uid);
       projectOf.set(uid, e.projectId);
     }
     const uidOf = (e: StoredEvent) => uidByEvent.get(e)!;
+    const idsOf: EventIdsOf = { uid: uidOf, eid: (e) => ids.eids.get(`${e.projectId}/${e.event}`)! };
     try {
       let fresh = unique;
       let inserted = await insert(unique);
@@ -564,10 +606,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    * before the commit) and the property columns they fill: per table, one group for the projects
    * without columns, one for each project with some.
    */
-  private rowGroups(
-    rows: ReadonlyMap<string, StoredEvent>,
-    uidOf: (e: StoredEvent) => number,
-  ): Set<RowGroup> {
+  private rowGroups(rows: ReadonlyMap<string, StoredEvent>, ids: EventIdsOf): Set<RowGroup> {
     const groups = new Map<string, RowGroup>();
     for (const e of rows.values()) {
       const table = this.isLate(e) ? "events_late" : "events_in_order";
@@ -579,7 +618,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         if (paths.length === 0) groups.set(`${table}/`, group);
         groups.set(`${table}/${e.projectId}`, group);
       }
-      group.lines.push(toLine(e, uidOf(e)));
+      group.lines.push(toLine(e, ids));
     }
     return new Set(groups.values());
   }
@@ -660,12 +699,15 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         "user_days",
         "user_days_pending",
         "distinct_ids",
+        "event_names",
+        "event_ids_pending",
         "property_columns",
         "sorted_until",
       ])
         await connection.run(`DELETE FROM ${table} WHERE project_id = CAST($1 AS UUID)`, [projectId]);
     });
     this.distinctIds.forgetProject(projectId);
+    this.eventIds.forgetProject(projectId);
     this.properties.forgetProject(projectId);
     this.keys.forgetProject(projectId);
     this.frontiers.delete(projectId);
@@ -692,15 +734,18 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         : undefined;
     const ask = (uidRange: number) =>
       new SqlQueryRunner(
-        new SqlQueryBuilder(duckDbDialect, columns, this.userStrategies(uidRange, user), {
-          eventCounts: "event_counts",
-          userDays: USER_DAYS_ROLLUP,
-        }),
+        new SqlQueryBuilder(
+          duckDbDialect,
+          columns,
+          this.userStrategies(uidRange, user),
+          { eventCounts: "event_counts", userDays: USER_DAYS_ROLLUP },
+          (event) => this.eventIds.idOf(projectId, event),
+        ),
         this.run,
         this.identity,
       ).query(projectId, spec);
     try {
-      return await ask(this.distinctIds.uidRange() + this.bitstringMargin);
+      return await ask(this.distinctIds.idRange() + this.bitstringMargin);
     } catch (error) {
       // Users created since the range was read, past its margin: count them the general way.
       if (!(error instanceof Error && error.message.includes("outside of provided min and max range")))
@@ -720,7 +765,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   private async readerFor(statement: SqlStatement): Promise<DuckDBConnection> {
     const reader = this.db.readConnection();
     const groups = statement.userGroups;
-    const uids = this.distinctIds.uidRange();
+    const uids = this.distinctIds.idRange();
     if (groups === undefined || uids > 2 ** PERFECT_HASH_BITS) return reader;
     const counted = await reader.runAndReadAll(EVENTS_IN_RANGE, [
       groups.projectId,
@@ -765,7 +810,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   /** A user's uid, from memory or the dictionary's key; 0 (no uid) for an id the store never saw. */
   private async uidOf(projectId: string, distinctId: string): Promise<number> {
     const key = `${projectId}/${distinctId}`;
-    const cached = this.distinctIds.known(new Set([key])).uids.get(key);
+    const cached = this.distinctIds.get(key);
     if (cached !== undefined) return cached;
     const [row] = await this.run({
       sql: "SELECT uid FROM distinct_ids WHERE project_id = CAST($1 AS UUID) AND distinct_id = $2",
@@ -782,6 +827,11 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   /** Resolves when every sort of days by event scheduled so far has ended. */
   daysSortedSettled(): Promise<void> {
     return this.dayOrder.settled();
+  }
+
+  /** Resolves when the fill of the event ids of a store migrated from schema 8 has ended. */
+  eventIdsSettled(): Promise<void> {
+    return this.eventIds.settled();
   }
 
   /** Resolves when every property column requested so far is filled (or its fill failed). */

@@ -4,6 +4,7 @@ import type { PropertyColumns } from "../../query/sql-builder.js";
 import { jsonPointer } from "./duckdb.dialect.js";
 import { Progress } from "./duckdb.progress.js";
 import { EVENT_TABLES, PROPERTY_SLOTS, slotColumns } from "./duckdb.schema.js";
+import { rewriteInTimeSlices, SLICE_EVENTS } from "./duckdb.time-slices.js";
 
 interface Slot {
   name: string;
@@ -11,14 +12,6 @@ interface Slot {
   /** Every stored event of the project has the slot filled: queries may read it. */
   ready: boolean;
 }
-
-/**
- * Events a fill writes in one transaction. An UPDATE holds what it changed in memory until it
- * commits: on 10M events, one UPDATE of a slot's two columns raised the process's peak RSS by 528
- * MB and took 6.5 s; slices of 1M rows by 313 MB in 4.8 s (245K rows: 236 MB in 6.0 s). With one
- * statement, a 100M-event project's fill would need several GB beside the store's cap.
- */
-const FILL_SLICE_EVENTS = 1_000_000;
 
 /** DuckDB's json_type names of JSON numbers, as the dialect's propertyNumber reads them. */
 const NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')";
@@ -61,14 +54,14 @@ export class PropertyColumnRegistry {
      * an UPDATE of rows another transaction moves would fail on the conflict.
      */
     serialWrites?: (work: () => Promise<void>) => Promise<void>;
-    /** Events a fill writes in one transaction (FILL_SLICE_EVENTS by default). */
+    /** Events a fill writes in one transaction (SLICE_EVENTS by default). */
     fillSliceEvents?: number;
     log?: Log;
   }) {
     this.commitsUnderWay = options.commitsUnderWay;
     this.withoutCommits = options.withoutCommits;
     this.serialWrites = options.serialWrites ?? ((work) => work());
-    this.fillSliceEvents = options.fillSliceEvents ?? FILL_SLICE_EVENTS;
+    this.fillSliceEvents = options.fillSliceEvents ?? SLICE_EVENTS;
     this.log = options.log;
   }
 
@@ -211,48 +204,34 @@ export class PropertyColumnRegistry {
   }
 
   /**
-   * Writes the slot for every event committed before it was assigned, then marks it ready. The
-   * events are written in slices of their time (FILL_SLICE_EVENTS), each slice of both tables one
-   * write on the database's write queue: the slices run from no lower bound to no upper bound, so
-   * they cover every event whatever its time, and time, unlike a rowid, never changes under a
-   * slice. A fill a stop interrupts is done
-   * again at the next start (writing a slot twice writes the same values).
+   * Writes the slot for every event committed before it was assigned, then marks it ready: in
+   * slices of time (SLICE_EVENTS), each one write on the database's write queue
+   * (duckdb.time-slices.ts). A fill a stop interrupts is done again at the next start (writing a
+   * slot twice writes the same values).
    */
   private async fill(projectId: string, slot: Slot): Promise<void> {
     await this.commitsUnderWay();
     const connection = this.connectionOrThrow();
     const started = performance.now();
     const { text, number } = slotColumns(slot.slot);
-    const bounds = await this.sliceBounds(connection, projectId);
-    const progress = new Progress(this.log, "filling a property column: progress", {
-      project_id: projectId,
-      property: slot.name,
-      slot: slot.slot,
-    });
-    let rows = 0;
-    for (let i = 0; i <= bounds.length; i++) {
-      if (this.closing) throw new Error("stopping: the fill resumes at the next start");
-      const time = [
-        i > 0 ? `timestamp >= epoch_ms(${bounds[i - 1]})` : "",
-        i < bounds.length ? `timestamp < epoch_ms(${bounds[i]})` : "",
-      ].filter((condition) => condition !== "");
-      // Both tables in one write: sorting a day moves its late events into `events_in_order`
-      // (duckdb.day-order.ts) between two writes, never within one, so no row of the slice is
-      // missed by being moved from the table not yet filled to the one already filled.
-      await this.serialWrites(async () => {
-        for (const table of EVENT_TABLES) {
-          const reader = await connection.runAndReadAll(
-            `UPDATE ${table} SET ${text} = json_extract_string(properties, $2),
+    const rows = await rewriteInTimeSlices({
+      connection,
+      projectId,
+      sliceEvents: this.fillSliceEvents,
+      serialWrites: this.serialWrites,
+      progress: new Progress(this.log, "filling a property column: progress", {
+        project_id: projectId,
+        property: slot.name,
+        slot: slot.slot,
+      }),
+      stopping: () => this.closing,
+      update: (table, time) => ({
+        sql: `UPDATE ${table} SET ${text} = json_extract_string(properties, $2),
                ${number} = CASE WHEN json_type(properties, $2) IN ${NUMBER_TYPES} THEN CAST(json_extract_string(properties, $2) AS DOUBLE) END
              WHERE ${["project_id = CAST($1 AS UUID)", ...time].join(" AND ")}`,
-            [projectId, jsonPointer(slot.name)],
-          );
-          const [[updated = 0n] = []] = reader.getRowsJS() as [bigint][];
-          rows += Number(updated);
-        }
-      });
-      progress.step(i + 1, bounds.length + 1, rows);
-    }
+        params: [projectId, jsonPointer(slot.name)],
+      }),
+    });
     await connection.run(
       "UPDATE property_columns SET ready = true WHERE project_id = CAST($1 AS UUID) AND name = $2",
       [projectId, slot.name],
@@ -268,29 +247,6 @@ export class PropertyColumnRegistry {
       },
       "property column ready",
     );
-  }
-
-  /**
-   * Where the fill's time slices start (epoch ms, ascending): every `fillSliceEvents` events of the
-   * project by the hourly counts (`event_counts`, kept in each commit's transaction), cut at whole
-   * hours. An hour holding more events than a slice is one slice.
-   */
-  private async sliceBounds(connection: DuckDBConnection, projectId: string): Promise<number[]> {
-    const reader = await connection.runAndReadAll(
-      `SELECT epoch_ms(hour), sum(n) FROM event_counts WHERE project_id = CAST($1 AS UUID)
-       GROUP BY hour ORDER BY hour`,
-      [projectId],
-    );
-    const bounds: number[] = [];
-    let inSlice = 0;
-    for (const [hour, n] of reader.getRowsJS() as [bigint, bigint][]) {
-      if (inSlice > 0 && inSlice + Number(n) > this.fillSliceEvents) {
-        bounds.push(Number(hour));
-        inSlice = 0;
-      }
-      inSlice += Number(n);
-    }
-    return bounds;
   }
 
   private connectionOrThrow(): DuckDBConnection {

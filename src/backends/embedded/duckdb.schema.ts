@@ -13,7 +13,7 @@ export const PROPERTY_SLOTS = 16;
 export const slotColumns = (slot: number) => ({ text: `p${slot}_text`, number: `p${slot}_num` });
 
 /** The newest schema version; a store at an older one is migrated forward when it opens. */
-export const SCHEMA_VERSION = 8;
+export const SCHEMA_VERSION = 9;
 
 /**
  * The tables events are written to (schema 4): those within LATE_MS of their project's newest
@@ -273,6 +273,45 @@ async function migrateToV8(connection: DuckDBConnection, progress: MigrationProg
   await connection.run("DELETE FROM ledger_entries WHERE outcome = 'accepted'");
 }
 
+/**
+ * Schema 9: event names as integers. `event_names` numbers every (project, event) with an `eid`,
+ * which each commit writes beside the name (duckdb.dictionary.ts), and queries filter by it: DuckDB
+ * compares an integer column faster than text, whose statistics keep only a prefix (a funnel's
+ * first step on 10M events: its scan 13.6 → 8.9 ms, its grouping 16.0 → 10.5 ms, in process).
+ * `event_ids_pending` lists the projects whose stored events may still lack their `eid`; queries
+ * of those filter by name until the background fill (duckdb.event-ids.ts) has written every one.
+ */
+const EVENT_IDS = `
+  CREATE TABLE event_names (
+    project_id UUID NOT NULL,
+    event VARCHAR NOT NULL,
+    eid INTEGER NOT NULL,
+    PRIMARY KEY (project_id, event)
+  );
+  CREATE TABLE event_ids_pending (project_id UUID PRIMARY KEY);
+  ${EVENT_TABLES.map((table) => `ALTER TABLE ${table} ADD COLUMN eid INTEGER;`).join("\n  ")}
+`;
+
+/**
+ * From version 8: numbers the stored event names and adds the `eid` column, empty; every project
+ * with events is pending, and its events are filled in the background after the store opens (a
+ * start must not wait for a rewrite of every event: about a second per 10M events to number the
+ * names, minutes to fill 100M rows).
+ */
+async function migrateToV9(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
+  progress("migrating the store to schema 9 (event names as integers; filled in the background)", {});
+  const started = performance.now();
+  await connection.run(EVENT_IDS);
+  await connection.run(`INSERT INTO event_names
+    SELECT project_id, event, row_number() OVER (ORDER BY project_id, event)
+    FROM (SELECT DISTINCT project_id, event FROM events)`);
+  await connection.run("INSERT INTO event_ids_pending SELECT DISTINCT project_id FROM event_names");
+  progress("store migrated to schema 9", {
+    event_names: await count(connection, "SELECT count(*) FROM event_names"),
+    took_ms: Math.round(performance.now() - started),
+  });
+}
+
 const MIGRATIONS: {
   version: number;
   up(connection: DuckDBConnection, progress: MigrationProgress): Promise<void>;
@@ -284,6 +323,7 @@ const MIGRATIONS: {
   { version: 6, up: migrateToV6 },
   { version: 7, up: migrateToV7 },
   { version: 8, up: migrateToV8 },
+  { version: 9, up: migrateToV9 },
 ];
 
 /**
@@ -305,6 +345,7 @@ export async function migrate(connection: DuckDBConnection, progress: MigrationP
     await connection.run(EVENT_COUNTS);
     await connection.run(USER_DAYS_TABLES);
     await connection.run(SORTED_UNTIL);
+    await connection.run(EVENT_IDS);
     for (let version = 1; version <= SCHEMA_VERSION; version++)
       await connection.run(`INSERT OR IGNORE INTO schema_migrations VALUES (${version}, now())`);
     await connection.run("COMMIT");
@@ -317,6 +358,7 @@ export async function migrate(connection: DuckDBConnection, progress: MigrationP
     throw new Error(
       `the store is at schema version ${current}, newer than this Tidemark (${SCHEMA_VERSION}): run the newer version`,
     );
+  let migrated = false;
   for (const migration of MIGRATIONS) {
     if (migration.version <= current) continue;
     await connection.run("BEGIN TRANSACTION");
@@ -324,9 +366,15 @@ export async function migrate(connection: DuckDBConnection, progress: MigrationP
       await migration.up(connection, progress);
       await connection.run(`INSERT INTO schema_migrations VALUES (${migration.version}, now())`);
       await connection.run("COMMIT");
+      migrated = true;
     } catch (error) {
       await connection.run("ROLLBACK").catch(() => undefined);
       throw error;
     }
   }
+  // A column added to a table whose last row group is larger than ROW_GROUP_ROWS (stores before
+  // schema 6 wrote DuckDB's default groups) must be checkpointed before rows are appended: DuckDB
+  // 1.5 otherwise fails the append with "Could not find node in column segment tree" and
+  // invalidates the database. Nothing else runs while the store opens.
+  if (migrated) await connection.run("CHECKPOINT");
 }
