@@ -1280,6 +1280,56 @@ test("a stop during the event ids' fill leaves the project pending, and the next
   }
 });
 
+test("a property column added while the last row group is larger than ROW_GROUP_ROWS takes the commits after it", async () => {
+  const projectId = randomUUID();
+  const events = plainEvents(projectId, 20_000).map((e, i) => ({
+    ...e,
+    properties: JSON.stringify({ plan: `p${i % 3}` }),
+  }));
+  const topPlans = parseQuerySpec({
+    kind: "top_values",
+    property: "plan",
+    from: "2000-01-01",
+    to: "2100-01-01",
+  });
+  await withStore(
+    async (store, db) => {
+      // The last group is the rewritten one: no commit since the store opened.
+      const groups = await rows(
+        db,
+        `SELECT sum(count) FROM pragma_storage_info('events_in_order') WHERE column_name = 'uuid'
+         AND segment_type <> 'VALIDITY' GROUP BY row_group_id ORDER BY row_group_id DESC LIMIT 1`,
+      );
+      assert.deepEqual(groups, [[BigInt(events.length)]]);
+      // The query adds the slot's columns; the commit then appends to the tables altered.
+      await store.query(projectId, topPlans);
+      await store.propertyColumnsSettled();
+      await store.insert(plainEvents(projectId, 10));
+      assert.deepEqual(await row(db, "SELECT count(*), count(p0_text) FROM events_in_order"), [
+        BigInt(events.length + 10),
+        BigInt(events.length),
+      ]);
+    },
+    async (dataDir) => {
+      const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+      const writer = new DuckDbEventStore(db);
+      await writer.start();
+      await writer.insert(events);
+      await writer.close();
+      // Rewritten through a DuckDB of default settings, as stores before schema 6 wrote them: one
+      // group of every row.
+      const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+      const connection = await instance.connect();
+      await connection.run("CREATE TEMP TABLE kept AS SELECT * FROM events_in_order ORDER BY rowid");
+      await connection.run("DELETE FROM events_in_order");
+      await connection.run("INSERT INTO events_in_order SELECT * FROM temp.kept");
+      await connection.run("CHECKPOINT");
+      connection.closeSync();
+      instance.closeSync();
+    },
+  );
+});
+
 test("a retried event is stored once, across restarts and whether or not the key filter errs", async () => {
   // bitsPerKey 1: the filter says "may hold" of most new keys, so the table is asked about them.
   for (const keyFilter of [{}, { bitsPerKey: 1, grownBitsPerKey: 1, minCapacity: 16 }]) {

@@ -176,6 +176,7 @@ export class PropertyColumnRegistry {
       // events. Nothing holding the commits' writer waits for the write queue: no deadlock.
       await this.serialWrites(() =>
         this.withoutCommits(async () => {
+          const altering = performance.now();
           const connection = this.connectionOrThrow();
           // One transaction: a reader of the view `events` must never see one table with the
           // columns and the other without.
@@ -190,6 +191,15 @@ export class PropertyColumnRegistry {
             await connection.run("ROLLBACK").catch(() => undefined);
             throw error;
           }
+          // Before any commit appends: DuckDB 1.5 fails an append to a table whose last row group
+          // is larger than ROW_GROUP_ROWS (stores before schema 6) after a column was added to it,
+          // and invalidates the database ("Could not find node in column segment tree"). FORCE
+          // waits for the queries under way; no write runs.
+          await connection.run("FORCE CHECKPOINT");
+          this.log?.info(
+            { slot: slot.slot, took_ms: Math.round(performance.now() - altering) },
+            "property column added to the event tables",
+          );
         }),
       );
       this.columnsPresent = slot.slot + 1;
