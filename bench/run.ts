@@ -192,18 +192,25 @@ async function generateDataset(dataDir: string, projectId: string, count: number
     `INSERT INTO distinct_ids SELECT CAST($1 AS UUID), 'user_' || range, range + 1 FROM range(100000)`,
     [projectId],
   );
+  // Event names as the store numbers them (duckdb.schema.ts, schema 9): each row carries its eid.
+  await connection.run(
+    `INSERT INTO event_names SELECT CAST($1 AS UUID), name, row_number() OVER (ORDER BY name)
+     FROM (SELECT DISTINCT unnest([${NAMES.map((name) => `'${name}'`).join(", ")}]) AS name)`,
+    [projectId],
+  );
   const chunk = 1_000_000;
   for (let offset = 0; offset < count; offset += chunk) {
     const n = Math.min(chunk, count - offset);
     await connection.run(
-      `INSERT INTO events_in_order (project_id, uuid, event, distinct_id, uid, timestamp, properties, received_at)
-       SELECT CAST($1 AS UUID), uuid(), ${sqlPick(NAMES)}, 'user_' || u, u + 1,
-              TIMESTAMP '2026-08-01' + to_milliseconds(CAST(floor((($3 + range + random()) / $4) * 90 * 86400000) AS BIGINT)),
+      `INSERT INTO events_in_order (project_id, uuid, event, eid, distinct_id, uid, timestamp, properties, received_at)
+       SELECT CAST($1 AS UUID), uuid(), g.event, names.eid, 'user_' || u, u + 1,
+              TIMESTAMP '2026-08-01' + to_milliseconds(CAST(floor((($3 + range + random()) / $4) * 90 * 86400000) AS BIGINT)) AS t,
               CAST(json_object('path', ${sqlPick(PATHS)}, 'plan', ${sqlPick(PLANS)}, 'browser', ${sqlPick(BROWSERS)},
                 'price', round(random() * 200, 2)) AS JSON),
               now()
-       FROM (SELECT range, CAST(floor(pow(random(), 1.5) * 100000) AS INTEGER) AS u FROM range($2))
-       ORDER BY 6`,
+       FROM (SELECT range, CAST(floor(pow(random(), 1.5) * 100000) AS INTEGER) AS u, ${sqlPick(NAMES)} AS event FROM range($2)) g
+       JOIN event_names names ON names.project_id = CAST($1 AS UUID) AND names.event = g.event
+       ORDER BY t`,
       [projectId, n, offset, count],
     );
     process.stdout.write(`  dataset: ${offset + n} events\r`);

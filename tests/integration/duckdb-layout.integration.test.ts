@@ -344,21 +344,21 @@ test("days no in-order event can reach are sorted by event, once, and every answ
   assert.ok(days.length >= 4, `the dataset spans ${days.length} days`);
   const newest = Math.max(...data.map((e) => e.timestamp));
   const sealed = sortedDaysEnd(newest);
-  /** Per day, the (event, time) of its in-order rows as stored, and the uuids in that order. */
+  /** Per day, the (event id, time) of its in-order rows as stored, and the uuids in that order. */
   const layout = async (db: DuckDbDatabase) => {
     const stored = (await rows(
       db,
-      `SELECT epoch_ms(timestamp), event, CAST(uuid AS VARCHAR) FROM events_in_order
+      `SELECT epoch_ms(timestamp), eid, CAST(uuid AS VARCHAR) FROM events_in_order
        WHERE project_id = '${projectId}' ORDER BY rowid`,
-    )) as [bigint, string, string][];
-    const perDay = new Map<number, [number, string][]>();
+    )) as [bigint, number, string][];
+    const perDay = new Map<number, [number, number][]>();
     for (const [time, event] of stored) {
       const day = Math.floor(Number(time) / DAY_MS) * DAY_MS;
       perDay.set(day, [...(perDay.get(day) ?? []), [Number(time), event]]);
     }
     return { perDay, uuids: stored.map(([, , uuid]) => uuid) };
   };
-  const isSorted = (rowsOfDay: [number, string][]) =>
+  const isSorted = (rowsOfDay: [number, number][]) =>
     rowsOfDay.every(
       ([time, event], i) =>
         i === 0 ||
@@ -1039,11 +1039,11 @@ test("a store written by version 5 or 6 rewrites its final days into the smaller
           BigInt(events.length + late.length),
         ]);
         assert.deepEqual(await row(db, "SELECT count(*) FROM events_late"), [0n]);
-        // Sorted by event within each final day, as before.
+        // Sorted by event id within each final day.
         const [unsorted] = await row(
           db,
-          `SELECT count(*) FROM (SELECT event < lag(event) OVER (ORDER BY rowid) AS back,
-           timestamp < lag(timestamp) OVER (ORDER BY rowid) AND event = lag(event) OVER (ORDER BY rowid) AS back_t,
+          `SELECT count(*) FROM (SELECT eid < lag(eid) OVER (ORDER BY rowid) AS back,
+           timestamp < lag(timestamp) OVER (ORDER BY rowid) AND eid = lag(eid) OVER (ORDER BY rowid) AS back_t,
            date_trunc('day', timestamp) = date_trunc('day', lag(timestamp) OVER (ORDER BY rowid)) AS same_day
          FROM events_in_order WHERE timestamp < epoch_ms(${sealed})) WHERE same_day AND (back OR back_t)`,
         );
