@@ -5,7 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { type DuckDBConnection, DuckDBInstance, type DuckDBValue } from "@duckdb/node-api";
-import { DuckDbDatabase, ROW_GROUP_ROWS } from "../../src/backends/embedded/duckdb.database.js";
+import {
+  DuckDbDatabase,
+  hasOversizedRowGroups,
+  ROW_GROUP_ROWS,
+} from "../../src/backends/embedded/duckdb.database.js";
 import { DAY_MS, DayOrder, sortedDaysEnd } from "../../src/backends/embedded/duckdb.day-order.js";
 import { duckDbDialect } from "../../src/backends/embedded/duckdb.dialect.js";
 import { DuckDbEventStore } from "../../src/backends/embedded/duckdb.event-store.js";
@@ -1301,6 +1305,8 @@ test("a property column added while the last row group is larger than ROW_GROUP_
          AND segment_type <> 'VALIDITY' GROUP BY row_group_id ORDER BY row_group_id DESC LIMIT 1`,
       );
       assert.deepEqual(groups, [[BigInt(events.length)]]);
+      assert.equal(await hasOversizedRowGroups(db.readConnection(), "events_in_order"), true);
+      assert.equal(await hasOversizedRowGroups(db.readConnection(), "events_late"), false);
       // The query adds the slot's columns; the commit then appends to the tables altered.
       await store.query(projectId, topPlans);
       await store.propertyColumnsSettled();

@@ -74,6 +74,23 @@ const CATALOG = "tidemark";
 export const ROW_GROUP_ROWS = 16_384;
 
 /**
+ * Whether a table holds a row group larger than ROW_GROUP_ROWS (written before schema 6, or by a
+ * DuckDB of default settings). A column added to such a table must be checkpointed before rows
+ * are appended: DuckDB 1.5 otherwise fails the append ("Could not find node in column segment
+ * tree") and invalidates the database.
+ */
+export async function hasOversizedRowGroups(connection: DuckDBConnection, table: string): Promise<boolean> {
+  const reader = await connection.runAndReadAll(
+    `SELECT count(*) FROM (
+       SELECT row_group_id FROM pragma_storage_info('${table}')
+       WHERE column_name = 'uuid' AND segment_type <> 'VALIDITY'
+       GROUP BY row_group_id HAVING sum(count) > ${ROW_GROUP_ROWS})`,
+  );
+  const [[groups = 0n] = []] = reader.getRowsJS() as [bigint][];
+  return groups > 0n;
+}
+
+/**
  * The widest perfect hash table userGroupsConnection allows: 2^20 keys, about a million users.
  * Measured at that width, 3M rows grouped into 1M keys by min(timestamp), 2 threads: 62-75 ms and
  * 138 MB of peak RSS, against 182-240 ms and 166 MB for the ordinary hash table. Wider keys are
