@@ -18,6 +18,7 @@ import { LATE_MS, SCHEMA_VERSION } from "../../src/backends/embedded/duckdb.sche
 import { CHUNK_BITS, USER_DAYS_ROLLUP } from "../../src/backends/embedded/duckdb.user-days.js";
 import type { WritePriority } from "../../src/backends/embedded/duckdb.write-queue.js";
 import type { StoredEvent } from "../../src/core/event.js";
+import type { Log } from "../../src/core/log.js";
 import { type FunnelQuery, parseQuerySpec } from "../../src/query/spec.js";
 import { SqlQueryBuilder } from "../../src/query/sql-builder.js";
 import { type DataEvent, makeDataset } from "../conformance/dataset.js";
@@ -84,6 +85,7 @@ async function withStore(
     keyFilter?: KeyFilterOptions;
     propertyFillSliceEvents?: number;
     eventIdFillSliceEvents?: number;
+    log?: Log;
     sortedDayMinEvents?: number;
     userDaysFoldRows?: number;
   } = {},
@@ -1168,6 +1170,7 @@ test("a store written by version 8 numbers its event names and fills their ids i
   const data = makeDataset(23);
   const projectId = randomUUID();
   const other = randomUUID();
+  const logged: [string, Record<string, unknown>][] = [];
   const mismatched = (db: DuckDbDatabase) =>
     rows(
       db,
@@ -1187,6 +1190,11 @@ test("a store written by version 8 numbers its event names and fills their ids i
       await store.eventIdsSettled();
       assert.deepEqual(await rows(db, "SELECT count(*) FROM event_ids_pending"), [[0n]]);
       assert.deepEqual(await mismatched(db), [[0n]]);
+      // One line for the whole fill.
+      const filled = logged.filter(([message]) => message === "event ids filled").map(([, fields]) => fields);
+      assert.equal(filled.length, 1);
+      const [[eventCount]] = (await rows(db, "SELECT count(*) FROM events")) as [[bigint]];
+      assert.deepEqual([filled[0]?.projects, filled[0]?.events, filled[0]?.pending], [2, Number(eventCount), 0]);
       await assertConformance(store, projectId, data);
       // A new name gets the next id, in the commit of its first event.
       const [before] = await rows(db, "SELECT max(eid) FROM event_names");
@@ -1222,7 +1230,14 @@ test("a store written by version 8 numbers its event names and fills their ids i
       instance.closeSync();
     },
     // Small slices: the fill takes several, racing the queries.
-    { eventIdFillSliceEvents: 300 },
+    {
+      eventIdFillSliceEvents: 300,
+      log: {
+        info: (fields, message) => logged.push([message ?? "", fields as Record<string, unknown>]),
+        warn: () => undefined,
+        error: () => undefined,
+      },
+    },
   );
 });
 
