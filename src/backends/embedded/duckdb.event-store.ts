@@ -185,8 +185,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   private readonly eventIds: EventIds;
   /**
    * Held by a commit that meets new users or new event names, from assigning their ids to the end
-   * of its transaction (duckdb.dictionary.ts): one lock for both, so no two commits wait for each
-   * other's.
+   * of its transaction (duckdb.dictionary.ts): one lock for both dictionaries, so a commit never
+   * holds one while it waits for the other.
    */
   private readonly newIds = new SerialLock();
   private readonly properties: PropertyColumnRegistry;

@@ -294,9 +294,9 @@ const EVENT_IDS = `
 
 /**
  * From version 8: numbers the stored event names and adds the `eid` column, empty; every project
- * with events is pending, and its events are filled in the background after the store opens (a
- * start must not wait for a rewrite of every event: about a second per 10M events to number the
- * names, minutes to fill 100M rows).
+ * with events is pending, and its events are filled in the background after the store opens: a
+ * start waits for the numbering (587 ms on a store of 10M events) but not for a rewrite of every
+ * event (1.9 s for those 10M, and it grows with the store).
  */
 async function migrateToV9(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
   progress("migrating the store to schema 9 (event names as integers; filled in the background)", {});

@@ -15,12 +15,11 @@ export const SLICE_EVENTS = 1_000_000;
  * one write on the database's write queue (`serialWrites`), and returns how many rows the
  * statements updated. Property columns' fills and event ids' fills use it.
  *
- * The slices
- * run from no lower bound to no upper bound, so they cover every event whatever its time, and
- * time, unlike a rowid, never changes under a slice. Both tables in one write: sorting a day moves
- * its late events into `events_in_order` (duckdb.day-order.ts) between two writes, never within
- * one, so no row of a slice is missed by being moved from the table not yet rewritten to the one
- * already rewritten.
+ * The slices run from no lower bound to no upper bound, so they cover every event whatever its
+ * time, and time, unlike a rowid, never changes under a slice. Both tables in one write: sorting a
+ * day moves its late events into `events_in_order` (duckdb.day-order.ts) between two writes, never
+ * within one, so no row of a slice is missed by being moved from the table not yet rewritten to
+ * the one already rewritten.
  */
 export async function rewriteInTimeSlices(options: {
   connection: DuckDBConnection;
