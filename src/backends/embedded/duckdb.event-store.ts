@@ -165,9 +165,9 @@ const NO_NEW_IDS = { users: { lines: [], keys: [] }, names: { lines: [], keys: [
  * returns each key's hash; the key filter (duckdb.key-filter.ts) says of most keys that the store
  * cannot hold them, and when it may hold one the commit is redone without the events the table
  * holds (commitRows). The same transaction adds the hourly counts and the daily users
- * (duckdb.user-days.ts) and updates the ledger. Each row carries its user's integer uid
- * (duckdb.distinct-ids.ts) and the typed columns of the properties queries read
- * (duckdb.property-columns.ts).
+ * (duckdb.user-days.ts) and updates the ledger. Each row carries its user's integer uid and its
+ * event name's integer eid (duckdb.dictionary.ts, duckdb.event-ids.ts), and the typed columns of
+ * the properties queries read (duckdb.property-columns.ts).
  *
  * Events more than a day older than their project's newest go to a table of their own
  * (`events_late`, duckdb.schema.ts), so that backfills leave the time ranges of the in-order row

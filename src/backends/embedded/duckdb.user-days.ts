@@ -3,7 +3,7 @@ import type { StoredEvent } from "../../core/event.js";
 import type { UserDayRollup } from "../../query/sql-builder.js";
 
 /**
- * Who did each event on each UTC day, as bitmaps of uids (duckdb.distinct-ids.ts): the rollup that
+ * Who did each event on each UTC day, as bitmaps of uids (duckdb.dictionary.ts): the rollup that
  * answers unique users per day or week, and retention, without reading the events. On 10M events,
  * in process: unique users per day over 30 days 180 → 9 ms, weekly retention over 90 days 218 → 14
  * ms; over HTTP at P99 (bench, arrival order) 284 → 43 ms and 366 → 61 ms.
