@@ -1194,7 +1194,10 @@ test("a store written by version 8 numbers its event names and fills their ids i
       const filled = logged.filter(([message]) => message === "event ids filled").map(([, fields]) => fields);
       assert.equal(filled.length, 1);
       const [[eventCount]] = (await rows(db, "SELECT count(*) FROM events")) as [[bigint]];
-      assert.deepEqual([filled[0]?.projects, filled[0]?.events, filled[0]?.pending], [2, Number(eventCount), 0]);
+      assert.deepEqual(
+        [filled[0]?.projects, filled[0]?.events, filled[0]?.pending],
+        [2, Number(eventCount), 0],
+      );
       await assertConformance(store, projectId, data);
       // A new name gets the next id, in the commit of its first event.
       const [before] = await rows(db, "SELECT max(eid) FROM event_names");
