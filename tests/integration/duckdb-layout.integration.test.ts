@@ -115,6 +115,17 @@ async function withoutEventIds(connection: DuckDBConnection): Promise<void> {
     await connection.run(`ALTER TABLE ${table} DROP COLUMN eid`);
 }
 
+/** Takes a closed store this build wrote back to schema 8, as that version would have left it. */
+async function backToSchema8(dataDir: string): Promise<void> {
+  const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+  const connection = await instance.connect();
+  await withoutEventIds(connection);
+  await connection.run("DELETE FROM schema_migrations WHERE version > 8");
+  await connection.run("CHECKPOINT");
+  connection.closeSync();
+  instance.closeSync();
+}
+
 async function assertConformance(store: DuckDbEventStore, projectId: string, data: readonly DataEvent[]) {
   for (const c of queryCases(data))
     assert.deepEqual(await store.query(projectId, parseQuerySpec(c.spec)), c.expected, c.name);
@@ -1224,13 +1235,7 @@ test("a store written by version 8 numbers its event names and fills their ids i
         await writer.insert(data.slice(i, i + 10).map((e) => stored(other, e)));
       }
       await writer.close();
-      const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
-      const connection = await instance.connect();
-      await withoutEventIds(connection);
-      await connection.run("DELETE FROM schema_migrations WHERE version > 8");
-      await connection.run("CHECKPOINT");
-      connection.closeSync();
-      instance.closeSync();
+      await backToSchema8(dataDir);
     },
     // Small slices: the fill takes several, racing the queries.
     {
@@ -1268,13 +1273,7 @@ test("a stop during the event ids' fill leaves the project pending, and the next
     for (let i = 0; i < data.length; i += 100)
       await writer.insert(data.slice(i, i + 100).map((e) => stored(projectId, e)));
     await writer.close();
-    const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
-    const connection = await instance.connect();
-    await withoutEventIds(connection);
-    await connection.run("DELETE FROM schema_migrations WHERE version > 8");
-    await connection.run("CHECKPOINT");
-    connection.closeSync();
-    instance.closeSync();
+    await backToSchema8(dataDir);
     // Stopped at once: the fill has written a few of its slices at most.
     const stopped = open();
     await stopped.start();

@@ -2,7 +2,7 @@ import type { DuckDBConnection } from "@duckdb/node-api";
 import type { Log } from "../../core/log.js";
 import { Dictionary, EVENT_NAMES } from "./duckdb.dictionary.js";
 import { Progress } from "./duckdb.progress.js";
-import { rewriteInTimeSlices, SLICE_EVENTS } from "./duckdb.time-slices.js";
+import { FillQueue, rewriteInTimeSlices, SLICE_EVENTS } from "./duckdb.time-slices.js";
 
 /**
  * Event names as integers (schema 9): the `eid` every commit writes beside an event's name, and
@@ -17,9 +17,7 @@ import { rewriteInTimeSlices, SLICE_EVENTS } from "./duckdb.time-slices.js";
 export class EventIds {
   readonly names = new Dictionary(EVENT_NAMES);
   private readonly pending = new Set<string>();
-  private filling: Promise<void> = Promise.resolve();
-  private closing = false;
-  private connection?: DuckDBConnection;
+  private readonly fills = new FillQueue();
   private readonly serialWrites: (work: () => Promise<void>) => Promise<void>;
   private readonly sliceEvents: number;
   private readonly log?: Log;
@@ -45,27 +43,25 @@ export class EventIds {
     const pending = await reader.runAndReadAll("SELECT CAST(project_id AS VARCHAR) FROM event_ids_pending");
     this.pending.clear();
     for (const [projectId] of pending.getRowsJS() as [string][]) this.pending.add(projectId);
-    this.connection = connection;
+    this.fills.use(connection);
     if (this.pending.size === 0) return;
     // One line for the whole fill: a store may hold thousands of projects (each long one also
     // says its progress every 10 s).
     const started = performance.now();
     const filled = { projects: 0, events: 0 };
-    for (const projectId of this.pending) {
-      this.filling = this.filling
-        .then(async () => {
-          if (this.closing) return;
+    for (const projectId of this.pending)
+      void this.fills.add(
+        async () => {
           filled.events += await this.fill(connection, projectId);
           filled.projects++;
-        })
-        .catch((error: unknown) => {
+        },
+        (error) =>
           this.log?.warn(
             { err: error, project_id: projectId },
             "filling the event ids failed; queries filter by name until the next start retries it",
-          );
-        });
-    }
-    this.filling = this.filling.then(() => {
+          ),
+      );
+    void this.fills.settled().then(() => {
       if (filled.projects > 0)
         this.log?.info(
           { ...filled, pending: this.pending.size, took_ms: Math.round(performance.now() - started) },
@@ -90,15 +86,13 @@ export class EventIds {
   }
 
   /** Stops a running fill (the next start resumes it) and waits for the queue to end. */
-  async close(): Promise<void> {
-    this.closing = true;
-    this.connection?.interrupt();
-    await this.filling;
+  close(): Promise<void> {
+    return this.fills.close();
   }
 
   /** Resolves when every pending project's fill has ended. */
   settled(): Promise<void> {
-    return this.filling;
+    return this.fills.settled();
   }
 
   /**
@@ -114,7 +108,7 @@ export class EventIds {
       sliceEvents: this.sliceEvents,
       serialWrites: this.serialWrites,
       progress: new Progress(this.log, "filling the event ids: progress", { project_id: projectId }),
-      stopping: () => this.closing,
+      stopping: () => this.fills.closing,
       update: (table, time) => ({
         sql: `UPDATE ${table} SET eid = n.eid FROM event_names n
           WHERE ${[

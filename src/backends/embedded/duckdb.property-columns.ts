@@ -5,7 +5,7 @@ import { hasOversizedRowGroups } from "./duckdb.database.js";
 import { jsonPointer } from "./duckdb.dialect.js";
 import { Progress } from "./duckdb.progress.js";
 import { EVENT_TABLES, PROPERTY_SLOTS, slotColumns } from "./duckdb.schema.js";
-import { rewriteInTimeSlices, SLICE_EVENTS } from "./duckdb.time-slices.js";
+import { FillQueue, rewriteInTimeSlices, SLICE_EVENTS } from "./duckdb.time-slices.js";
 
 interface Slot {
   name: string;
@@ -30,7 +30,7 @@ const NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')";
  */
 export class PropertyColumnRegistry {
   private readonly byProject = new Map<string, Slot[]>();
-  private filling: Promise<void> = Promise.resolve();
+  private readonly fills = new FillQueue();
   private readonly requested = new Set<string>();
   private readonly full = new Set<string>();
 
@@ -67,7 +67,6 @@ export class PropertyColumnRegistry {
   }
 
   private connection?: DuckDBConnection;
-  private closing = false;
 
   /**
    * Loads the slots, on a connection of the registry's own (its fills run beside the commits), and
@@ -75,6 +74,7 @@ export class PropertyColumnRegistry {
    */
   async open(connection: DuckDBConnection): Promise<void> {
     this.connection = connection;
+    this.fills.use(connection);
     this.byProject.clear();
     const columns = await connection.runAndReadAll(
       "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events_in_order' AND schema_name = 'main' AND column_name LIKE 'p%_text'",
@@ -118,11 +118,10 @@ export class PropertyColumnRegistry {
 
   private schedule(projectId: string, name: string, work: () => Promise<void>): void {
     const key = `${projectId}/${name}`;
-    if (this.closing || this.requested.has(key)) return;
+    if (this.fills.closing || this.requested.has(key)) return;
     this.requested.add(key);
-    this.filling = this.filling
-      .then(() => (this.closing ? undefined : work()))
-      .catch((error: unknown) => {
+    void this.fills
+      .add(work, (error) => {
         this.log?.warn(
           { err: error, project_id: projectId, property: name },
           "property column fill failed; queries read the JSON until the next start retries it",
@@ -132,15 +131,13 @@ export class PropertyColumnRegistry {
   }
 
   /** Stops a running fill (the next start resumes it) and waits for the queue to end. */
-  async close(): Promise<void> {
-    this.closing = true;
-    this.connection?.interrupt();
-    await this.filling;
+  close(): Promise<void> {
+    return this.fills.close();
   }
 
   /** Resolves when every fill requested so far has ended. */
   settled(): Promise<void> {
-    return this.filling;
+    return this.fills.settled();
   }
 
   forgetProject(projectId: string): void {
@@ -237,7 +234,7 @@ export class PropertyColumnRegistry {
         property: slot.name,
         slot: slot.slot,
       }),
-      stopping: () => this.closing,
+      stopping: () => this.fills.closing,
       update: (table, time) => ({
         sql: `UPDATE ${table} SET ${text} = json_extract_string(properties, $2),
                ${number} = CASE WHEN json_type(properties, $2) IN ${NUMBER_TYPES} THEN CAST(json_extract_string(properties, $2) AS DOUBLE) END

@@ -83,3 +83,46 @@ async function sliceBounds(
   }
   return bounds;
 }
+
+/**
+ * Background fills run one at a time, each after those queued before it, on a connection of their
+ * own: close() interrupts the one running (its owner resumes it at the next start) and skips the
+ * rest.
+ */
+export class FillQueue {
+  private tail: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private connection?: DuckDBConnection;
+
+  /** The connection the fills run on, which close() interrupts. */
+  use(connection: DuckDBConnection): void {
+    this.connection = connection;
+  }
+
+  /** close() has begun: a fill checks it between its slices. */
+  get closing(): boolean {
+    return this.stopped;
+  }
+
+  /**
+   * Queues `work`, skipped once closing; its failure goes to `failed` and the queue goes on.
+   * Resolves when it has run (or been skipped).
+   */
+  add(work: () => Promise<void>, failed: (error: unknown) => void): Promise<void> {
+    const done = this.tail.then(() => (this.stopped ? undefined : work())).catch(failed);
+    this.tail = done;
+    return done;
+  }
+
+  /** Stops the fill under way and waits for the queue to end. */
+  async close(): Promise<void> {
+    this.stopped = true;
+    this.connection?.interrupt();
+    await this.tail;
+  }
+
+  /** Resolves when every fill queued so far has ended. */
+  settled(): Promise<void> {
+    return this.tail;
+  }
+}
