@@ -162,6 +162,55 @@ test("answers are the same from the JSON and from the typed property columns onc
   });
 });
 
+test("properties are stored as the JSON they were sent, in order or late, with or without their column", async () => {
+  const projectId = randomUUID();
+  const tricky = (i: number) => ({
+    s: `é "q" \\ / \n\t\u2028 😀 \u0000 ${i}`,
+    big: 2 ** 60,
+    exponent: 1e21,
+    fraction: -0.1,
+    nested: { list: [1, { none: null }], yes: true },
+    ключ: "значение",
+  });
+  const now = Date.now();
+  const event = (i: number, timestamp: number): StoredEvent => ({
+    projectId,
+    uuid: randomUUID(),
+    event: "e",
+    distinctId: `u${i}`,
+    timestamp,
+    properties: JSON.stringify(tricky(i)),
+    receivedAt: now,
+  });
+  await withStore(async (store, db) => {
+    // Late against the project's newest event before the commit.
+    await store.insert([event(0, now)]);
+    await store.insert([event(1, now - 3 * LATE_MS)]);
+    // The property gets a column: the next commit fills it from the same text.
+    await store.query(
+      projectId,
+      parseQuerySpec({ kind: "top_values", property: "s", from: "2000-01-01", to: "2100-01-01" }),
+    );
+    await store.propertyColumnsSettled();
+    await store.insert([event(2, now), event(3, now - 3 * LATE_MS)]);
+    const [[slot]] = (await rows(db, "SELECT slot FROM property_columns")) as [[number]];
+    const read = (await rows(
+      db,
+      `SELECT distinct_id, properties::VARCHAR, p${slot}_text, tableoid FROM (
+         SELECT *, 'in order' AS tableoid FROM events_in_order UNION ALL SELECT *, 'late' FROM events_late)
+       ORDER BY distinct_id`,
+    )) as [string, string, string, string][];
+    assert.deepEqual(
+      read.map(([user, , , table]) => `${user} ${table}`),
+      ["u0 in order", "u1 late", "u2 in order", "u3 late"],
+    );
+    for (const [i, [, text, column]] of read.entries()) {
+      assert.deepEqual(JSON.parse(text), tricky(i), "the stored text parses to what was sent");
+      assert.equal(column, tricky(i).s);
+    }
+  });
+});
+
 test("late events are kept apart, and every answer is the same, from the JSON and from the property columns", async () => {
   const data = makeDataset(21);
   const projectId = randomUUID();
