@@ -41,6 +41,7 @@ const { values: args } = parseArgs({
     "sdk-rounds": { type: "string", default: "2" },
     "skip-queries": { type: "boolean", default: false },
     "keep-data": { type: "boolean", default: false },
+    "load-during-fills": { type: "boolean", default: false },
   },
 });
 const DURATION_S = Number(args.duration);
@@ -293,7 +294,62 @@ async function loadThroughApi(url: string, apiKey: string, count: number): Promi
 }
 
 /** Runs each query once, so the properties they read get typed columns (embedded), and waits for those. */
-async function warmUp(server: BenchServer, readKey: string): Promise<void> {
+async function warmUp(server: BenchServer, readKey: string, latencyKeys: readonly string[]): Promise<void> {
+  const load =
+    args["load-during-fills"] && PIPELINE === "embedded" ? loadUntil(server.url, latencyKeys) : undefined;
+  try {
+    await warmUpQueries(server, readKey);
+  } finally {
+    if (load) printLoadDuringFills(await load.stop());
+  }
+  if (PIPELINE !== "embedded") return;
+  const sorting = performance.now();
+  await server.daysSorted();
+  console.log(`  days sorted by event ${((performance.now() - sorting) / 1000).toFixed(1)} s later`);
+}
+
+/**
+ * Single events from LATENCY_CONNECTIONS clients, in runs of LOAD_CHUNK_S, until `stop`: what a
+ * client sees while the first queries add property columns (each one altered the events tables).
+ */
+const LOAD_CHUNK_S = 5;
+function loadUntil(url: string, keys: readonly string[]) {
+  let stopping = false;
+  const runs: LoadResult[] = [];
+  const started = performance.now();
+  const loop = (async () => {
+    while (!stopping)
+      runs.push(
+        await runLoad({
+          name: "single events while property columns are added",
+          url: `${url}/api/v1/event`,
+          body: JSON.stringify(sampleEvent(1)),
+          eventsPerRequest: 1,
+          keys,
+          connections: LATENCY_CONNECTIONS,
+          durationS: LOAD_CHUNK_S,
+        }),
+      );
+  })();
+  return {
+    async stop() {
+      stopping = true;
+      await loop;
+      return { runs, seconds: (performance.now() - started) / 1000 };
+    },
+  };
+}
+
+function printLoadDuringFills({ runs, seconds }: { runs: LoadResult[]; seconds: number }): void {
+  const sum = (pick: (run: LoadResult) => number) => runs.reduce((total, run) => total + pick(run), 0);
+  const worst = (pick: (run: LoadResult) => number) => Math.max(...runs.map(pick));
+  const p50s = runs.map((run) => run.p50).sort((a, b) => a - b);
+  console.log(
+    `  single events while the columns were added (${LATENCY_CONNECTIONS} clients, ${seconds.toFixed(0)} s in ${runs.length} runs of ${LOAD_CHUNK_S} s): ${sum((run) => run.ok).toLocaleString("en")} accepted, ${sum((run) => run.non2xx + run.errors)} not; P50 ${ms(percentile(p50s, 50))} ms (median of the runs), worst run's P99 ${ms(worst((run) => run.p99))} ms, slowest request ${ms(worst((run) => run.max))} ms`,
+  );
+}
+
+async function warmUpQueries(server: BenchServer, readKey: string): Promise<void> {
   const properties = new Set<string>();
   for (const [, spec] of QUERIES) {
     await postQuery(server.url, readKey, spec);
@@ -307,9 +363,6 @@ async function warmUp(server: BenchServer, readKey: string): Promise<void> {
   console.log(
     `  property columns of ${[...properties].join(", ")} ready ${((performance.now() - started) / 1000).toFixed(1)} s after the first queries`,
   );
-  const sorting = performance.now();
-  await server.daysSorted();
-  console.log(`  days sorted by event ${((performance.now() - sorting) / 1000).toFixed(1)} s later`);
 }
 
 async function postQuery(
@@ -457,7 +510,7 @@ async function queriesOn(order: string, events: number): Promise<Map<string, num
     } else {
       await loadThroughApi(server.url, project.api_key, events);
     }
-    await warmUp(server, project.read_key);
+    await warmUp(server, project.read_key, latencyKeys);
     await machineReference();
     const p99s = await benchQueries(server.url, project.read_key, order, events);
     const goal = queryGoalMs(events);

@@ -87,6 +87,7 @@ async function withStore(
     eventIdFillSliceEvents?: number;
     log?: Log;
     sortedDayMinEvents?: number;
+    whileCommitsDiverted?: () => Promise<void>;
     userDaysFoldRows?: number;
   } = {},
   openDatabase = (dataDir: string) => new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 }),
@@ -115,16 +116,22 @@ async function withoutEventIds(connection: DuckDBConnection): Promise<void> {
     await connection.run(`ALTER TABLE ${table} DROP COLUMN eid`);
 }
 
-/** Takes a closed store this build wrote back to schema 8, as that version would have left it. */
-async function backToSchema8(dataDir: string): Promise<void> {
+/** The view `events` as schemas 4 to 9 created it: its tables united by position. */
+const VIEW_BY_POSITION =
+  "CREATE OR REPLACE VIEW events AS SELECT * FROM events_in_order UNION ALL SELECT * FROM events_late";
+
+/** Takes a closed store this build wrote back to schema `version` (8 or 9), as it would have left it. */
+async function backToSchema(dataDir: string, version: 8 | 9): Promise<void> {
   const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
   const connection = await instance.connect();
-  await withoutEventIds(connection);
-  await connection.run("DELETE FROM schema_migrations WHERE version > 8");
+  if (version === 8) await withoutEventIds(connection);
+  await connection.run(VIEW_BY_POSITION);
+  await connection.run(`DELETE FROM schema_migrations WHERE version > ${version}`);
   await connection.run("CHECKPOINT");
   connection.closeSync();
   instance.closeSync();
 }
+const backToSchema8 = (dataDir: string) => backToSchema(dataDir, 8);
 
 async function assertConformance(store: DuckDbEventStore, projectId: string, data: readonly DataEvent[]) {
   for (const c of queryCases(data))
@@ -542,7 +549,7 @@ test("the sorts of days are the store's only background writes: every other writ
   );
 });
 
-test("a property's new column holds commits back for its ALTER alone, not for the write under way before it", async () => {
+test("a property's new column waits for the write under way before it, and commits do not", async () => {
   const data = makeDataset(35);
   const projectId = randomUUID();
   await withStore(async (store, db) => {
@@ -575,6 +582,80 @@ test("a property's new column holds commits back for its ALTER alone, not for th
     assert.equal(ready, 1n, "the column was added and filled once the write ended");
     await assertConformance(store, projectId, data.slice(0, 260));
   });
+});
+
+test("while a property column is added to events_in_order, commits go on into events_late, and every answer stays the same", async () => {
+  const data = makeDataset(36);
+  const projectId = randomUUID();
+  const other = randomUUID();
+  const newEvents = (n: number): StoredEvent[] =>
+    plainEvents(other, n).map((e, i) => ({ ...e, distinctId: `o${i}`, properties: '{"plan":"x"}' }));
+  const inTable = async (db: DuckDbDatabase, table: string, events: readonly StoredEvent[]) => {
+    const [n] = await row(
+      db,
+      `SELECT count(*) FROM ${table} WHERE uuid IN (${events.map((e) => `'${e.uuid}'`).join(", ")})`,
+    );
+    return Number(n);
+  };
+  /** What the test checks while commits are diverted. */
+  const whileDiverted = async (db: DuckDbDatabase, store: DuckDbEventStore) => {
+    const [lateColumns] = await row(
+      db,
+      "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events_late' AND column_name = 'p0_text'",
+    );
+    const [inOrderColumns] = await row(
+      db,
+      "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events_in_order' AND column_name = 'p0_text'",
+    );
+    assert.deepEqual([lateColumns, inOrderColumns], [1n, 0n], "the late table is altered first");
+    // In order by time, and committed while the in-order table waits for its ALTER.
+    const during = newEvents(30);
+    assert.equal((await store.insert(during)).inserted, 30);
+    assert.equal(await inTable(db, "events_late", during), 30, "diverted into events_late");
+    await assertConformance(store, projectId, data.slice(0, 200));
+  };
+  let diverted!: () => void;
+  const divertedNow = new Promise<void>((resolve) => (diverted = resolve));
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  await withStore(
+    async (store, db) => {
+      await store.insert(data.slice(0, 200).map((e) => stored(projectId, e)));
+      // The first query of `plan` gives it a column: late table first, then the in-order one.
+      await store.query(
+        projectId,
+        parseQuerySpec({ kind: "top_values", property: "plan", from: "2000-01-01", to: "2100-01-01" }),
+      );
+      await divertedNow;
+      // Released whatever happens: a store closing waits for the column's work.
+      try {
+        await whileDiverted(db, store);
+      } finally {
+        release();
+      }
+      await store.propertyColumnsSettled();
+      const after = newEvents(30);
+      await store.insert(after);
+      assert.equal(await inTable(db, "events_in_order", after), 30, "back to events_in_order");
+      await store.insert(data.slice(200, 260).map((e) => stored(projectId, e)));
+      const [filled] = await row(
+        db,
+        `SELECT count(*) FROM events WHERE project_id = '${projectId}'
+           AND p0_text IS DISTINCT FROM json_extract_string(properties, '/plan')`,
+      );
+      assert.equal(filled, 0n, "every event of the project, in both tables, has its column filled");
+      await assertConformance(store, projectId, data.slice(0, 260));
+      const [others] = await row(db, `SELECT count(*) FROM events WHERE project_id = '${other}'`);
+      assert.equal(others, 60n);
+    },
+    undefined,
+    {
+      whileCommitsDiverted: async () => {
+        diverted();
+        await released;
+      },
+    },
+  );
 });
 
 test("the store's file takes new rows in row groups of ROW_GROUP_ROWS", async () => {
@@ -1294,6 +1375,29 @@ test("a store written by version 8 numbers its event names and fills their ids i
         warn: () => undefined,
         error: () => undefined,
       },
+    },
+  );
+});
+
+test("a store written by version 9 unites its event tables by name, and answers as before", async () => {
+  const data = makeDataset(24);
+  const projectId = randomUUID();
+  await withStore(
+    async (store, db) => {
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
+      const [[view]] = (await rows(db, "SELECT sql FROM duckdb_views() WHERE view_name = 'events'")) as [
+        [string],
+      ];
+      assert.match(view, /UNION ALL BY NAME/);
+      await assertConformance(store, projectId, data);
+    },
+    async (dataDir) => {
+      const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+      const writer = new DuckDbEventStore(db);
+      await writer.start();
+      await writer.insert(data.map((e) => stored(projectId, e)));
+      await writer.close();
+      await backToSchema(dataDir, 9);
     },
   );
 });

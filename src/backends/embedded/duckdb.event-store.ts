@@ -214,6 +214,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    * table at start, moved by each commit; commits run one at a time, so it is exact.
    */
   private readonly frontiers = new Map<string, number>();
+  /** While a property column is added to `events_in_order`, commits write to `events_late` alone. */
+  private diverted = false;
   private writer?: EventWriter;
   private readonly writerWaiters: ((writer: EventWriter) => void)[] = [];
 
@@ -241,6 +243,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       sortedDayMinEvents?: number;
       /** Events sorted in one transaction at most (duckdb.day-order.ts; tests make it small). */
       sortedDayMaxEvents?: number;
+      /** Awaited while commits go to `events_late` for a property column's ALTER (tests hold it). */
+      whileCommitsDiverted?: () => Promise<void>;
     } = {},
   ) {
     this.keys = new KeyFilter(options.keyFilter);
@@ -292,6 +296,10 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       commitsUnderWay: () => Promise.all([...this.commitsUnderWay]).then(() => undefined),
       // The one writer held, no commit runs: DuckDB refuses to alter a table others write.
       withoutCommits: (work) => this.withWriter(() => work()),
+      divertCommits: (diverted) => {
+        this.diverted = diverted;
+      },
+      whileDiverted: options.whileCommitsDiverted,
       serialWrites: (work) => this.db.write(() => work()),
       fillSliceEvents: options.propertyFillSliceEvents,
       log: this.log,
@@ -603,13 +611,14 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
 
   /**
    * A commit's rows by the table they go to (late or in order, against their project's frontier
-   * before the commit) and the property columns they fill: per table, one group for the projects
+   * before the commit; all to `events_late` while commits are diverted) and the property columns
+   * they fill: per table, one group for the projects
    * without columns, one for each project with some.
    */
   private rowGroups(rows: ReadonlyMap<string, StoredEvent>, ids: EventIdsOf): Set<RowGroup> {
     const groups = new Map<string, RowGroup>();
     for (const e of rows.values()) {
-      const table = this.isLate(e) ? "events_late" : "events_in_order";
+      const table = this.diverted || this.isLate(e) ? "events_late" : "events_in_order";
       let group = groups.get(`${table}/${e.projectId}`);
       if (!group) {
         const paths = this.properties.pathsToFill(e.projectId);

@@ -4,7 +4,7 @@ import type { PropertyColumns } from "../../query/sql-builder.js";
 import { hasOversizedRowGroups } from "./duckdb.database.js";
 import { jsonPointer } from "./duckdb.dialect.js";
 import { Progress } from "./duckdb.progress.js";
-import { EVENT_TABLES, PROPERTY_SLOTS, slotColumns } from "./duckdb.schema.js";
+import { type EventTable, PROPERTY_SLOTS, slotColumns } from "./duckdb.schema.js";
 import { FillQueue, rewriteInTimeSlices, SLICE_EVENTS } from "./duckdb.time-slices.js";
 
 interface Slot {
@@ -39,6 +39,8 @@ export class PropertyColumnRegistry {
   private readonly log?: Log;
   private readonly commitsUnderWay: () => Promise<void>;
   private readonly withoutCommits: (work: () => Promise<void>) => Promise<void>;
+  private readonly divertCommits: (diverted: boolean) => void;
+  private readonly whileDiverted: () => Promise<void>;
   private readonly serialWrites: (work: () => Promise<void>) => Promise<void>;
   private readonly fillSliceEvents: number;
 
@@ -51,6 +53,13 @@ export class PropertyColumnRegistry {
      */
     withoutCommits: (work: () => Promise<void>) => Promise<void>;
     /**
+     * Sends every commit's events to `events_late` (true) or back to their own tables (false).
+     * Called only within `withoutCommits`, so no commit is split between the two.
+     */
+    divertCommits: (diverted: boolean) => void;
+    /** Awaited while commits are diverted, before `events_in_order` is altered (tests hold it). */
+    whileDiverted?: () => Promise<void>;
+    /**
      * Runs `work` in turn with the store's other writers of stored rows (duckdb.day-order.ts):
      * an UPDATE of rows another transaction moves would fail on the conflict.
      */
@@ -61,6 +70,8 @@ export class PropertyColumnRegistry {
   }) {
     this.commitsUnderWay = options.commitsUnderWay;
     this.withoutCommits = options.withoutCommits;
+    this.divertCommits = options.divertCommits;
+    this.whileDiverted = options.whileDiverted ?? (() => Promise.resolve());
     this.serialWrites = options.serialWrites ?? ((work) => work());
     this.fillSliceEvents = options.fillSliceEvents ?? SLICE_EVENTS;
     this.log = options.log;
@@ -167,41 +178,10 @@ export class PropertyColumnRegistry {
     }
     const slot: Slot = { name, slot: slots.length, ready: false };
     if (slot.slot >= this.columnsPresent) {
-      const { text, number } = slotColumns(slot.slot);
-      // The write queue's turn first, then the commits held back for the ALTER alone: the other
-      // way round, commits also waited for the write under way (on 100M events, a part of a day's
-      // sort takes about 3.5 s), while the ALTER of a slot's columns took 578-683 ms on 10M
-      // events. Nothing holding the commits' writer waits for the write queue: no deadlock.
-      await this.serialWrites(async () => {
-        const connection = this.connectionOrThrow();
-        // Read before commits are held: nothing makes a group larger while the store runs.
-        let oversized = false;
-        for (const table of EVENT_TABLES) oversized ||= await hasOversizedRowGroups(connection, table);
-        await this.withoutCommits(async () => {
-          const altering = performance.now();
-          // One transaction: a reader of the view `events` must never see one table with the
-          // columns and the other without.
-          await connection.run("BEGIN TRANSACTION");
-          try {
-            for (const table of EVENT_TABLES) {
-              await connection.run(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${text} VARCHAR`);
-              await connection.run(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${number} DOUBLE`);
-            }
-            await connection.run("COMMIT");
-          } catch (error) {
-            await connection.run("ROLLBACK").catch(() => undefined);
-            throw error;
-          }
-          // Before any commit appends (hasOversizedRowGroups). FORCE waits for the queries under
-          // way; no write runs. It held commits back 0.9-1.9 s more on 10M events, so only where
-          // needed.
-          if (oversized) await connection.run("FORCE CHECKPOINT");
-          this.log?.info(
-            { slot: slot.slot, checkpointed: oversized, took_ms: Math.round(performance.now() - altering) },
-            "property column added to the event tables",
-          );
-        });
-      });
+      // The write queue's turn first: the other way round, commits also waited for the write under
+      // way (on 100M events, a part of a day's sort takes about 3.5 s). Nothing holding the commits'
+      // writer waits for the write queue: no deadlock.
+      await this.serialWrites(() => this.addColumns(slot.slot));
       this.columnsPresent = slot.slot + 1;
     }
     await this.connectionOrThrow().run(
@@ -211,6 +191,72 @@ export class PropertyColumnRegistry {
     // From here every new commit fills the slot; the fill covers the commits before.
     slots.push(slot);
     await this.fill(projectId, slot);
+  }
+
+  /**
+   * Adds slot `slot`'s columns to both event tables. An ALTER writes the new column for every row
+   * of its table, and DuckDB refuses to alter a table another transaction writes: commits must keep
+   * off it. `events_late` is small, and commits wait for its ALTER; then they go on into it while
+   * `events_in_order` is altered, which took 0.5-0.7 s on 10M events and 7.6-11.8 s on 100M
+   * (benchmarks/README.md), all of it a stall of every commit when both were altered together. The
+   * view `events` unites the tables by name, so readers see either table with or without the
+   * columns; no query reads them before the slot's fill makes it ready. Events diverted into
+   * `events_late` are sorted into their days with its late ones (duckdb.day-order.ts).
+   */
+  private async addColumns(slot: number): Promise<void> {
+    const connection = this.connectionOrThrow();
+    const { text, number } = slotColumns(slot);
+    const alter = async (table: EventTable) => {
+      await connection.run("BEGIN TRANSACTION");
+      try {
+        await connection.run(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${text} VARCHAR`);
+        await connection.run(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${number} DOUBLE`);
+        await connection.run("COMMIT");
+      } catch (error) {
+        await connection.run("ROLLBACK").catch(() => undefined);
+        throw error;
+      }
+    };
+    // A table whose last row group is larger than ROW_GROUP_ROWS must be checkpointed after the
+    // ALTER, before any commit appends to it (hasOversizedRowGroups). FORCE waits for the queries
+    // under way; no write runs. Read before commits are held: nothing makes a group larger while
+    // the store runs.
+    const oversized = {
+      late: await hasOversizedRowGroups(connection, "events_late"),
+      inOrder: await hasOversizedRowGroups(connection, "events_in_order"),
+    };
+    const started = performance.now();
+    let held = 0;
+    const holding = async (work: () => Promise<void>) => {
+      const from = performance.now();
+      await this.withoutCommits(work);
+      held += performance.now() - from;
+    };
+    await holding(async () => {
+      await alter("events_late");
+      if (oversized.late) await connection.run("FORCE CHECKPOINT");
+      this.divertCommits(true);
+    });
+    let altered = false;
+    try {
+      await this.whileDiverted();
+      await alter("events_in_order");
+      altered = true;
+    } finally {
+      await holding(async () => {
+        if (altered && oversized.inOrder) await connection.run("FORCE CHECKPOINT");
+        this.divertCommits(false);
+      });
+    }
+    this.log?.info(
+      {
+        slot,
+        checkpointed: oversized.late || oversized.inOrder,
+        took_ms: Math.round(performance.now() - started),
+        commits_held_ms: Math.round(held),
+      },
+      "property column added to the event tables",
+    );
   }
 
   /**

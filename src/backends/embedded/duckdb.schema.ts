@@ -13,7 +13,7 @@ export const PROPERTY_SLOTS = 16;
 export const slotColumns = (slot: number) => ({ text: `p${slot}_text`, number: `p${slot}_num` });
 
 /** The newest schema version; a store at an older one is migrated forward when it opens. */
-export const SCHEMA_VERSION = 9;
+export const SCHEMA_VERSION = 10;
 
 /**
  * The tables events are written to (schema 4): those within LATE_MS of their project's newest
@@ -35,8 +35,14 @@ export type EventTable = (typeof EVENT_TABLES)[number];
  */
 export const LATE_MS = 86_400_000;
 
-/** The view every reader reads the events through. */
-const EVENTS_VIEW = `CREATE VIEW events AS SELECT * FROM events_in_order UNION ALL SELECT * FROM events_late`;
+/**
+ * The view every reader reads the events through. By name (schema 10): a property column is added
+ * to `events_late` first and to `events_in_order` later, while commits go on into `events_late`
+ * (duckdb.property-columns.ts), and in between the view gives NULL for the in-order rows. Its plans
+ * are those of the view by position: on 20M rows, four queries' medians within 2 % of theirs.
+ */
+const EVENTS_VIEW = `CREATE OR REPLACE VIEW events AS
+  SELECT * FROM events_in_order UNION ALL BY NAME SELECT * FROM events_late`;
 
 const BASE = `
   CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL);
@@ -312,6 +318,15 @@ async function migrateToV9(connection: DuckDBConnection, progress: MigrationProg
   });
 }
 
+/**
+ * Schema 10: the view `events` unites its tables by name, so that a property column may be added to
+ * one table while the other does not have it yet (EVENTS_VIEW).
+ */
+async function migrateToV10(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
+  progress("migrating the store to schema 10 (the events view by column name)", {});
+  await connection.run(EVENTS_VIEW);
+}
+
 const MIGRATIONS: {
   version: number;
   up(connection: DuckDBConnection, progress: MigrationProgress): Promise<void>;
@@ -324,6 +339,7 @@ const MIGRATIONS: {
   { version: 7, up: migrateToV7 },
   { version: 8, up: migrateToV8 },
   { version: 9, up: migrateToV9 },
+  { version: 10, up: migrateToV10 },
 ];
 
 /**
