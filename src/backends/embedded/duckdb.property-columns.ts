@@ -227,11 +227,16 @@ export class PropertyColumnRegistry {
     };
     const started = performance.now();
     let held = 0;
-    const holding = async (work: () => Promise<void>) => {
-      const from = performance.now();
-      await this.withoutCommits(work);
-      held += performance.now() - from;
-    };
+    /** `work` with commits held, counting how long they are held (not the wait for the one under way). */
+    const holding = (work: () => Promise<void>) =>
+      this.withoutCommits(async () => {
+        const from = performance.now();
+        try {
+          await work();
+        } finally {
+          held += performance.now() - from;
+        }
+      });
     await holding(async () => {
       await alter("events_late");
       if (oversized.late) await connection.run("FORCE CHECKPOINT");
