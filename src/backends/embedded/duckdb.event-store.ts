@@ -612,8 +612,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   /**
    * A commit's rows by the table they go to (late or in order, against their project's frontier
    * before the commit; all to `events_late` while commits are diverted) and the property columns
-   * they fill: per table, one group for the projects
-   * without columns, one for each project with some.
+   * they fill: per table, one group for the projects without columns, one for each project with
+   * some.
    */
   private rowGroups(rows: ReadonlyMap<string, StoredEvent>, ids: EventIdsOf): Set<RowGroup> {
     const groups = new Map<string, RowGroup>();

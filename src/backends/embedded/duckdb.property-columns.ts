@@ -201,7 +201,9 @@ export class PropertyColumnRegistry {
    * (benchmarks/README.md), all of it a stall of every commit when both were altered together. The
    * view `events` unites the tables by name, so readers see either table with or without the
    * columns; no query reads them before the slot's fill makes it ready. Events diverted into
-   * `events_late` are sorted into their days with its late ones (duckdb.day-order.ts).
+   * `events_late` are sorted into their days with its late ones (duckdb.day-order.ts). The next
+   * checkpoint, which writes the new column for every row, still makes commits wait (DuckDB 1.5:
+   * 1.1-2.8 s for a 20M-row table; benchmarks/README.md).
    */
   private async addColumns(slot: number): Promise<void> {
     const connection = this.connectionOrThrow();
