@@ -197,7 +197,7 @@ export class PropertyColumnRegistry {
    * Adds slot `slot`'s columns to both event tables. An ALTER writes the new column for every row
    * of its table, and DuckDB refuses to alter a table another transaction writes: commits must keep
    * off it. `events_late` is small, and commits wait for its ALTER; then they go on into it while
-   * `events_in_order` is altered, which took 0.5-0.7 s on 10M events and 7.6-11.8 s on 100M
+   * `events_in_order` is altered, which took 0.47-0.84 s on 10M events and 8.6-13.2 s on 100M
    * (benchmarks/README.md), all of it a stall of every commit when both were altered together. The
    * view `events` unites the tables by name, so readers see either table with or without the
    * columns; no query reads them before the slot's fill makes it ready. Events diverted into
