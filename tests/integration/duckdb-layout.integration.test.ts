@@ -14,7 +14,7 @@ import { DAY_MS, DayOrder, sortedDaysEnd } from "../../src/backends/embedded/duc
 import { duckDbDialect } from "../../src/backends/embedded/duckdb.dialect.js";
 import { DuckDbEventStore } from "../../src/backends/embedded/duckdb.event-store.js";
 import type { KeyFilterOptions } from "../../src/backends/embedded/duckdb.key-filter.js";
-import { LATE_MS, SCHEMA_VERSION } from "../../src/backends/embedded/duckdb.schema.js";
+import { LATE_MS, PRESET_SLOTS, SCHEMA_VERSION } from "../../src/backends/embedded/duckdb.schema.js";
 import { CHUNK_BITS, USER_DAYS_ROLLUP } from "../../src/backends/embedded/duckdb.user-days.js";
 import type { WritePriority } from "../../src/backends/embedded/duckdb.write-queue.js";
 import type { StoredEvent } from "../../src/core/event.js";
@@ -120,18 +120,45 @@ async function withoutEventIds(connection: DuckDBConnection): Promise<void> {
 const VIEW_BY_POSITION =
   "CREATE OR REPLACE VIEW events AS SELECT * FROM events_in_order UNION ALL SELECT * FROM events_late";
 
-/** Takes a closed store this build wrote back to schema `version` (8 or 9), as it would have left it. */
-async function backToSchema(dataDir: string, version: 8 | 9): Promise<void> {
+/**
+ * Takes a store this build wrote back to before schema 11: slot columns only for the slots some
+ * project took (earlier versions added them when first needed).
+ */
+async function withoutPresetSlots(connection: DuckDBConnection): Promise<void> {
+  const [[taken = 0]] = (
+    await connection.runAndReadAll("SELECT coalesce(max(slot) + 1, 0)::INTEGER FROM property_columns")
+  ).getRowsJS() as [[number]];
+  for (const table of ["events_in_order", "events_late"])
+    for (let slot = taken; slot < PRESET_SLOTS; slot++) {
+      await connection.run(`ALTER TABLE ${table} DROP COLUMN p${slot}_text`);
+      await connection.run(`ALTER TABLE ${table} DROP COLUMN p${slot}_num`);
+    }
+}
+
+/** Takes a closed store this build wrote back to schema `version` (8 to 10), as it would have left it. */
+async function backToSchema(dataDir: string, version: 8 | 9 | 10): Promise<void> {
   const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
   const connection = await instance.connect();
+  await withoutPresetSlots(connection);
   if (version === 8) await withoutEventIds(connection);
-  await connection.run(VIEW_BY_POSITION);
+  if (version < 10) await connection.run(VIEW_BY_POSITION);
   await connection.run(`DELETE FROM schema_migrations WHERE version > ${version}`);
   await connection.run("CHECKPOINT");
   connection.closeSync();
   instance.closeSync();
 }
 const backToSchema8 = (dataDir: string) => backToSchema(dataDir, 8);
+
+/** Gives the project every preset slot, and returns the first slot whose columns a query adds. */
+async function takePresetSlots(store: DuckDbEventStore, projectId: string): Promise<number> {
+  for (let slot = 0; slot < PRESET_SLOTS; slot++)
+    await store.query(
+      projectId,
+      parseQuerySpec({ kind: "top_values", property: `preset${slot}`, from: "2000-01-01", to: "2100-01-01" }),
+    );
+  await store.propertyColumnsSettled();
+  return PRESET_SLOTS;
+}
 
 async function assertConformance(store: DuckDbEventStore, projectId: string, data: readonly DataEvent[]) {
   for (const c of queryCases(data))
@@ -598,14 +625,15 @@ test("while a property column is added to events_in_order, commits go on into ev
     return Number(n);
   };
   /** What the test checks while commits are diverted. */
+  let slot = PRESET_SLOTS;
   const whileDiverted = async (db: DuckDbDatabase, store: DuckDbEventStore) => {
     const [lateColumns] = await row(
       db,
-      "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events_late' AND column_name = 'p0_text'",
+      `SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events_late' AND column_name = 'p${slot}_text'`,
     );
     const [inOrderColumns] = await row(
       db,
-      "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events_in_order' AND column_name = 'p0_text'",
+      `SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events_in_order' AND column_name = 'p${slot}_text'`,
     );
     assert.deepEqual([lateColumns, inOrderColumns], [1n, 0n], "the late table is altered first");
     // In order by time, and committed while the in-order table waits for its ALTER.
@@ -621,7 +649,8 @@ test("while a property column is added to events_in_order, commits go on into ev
   await withStore(
     async (store, db) => {
       await store.insert(data.slice(0, 200).map((e) => stored(projectId, e)));
-      // The first query of `plan` gives it a column: late table first, then the in-order one.
+      slot = await takePresetSlots(store, projectId);
+      // The query of `plan` gives it a slot whose columns are added: late table first, then in order.
       await store.query(
         projectId,
         parseQuerySpec({ kind: "top_values", property: "plan", from: "2000-01-01", to: "2100-01-01" }),
@@ -641,7 +670,7 @@ test("while a property column is added to events_in_order, commits go on into ev
       const [filled] = await row(
         db,
         `SELECT count(*) FROM events WHERE project_id = '${projectId}'
-           AND p0_text IS DISTINCT FROM json_extract_string(properties, '/plan')`,
+           AND p${slot}_text IS DISTINCT FROM json_extract_string(properties, '/plan')`,
       );
       assert.equal(filled, 0n, "every event of the project, in both tables, has its column filled");
       await assertConformance(store, projectId, data.slice(0, 260));
@@ -1402,6 +1431,130 @@ test("a store written by version 9 unites its event tables by name, and answers 
   );
 });
 
+/** The slot columns of both event tables, as `table.column` names in order. */
+async function slotColumnsOnFile(db: DuckDbDatabase): Promise<string[]> {
+  const found = await rows(
+    db,
+    `SELECT table_name || '.' || column_name FROM duckdb_columns()
+     WHERE schema_name = 'main' AND table_name IN ('events_in_order', 'events_late') AND column_name SIMILAR TO 'p[0-9]+_(text|num)'
+     ORDER BY ALL`,
+  );
+  return found.map(([name]) => String(name));
+}
+
+/** The columns of slots 0..slots-1 in both event tables, as slotColumnsOnFile lists them. */
+const slotColumnNames = (slots: number) =>
+  ["events_in_order", "events_late"]
+    .flatMap((table) =>
+      Array.from({ length: slots }, (_, slot) => [`${table}.p${slot}_num`, `${table}.p${slot}_text`]),
+    )
+    .flat()
+    .sort();
+
+test("a new store has the preset slots' columns: the first properties a project queries alter no table", async () => {
+  const data = makeDataset(31);
+  const projectId = randomUUID();
+  const added: unknown[] = [];
+  let diversions = 0;
+  const log = {
+    info: (details: object, message?: string) => {
+      if (message === "property column added to the event tables") added.push(details);
+    },
+    warn() {},
+    error() {},
+  };
+  await withStore(
+    async (store, db) => {
+      assert.deepEqual(await slotColumnsOnFile(db), slotColumnNames(PRESET_SLOTS));
+      await store.insert(data.map((e) => stored(projectId, e)));
+      const slot = await takePresetSlots(store, projectId);
+      assert.deepEqual(added, [], "no column was added for the preset slots");
+      assert.equal(diversions, 0, "no commit was diverted");
+      assert.deepEqual(await slotColumnsOnFile(db), slotColumnNames(PRESET_SLOTS));
+      // The next property takes the first slot beyond them: its columns are added.
+      await store.query(
+        projectId,
+        parseQuerySpec({ kind: "top_values", property: "plan", from: "2000-01-01", to: "2100-01-01" }),
+      );
+      await store.propertyColumnsSettled();
+      assert.equal(added.length, 1, "the columns of the slot beyond the preset ones were added");
+      assert.equal(diversions, 1);
+      assert.deepEqual(await slotColumnsOnFile(db), slotColumnNames(slot + 1));
+      const [unfilled] = await row(
+        db,
+        `SELECT count(*) FROM events WHERE project_id = '${projectId}'
+           AND p${slot}_text IS DISTINCT FROM json_extract_string(properties, '/plan')`,
+      );
+      assert.equal(unfilled, 0n);
+      await assertConformance(store, projectId, data);
+    },
+    undefined,
+    {
+      log,
+      whileCommitsDiverted: async () => {
+        diversions++;
+      },
+    },
+  );
+});
+
+test("a store written by version 10 gets the preset slots' columns on start, keeps its filled ones, and answers as before", async () => {
+  const data = makeDataset(32);
+  const projectId = randomUUID();
+  const migrations: string[] = [];
+  await withStore(
+    async (store, db) => {
+      assert.deepEqual(await rows(db, "SELECT max(version) FROM schema_migrations"), [[SCHEMA_VERSION]]);
+      assert.ok(
+        migrations.includes("migrating the store to schema 11 (the first property columns made up front)"),
+        migrations.join("; "),
+      );
+      assert.deepEqual(await slotColumnsOnFile(db), slotColumnNames(PRESET_SLOTS));
+      assert.deepEqual(await rows(db, "SELECT name, slot, ready FROM property_columns"), [["plan", 0, true]]);
+      const [unfilled] = await row(
+        db,
+        `SELECT count(*) FROM events WHERE project_id = '${projectId}'
+           AND p0_text IS DISTINCT FROM json_extract_string(properties, '/plan')`,
+      );
+      assert.equal(unfilled, 0n, "the filled slot kept its values");
+      await store.insert(data.slice(200).map((e) => stored(projectId, e)));
+      await assertConformance(store, projectId, data);
+      await store.propertyColumnsSettled();
+      await assertConformance(store, projectId, data);
+    },
+    async (dataDir) => {
+      const db = new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 });
+      const writer = new DuckDbEventStore(db);
+      await writer.start();
+      await writer.insert(data.slice(0, 200).map((e) => stored(projectId, e)));
+      await writer.query(
+        projectId,
+        parseQuerySpec({ kind: "top_values", property: "plan", from: "2000-01-01", to: "2100-01-01" }),
+      );
+      await writer.propertyColumnsSettled();
+      await writer.close();
+      await backToSchema(dataDir, 10);
+      const instance = await DuckDBInstance.create(join(dataDir, "tidemark.duckdb"));
+      const connection = await instance.connect();
+      const columns = (
+        await connection.runAndReadAll(
+          "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events_in_order' AND column_name SIMILAR TO 'p[0-9]+_(text|num)'",
+        )
+      ).getRowsJS();
+      connection.closeSync();
+      instance.closeSync();
+      assert.deepEqual(columns, [[2n]], "as version 10 left it: the columns of the one slot taken");
+    },
+    {},
+    (dataDir) =>
+      new DuckDbDatabase(dataDir, {
+        memoryLimit: "256MB",
+        threads: 1,
+        onMigration: (message) => migrations.push(message),
+      }),
+  );
+});
+
 test("a stop during the event ids' fill leaves the project pending, and the next start fills the rest", async () => {
   const data = makeDataset(29);
   const projectId = randomUUID();
@@ -1477,11 +1630,13 @@ test("a property column added while the last row group is larger than ROW_GROUP_
       assert.deepEqual(groups, [[BigInt(events.length)]]);
       assert.equal(await hasOversizedRowGroups(db.readConnection(), "events_in_order"), true);
       assert.equal(await hasOversizedRowGroups(db.readConnection(), "events_late"), false);
+      const slot = await takePresetSlots(store, projectId);
+      assert.equal(await hasOversizedRowGroups(db.readConnection(), "events_in_order"), true);
       // The query adds the slot's columns; the commit then appends to the tables altered.
       await store.query(projectId, topPlans);
       await store.propertyColumnsSettled();
       await store.insert(plainEvents(projectId, 10));
-      assert.deepEqual(await row(db, "SELECT count(*), count(p0_text) FROM events_in_order"), [
+      assert.deepEqual(await row(db, `SELECT count(*), count(p${slot}_text) FROM events_in_order`), [
         BigInt(events.length + 10),
         BigInt(events.length),
       ]);

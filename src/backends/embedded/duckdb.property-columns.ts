@@ -34,7 +34,7 @@ export class PropertyColumnRegistry {
   private readonly requested = new Set<string>();
   private readonly full = new Set<string>();
 
-  /** Slot columns the events table has: 0..columnsPresent-1 (added when first needed). */
+  /** Slot columns the event tables have: 0..columnsPresent-1 (PRESET_SLOTS, then added when needed). */
   private columnsPresent = 0;
   private readonly log?: Log;
   private readonly commitsUnderWay: () => Promise<void>;
@@ -194,7 +194,7 @@ export class PropertyColumnRegistry {
   }
 
   /**
-   * Adds slot `slot`'s columns to both event tables. An ALTER writes the new column for every row
+   * Adds slot `slot`'s columns to both event tables (slots from PRESET_SLOTS on). An ALTER writes the new column for every row
    * of its table, and DuckDB refuses to alter a table another transaction writes: commits must keep
    * off it. `events_late` is small, and commits wait for its ALTER; then they go on into it while
    * `events_in_order` is altered, which took 0.47-0.84 s on 10M events and 8.6-13.2 s on 100M

@@ -3,17 +3,28 @@ import { fillUserDays, USER_DAYS_TABLES } from "./duckdb.user-days.js";
 
 /**
  * Properties a project may have as typed columns beside the JSON (duckdb.property-columns.ts).
- * Reading a key from JSON text costs ~75 ns a row, a typed column ~25× less. The columns are added
- * to the events table only when a project first needs slot N: every column, even one left NULL,
- * costs each commit (1,000-row commits: 40–50K rows/s with no slot columns, 13–16K with 32).
+ * Reading a key from JSON text costs ~75 ns a row, a typed column ~25× less. Beyond PRESET_SLOTS, the
+ * columns are added to the event tables only when a project first needs slot N: every column, even
+ * one left NULL, costs each commit (1,000-row commits: 40–50K rows/s with no slot columns, 13–16K
+ * with 32).
  */
 export const PROPERTY_SLOTS = 16;
+
+/**
+ * Slots whose columns the event tables have from the start (schema 11), so that the first
+ * properties every project queries need no ALTER. Adding a column to a large table is cheap for the
+ * commits (duckdb.property-columns.ts), but the checkpoint after it writes the new column for every
+ * row, and DuckDB 1.5 makes commits wait for it: 1.1-2.8 s on 20M rows, and single events stalled up
+ * to 16 s while columns were added on 100M (benchmarks/README.md). Empty columns cost each commit a
+ * little: a 740-event insert took 10.7 ms with none, 11.7 with eight (four slots).
+ */
+export const PRESET_SLOTS = 4;
 
 /** The text and number columns of property slot `slot`. */
 export const slotColumns = (slot: number) => ({ text: `p${slot}_text`, number: `p${slot}_num` });
 
 /** The newest schema version; a store at an older one is migrated forward when it opens. */
-export const SCHEMA_VERSION = 10;
+export const SCHEMA_VERSION = 11;
 
 /**
  * The tables events are written to (schema 4): those within LATE_MS of their project's newest
@@ -22,6 +33,19 @@ export const SCHEMA_VERSION = 10;
  */
 export const EVENT_TABLES = ["events_in_order", "events_late"] as const;
 export type EventTable = (typeof EVENT_TABLES)[number];
+
+/** The ALTERs that give `table` slot columns 0..PRESET_SLOTS-1 it lacks. */
+function presetSlotColumns(table: EventTable): string {
+  const alters: string[] = [];
+  for (let slot = 0; slot < PRESET_SLOTS; slot++) {
+    const { text, number } = slotColumns(slot);
+    alters.push(
+      `ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${text} VARCHAR;`,
+      `ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${number} DOUBLE;`,
+    );
+  }
+  return alters.join("\n");
+}
 
 /**
  * How far behind its project's newest event an event may be and still be written in order.
@@ -327,6 +351,23 @@ async function migrateToV10(connection: DuckDBConnection, progress: MigrationPro
   await connection.run(EVENTS_VIEW);
 }
 
+/**
+ * From version 10: gives both event tables the columns of the PRESET_SLOTS first slots (a store
+ * whose properties were queried has some already). The ALTER of a large table takes seconds, once,
+ * at the start (a slot's two columns took 0.5-0.8 s on 10M events, 8.6-13.2 s on 100M), and the
+ * CHECKPOINT after the migrations writes them.
+ */
+async function migrateToV11(connection: DuckDBConnection, progress: MigrationProgress): Promise<void> {
+  const events = await count(connection, "SELECT count(*) FROM events");
+  progress("migrating the store to schema 11 (the first property columns made up front)", {
+    events,
+    slots: PRESET_SLOTS,
+  });
+  const started = performance.now();
+  for (const table of EVENT_TABLES) await connection.run(presetSlotColumns(table));
+  progress("store migrated to schema 11", { events, took_ms: Math.round(performance.now() - started) });
+}
+
 const MIGRATIONS: {
   version: number;
   up(connection: DuckDBConnection, progress: MigrationProgress): Promise<void>;
@@ -340,6 +381,7 @@ const MIGRATIONS: {
   { version: 8, up: migrateToV8 },
   { version: 9, up: migrateToV9 },
   { version: 10, up: migrateToV10 },
+  { version: 11, up: migrateToV11 },
 ];
 
 /**
@@ -362,6 +404,7 @@ export async function migrate(connection: DuckDBConnection, progress: MigrationP
     await connection.run(USER_DAYS_TABLES);
     await connection.run(SORTED_UNTIL);
     await connection.run(EVENT_IDS);
+    for (const table of EVENT_TABLES) await connection.run(presetSlotColumns(table));
     for (let version = 1; version <= SCHEMA_VERSION; version++)
       await connection.run(`INSERT OR IGNORE INTO schema_migrations VALUES (${version}, now())`);
     await connection.run("COMMIT");
