@@ -14,9 +14,11 @@ export const PROPERTY_SLOTS = 16;
  * Slots whose columns the event tables have from the start (schema 11), so that the first
  * properties every project queries need no ALTER. Adding a column to a large table is cheap for the
  * commits (duckdb.property-columns.ts), but the checkpoint after it writes the new column for every
- * row, and DuckDB 1.5 makes commits wait for it: 1.1-2.8 s on 20M rows, and single events stalled up
- * to 16 s while columns were added on 100M (benchmarks/README.md). Empty columns cost each commit a
- * little: a 740-event insert took 10.7 ms with none, 11.7 with eight (four slots).
+ * row, and DuckDB 1.5 makes commits wait for it: 1.1-2.8 s on 20M rows. On 100M events, single
+ * events waited up to 16.0 s while three columns were added, 4.5 s with these made up front
+ * (benchmarks/README.md). Empty columns cost each commit: a 760-event commit 1.0-2.7 ms more CPU
+ * (4-12 %), batched ingest over HTTP 4-7 %. Two slots cost about half as much, but the bench's
+ * three properties would then need an ALTER.
  */
 export const PRESET_SLOTS = 4;
 
