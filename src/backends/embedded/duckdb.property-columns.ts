@@ -34,7 +34,7 @@ export class PropertyColumnRegistry {
   private readonly requested = new Set<string>();
   private readonly full = new Set<string>();
 
-  /** Slot columns the event tables have: 0..columnsPresent-1 (PRESET_SLOTS, then added when needed). */
+  /** Slot columns the event tables have: 0..columnsPresent-1 (PRESET_SLOTS, then added as needed). */
   private columnsPresent = 0;
   private readonly log?: Log;
   private readonly commitsUnderWay: () => Promise<void>;
@@ -194,16 +194,16 @@ export class PropertyColumnRegistry {
   }
 
   /**
-   * Adds slot `slot`'s columns to both event tables (slots from PRESET_SLOTS on). An ALTER writes the new column for every row
-   * of its table, and DuckDB refuses to alter a table another transaction writes: commits must keep
-   * off it. `events_late` is small, and commits wait for its ALTER; then they go on into it while
-   * `events_in_order` is altered, which took 0.47-0.84 s on 10M events and 8.6-13.2 s on 100M
-   * (benchmarks/README.md), all of it a stall of every commit when both were altered together. The
-   * view `events` unites the tables by name, so readers see either table with or without the
-   * columns; no query reads them before the slot's fill makes it ready. Events diverted into
-   * `events_late` are sorted into their days with its late ones (duckdb.day-order.ts). The next
-   * checkpoint, which writes the new column for every row, still makes commits wait (DuckDB 1.5:
-   * 1.1-2.8 s for a 20M-row table; benchmarks/README.md).
+   * Adds slot `slot`'s columns to both event tables (slots from PRESET_SLOTS on). An ALTER writes
+   * the new column for every row of its table, and DuckDB refuses to alter a table another
+   * transaction writes: commits must keep off it. `events_late` is small, and commits wait for its
+   * ALTER; then they go on into it while `events_in_order` is altered, which took 0.47-0.84 s on 10M
+   * events and 8.6-13.2 s on 100M (benchmarks/README.md), all of it a stall of every commit when
+   * both were altered together. The view `events` unites the tables by name, so readers see either
+   * table with or without the columns; no query reads them before the slot's fill makes it ready.
+   * Events diverted into `events_late` are sorted into their days with its late ones
+   * (duckdb.day-order.ts). The next checkpoint, which writes the new column for every row, still
+   * makes commits wait (DuckDB 1.5: 1.1-2.8 s for a 20M-row table; benchmarks/README.md).
    */
   private async addColumns(slot: number): Promise<void> {
     const connection = this.connectionOrThrow();

@@ -3,10 +3,10 @@ import { fillUserDays, USER_DAYS_TABLES } from "./duckdb.user-days.js";
 
 /**
  * Properties a project may have as typed columns beside the JSON (duckdb.property-columns.ts).
- * Reading a key from JSON text costs ~75 ns a row, a typed column ~25× less. Beyond PRESET_SLOTS, the
- * columns are added to the event tables only when a project first needs slot N: every column, even
- * one left NULL, costs each commit (1,000-row commits: 40–50K rows/s with no slot columns, 13–16K
- * with 32).
+ * Reading a key from JSON text costs ~75 ns a row, a typed column ~25× less. Beyond PRESET_SLOTS,
+ * the columns are added to the event tables only when a project first needs slot N: every column,
+ * even one left NULL, costs each commit (1,000-row commits: 40–50K rows/s with no slot columns,
+ * 13–16K with 32).
  */
 export const PROPERTY_SLOTS = 16;
 
