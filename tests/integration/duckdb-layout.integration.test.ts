@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -1962,6 +1970,31 @@ test("a clean stop saves the key filter and one start reads it back; a stale, da
     await store.close();
     rmSync(dataDir, { recursive: true, force: true });
   }
+});
+
+test("a start checkpoints what it wrote before it takes commits: once the store is open, its WAL is empty", async () => {
+  const projectId = randomUUID();
+  const logged: string[] = [];
+  const walBytes = (dataDir: string) => {
+    const wal = join(dataDir, "tidemark.duckdb.wal");
+    return existsSync(wal) ? statSync(wal).size : 0;
+  };
+  await withStore(
+    async (store, _db, dataDir) => {
+      assert.ok(logged.includes("embedded store checkpointed"), logged.join("; "));
+      assert.equal(walBytes(dataDir), 0, "the start's compaction is checkpointed");
+      await store.insert(plainEvents(projectId, 10));
+      assert.ok(walBytes(dataDir) > 0, "a commit writes the WAL");
+      assert.equal((await store.readLedger(projectId)).stored, 60);
+    },
+    async (dataDir) => {
+      const writer = new DuckDbEventStore(new DuckDbDatabase(dataDir, { memoryLimit: "256MB", threads: 1 }));
+      await writer.start();
+      for (let i = 0; i < 5; i++) await writer.insert(plainEvents(projectId, 10));
+      await writer.close();
+    },
+    { log: { info: (_: object, message?: string) => logged.push(message ?? ""), warn() {}, error() {} } },
+  );
 });
 
 test("a store from a newer version is refused with the reason", async () => {
