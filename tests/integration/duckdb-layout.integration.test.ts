@@ -632,8 +632,9 @@ test("while a property column is added to events_in_order, commits go on into ev
     );
     return Number(n);
   };
-  /** What the test checks while commits are diverted. */
+  /** The slot whose columns the test's query adds (the ones before it are made with the tables). */
   let slot = PRESET_SLOTS;
+  /** What the test checks while commits are diverted. */
   const whileDiverted = async (db: DuckDbDatabase, store: DuckDbEventStore) => {
     const [lateColumns] = await row(
       db,
