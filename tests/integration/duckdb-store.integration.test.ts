@@ -152,3 +152,29 @@ test("a second process on a held data folder stops with one line naming the hold
     assert.doesNotMatch(line, /IO Error|duckdb\.org/, line);
   }
 });
+
+test("DuckDB spills what passes its cap into the data folder (tidemark.duckdb.tmp/), never into the working directory", async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), "tidemark-duckdb-"));
+  const workingDir = mkdtempSync(join(tmpdir(), "tidemark-cwd-"));
+  const cwd = process.cwd();
+  t.after(() => {
+    process.chdir(cwd);
+    rmSync(dataDir, { recursive: true, force: true });
+    rmSync(workingDir, { recursive: true, force: true });
+  });
+  process.chdir(workingDir);
+  const db = new DuckDbDatabase(dataDir, { memoryLimit: "64MB", threads: 1 });
+  await db.open();
+  try {
+    // A sort of about 150 MB of rows under a 64 MB cap.
+    await db
+      .readConnection()
+      .run("CREATE TEMP TABLE sorted AS SELECT i, md5(i::VARCHAR) AS m FROM range(3000000) r(i) ORDER BY m");
+    assert.ok((await db.memory()).spilledBytes > 0, "the sort spilled");
+    assert.equal(db.spillDirectory(), join(dataDir, "tidemark.duckdb.tmp"));
+    assert.ok(existsSync(db.spillDirectory()), "the spill files are in the data folder");
+    assert.equal(existsSync(join(workingDir, ".tmp")), false, "nothing spilled into the working directory");
+  } finally {
+    await db.close();
+  }
+});

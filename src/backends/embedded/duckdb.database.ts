@@ -131,10 +131,13 @@ export class DuckDbDatabase {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     chmodSync(dir, 0o700);
     for (const file of [this.path, `${this.path}.wal`]) if (existsSync(file)) chmodSync(file, 0o600);
-    // The file is attached rather than opened: only ATTACH takes a row group size.
+    // The file is attached rather than opened: only ATTACH takes a row group size. An in-memory
+    // instance spills to `.tmp` in the process's working directory unless told otherwise: the
+    // spill files go beside the store instead, in the private data folder.
     const instance = await DuckDBInstance.create(":memory:", {
       threads: String(this.options.threads),
       memory_limit: this.options.memoryLimit,
+      temp_directory: this.spillDirectory(),
     });
     try {
       const attaching = await instance.connect();
@@ -157,6 +160,11 @@ export class DuckDbDatabase {
     // Session-local: the other connections keep DuckDB's default of 12 bits.
     await this.userGroupsReader.run(`SET perfect_ht_threshold = ${PERFECT_HASH_BITS}`);
     await migrate(this.writer, this.options.onMigration ?? (() => undefined));
+  }
+
+  /** Where DuckDB spills what does not fit under its memory cap: `tidemark.duckdb.tmp/`. */
+  spillDirectory(): string {
+    return `${this.path}.tmp`;
   }
 
   /** A further connection, for work that may run beside the serialized writes (event inserts). */
