@@ -26,10 +26,10 @@ export interface SqlStatement {
    */
   tables?: ExternalTable[];
   /**
-   * The statement groups the project's `event` events in [fromMs, toMs) by user, read from the
-   * first of the dialect's event tables alone (a funnel's first step, SqlQueryBuilder.firstByUser).
-   * DuckDB groups them faster in a perfect hash table when they outnumber the user keys
-   * (duckdb.event-store.ts); other engines ignore it.
+   * The statement groups the project's `event` events in [fromMs, toMs) by user, table by table or
+   * all together (a funnel's first step, SqlQueryBuilder.firstByUser). DuckDB groups them faster in
+   * a perfect hash table when they outnumber the user keys (duckdb.event-store.ts); other engines
+   * ignore it.
    */
   userGroups?: { projectId: string; event: string; fromMs: number; toMs: number };
 }
@@ -103,6 +103,12 @@ export interface UserStrategies {
     column: string,
     groups: number,
   ): { aggregate: string; size: (set: string) => string; union: (set: string) => string } | undefined;
+  /**
+   * Where the dialect keeps events in several tables, how a funnel's first step groups them by
+   * user: the first table on its own, the users of the others joined to it ("apart", the default),
+   * or their union at once ("together"). See SqlQueryBuilder.firstByUser.
+   */
+  firstStepTables?: "apart" | "together";
 }
 
 /**
@@ -453,7 +459,7 @@ export class SqlQueryBuilder {
       if (i === 0) {
         // Each user's first event of the step, and the end of its window, computed once.
         const first = this.firstByUser(where, source);
-        if (first.perTable) userGroups = { projectId, event: step, fromMs: q.fromMs, toMs: q.toMs };
+        if (first.byUser) userGroups = { projectId, event: step, fromMs: q.fromMs, toMs: q.toMs };
         ctes.push(
           `s0 AS MATERIALIZED (SELECT ${user}, t, ${d.addSeconds("t", window)} AS ends_at FROM (${first.sql}) f)`,
         );
@@ -496,31 +502,37 @@ export class SqlQueryBuilder {
   }
 
   /**
-   * Rows (user column, t): each user's first event matching `where` (written for alias `e`).
+   * Rows (user column, t): each user's first event matching `where` (written for alias `e`), and
+   * whether they are grouped by the user key itself (`byUser`: no person stands for several keys).
    *
    * Where the engine keeps events in several tables (DuckDB: in order and late), the first holds
-   * nearly all of them: it is grouped on its own, below the union, where its user column keeps its
-   * statistics, and the few users of the others are joined to it. DuckDB can then group by a perfect
-   * hash table, an array indexed by the user key, when its connection allows one as wide as the keys
-   * (SqlStatement.userGroups). 10M events, a funnel's first step of 1M events over 100K users:
-   * 41-46 ms through the union view, 23-24 ms this way at a threshold of 18 bits, in process. The
-   * join rather than a second grouping of the union: 5 ms less (84.6 -> 79.0 ms, whole funnel).
+   * nearly all of them. DuckDB groups by a perfect hash table, an array indexed by the user key,
+   * when its connection allows one as wide as the keys (SqlStatement.userGroups) and it knows
+   * their range from the tables' statistics. An empty table has none, and a union with one loses
+   * the range: 10M events, a funnel's first step of 1M events over 100K users, 41-46 ms through
+   * the union view, 23-24 ms with the first table grouped on its own, below the union, and the
+   * few users of the others joined to it, in process. The join rather than a second grouping of
+   * the union: 5 ms less (84.6 -> 79.0 ms, whole funnel). When the others hold events, though,
+   * the union keeps the range and grouping it at once spares that join: the whole funnel 69.7 ->
+   * 60.9 ms (medians of 21 interleaved runs) on 10M events loaded in arrival order, 92K of them
+   * late. The caller says which (UserStrategies.firstStepTables).
    */
-  private firstByUser(where: string, source: Source): { sql: string; perTable: boolean } {
+  private firstByUser(where: string, source: Source): { sql: string; byUser: boolean } {
     const user = this.dialect.userColumn;
     const [main, ...others] = this.dialect.eventTables ?? [];
     const first = (from: string) =>
       `SELECT ${user}, min(timestamp) AS t FROM ${from} WHERE ${where} GROUP BY ${user}`;
-    if (main === undefined || others.length === 0 || source.joined)
-      return {
-        sql: `SELECT ${as(source.user, user)}, min(e.timestamp) AS t FROM ${source.from} WHERE ${where} GROUP BY ${source.user}`,
-        perTable: false,
-      };
+    const together = {
+      sql: `SELECT ${as(source.user, user)}, min(e.timestamp) AS t FROM ${source.from} WHERE ${where} GROUP BY ${source.user}`,
+      byUser: !source.joined,
+    };
+    if (main === undefined || others.length === 0 || source.joined) return { ...together, byUser: false };
+    if (this.users.firstStepTables === "together") return together;
     const rest = others.map((table) => `SELECT * FROM ${table}`).join(" UNION ALL ");
     return {
       sql: `SELECT coalesce(m.${user}, o.${user}) AS ${user}, least(m.t, o.t) AS t
         FROM (${first(`${main} e`)}) m FULL JOIN (${first(others.length === 1 ? `${others[0]} e` : `(${rest}) e`)}) o ON o.${user} = m.${user}`,
-      perTable: true,
+      byUser: true,
     };
   }
 

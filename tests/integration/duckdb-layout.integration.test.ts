@@ -28,7 +28,7 @@ import type { WritePriority } from "../../src/backends/embedded/duckdb.write-que
 import type { StoredEvent } from "../../src/core/event.js";
 import type { Log } from "../../src/core/log.js";
 import { type FunnelQuery, parseQuerySpec } from "../../src/query/spec.js";
-import { SqlQueryBuilder } from "../../src/query/sql-builder.js";
+import { SqlQueryBuilder, type SqlStatement } from "../../src/query/sql-builder.js";
 import { type DataEvent, makeDataset } from "../conformance/dataset.js";
 import { checkEventsQueries, queryCases } from "../conformance/query-cases.js";
 
@@ -796,6 +796,77 @@ test("a funnel's first step is grouped by a perfect hash table when its events o
     // The second step groups its join with the events by an ordinary hash table either way.
     assert.deepEqual(await inOrderGrouping(wide()), ["PERFECT_HASH_GROUP_BY", "HASH_GROUP_BY"]);
     assert.deepEqual(await inOrderGrouping(db.readConnection()), ["HASH_GROUP_BY", "HASH_GROUP_BY"]);
+  });
+});
+
+test("with late events stored, a funnel's first step groups both tables at once, by a perfect hash table, and counts the late ones", async () => {
+  await withStore(async (store, db) => {
+    const users = 5_000;
+    const projectId = randomUUID();
+    // A day into the range, so that a View an hour earlier is in it too.
+    const start = Date.UTC(2026, 0, 2);
+    const event = (name: string, u: number, timestamp: number): StoredEvent => ({
+      projectId,
+      uuid: randomUUID(),
+      event: name,
+      distinctId: `user_${u}`,
+      timestamp,
+      properties: "{}",
+      receivedAt: timestamp,
+    });
+    const inOrder: StoredEvent[] = [];
+    for (let u = 0; u < users; u++) {
+      const at = start + u * 60_000;
+      inOrder.push(event("View", u, at), event("View", u, at + 1_000));
+      if (u % 3 === 0) inOrder.push(event("Buy", u, at + 2_000));
+    }
+    // The newest event is days past the others, so that those sent next are late.
+    inOrder.push(event("Other", 0, start + 10 * DAY_MS));
+    for (let i = 0; i < inOrder.length; i += 2_000) await store.insert(inOrder.slice(i, i + 2_000));
+    const statements: SqlStatement[] = [];
+    const spied = store as unknown as { run: (statement: SqlStatement) => Promise<unknown> };
+    const run = spied.run;
+    spied.run = (statement) => {
+      statements.push(statement);
+      return run(statement);
+    };
+    const funnel = parseQuerySpec({
+      kind: "funnel",
+      steps: ["View", "Buy"],
+      window_seconds: 60,
+      from: "2026-01-01",
+      to: "2026-02-01",
+    });
+    const counts = async () =>
+      ((await store.query(projectId, funnel)) as { steps: { count: number }[] }).steps.map(
+        (step) => step.count,
+      );
+    const firstStep = () => statements.filter(({ sql }) => sql.includes("s0 AS MATERIALIZED")).at(-1);
+
+    assert.deepEqual(await counts(), [users, Math.ceil(users / 3)]);
+    assert.match(firstStep()?.sql ?? "", /FULL JOIN/, "no late events: the in-order table grouped apart");
+
+    // Late: a View an hour before some buyers' first (their window then ends before they buy), and
+    // 100 users seen only in late events.
+    const late: StoredEvent[] = [];
+    for (let u = 0; u < users; u += 7) late.push(event("View", u, start + u * 60_000 - 3_600_000));
+    for (let u = users; u < users + 100; u++) late.push(event("View", u, start + u * 60_000));
+    await store.insert(late);
+    const [[lateRows = 0n] = []] = (await rows(db, "SELECT count(*) FROM events_late")) as [bigint][];
+    assert.equal(Number(lateRows), late.length, "all of them late");
+    let buyers = 0;
+    for (let u = 0; u < users; u += 3) if (u % 7 !== 0) buyers++;
+    assert.deepEqual(await counts(), [users + 100, buyers]);
+    const together = firstStep();
+    assert.ok(together);
+    assert.doesNotMatch(together.sql, /FULL JOIN/, "late events: both tables grouped at once");
+    // What DuckDB does with it on the connection that allows wide perfect hash tables.
+    assert.ok(together.userGroups, "the statement asks for the wide connection");
+    const explained = await db
+      .userGroupsConnection()
+      .runAndReadAll(`EXPLAIN ${together.sql}`, together.params as DuckDBValue[]);
+    const plan = (explained.getRowsJS() as [string, string][]).map(([, text]) => text).join("\n");
+    assert.match(plan, /PERFECT_HASH_GROUP_BY/);
   });
 });
 

@@ -751,12 +751,13 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       spec.kind === "events" && spec.distinctId !== undefined
         ? await this.uidOf(projectId, spec.distinctId)
         : undefined;
+    const firstStepTables = spec.kind === "funnel" ? await this.firstStepTables() : undefined;
     const ask = (uidRange: number) =>
       new SqlQueryRunner(
         new SqlQueryBuilder(
           duckDbDialect,
           columns,
-          this.userStrategies(uidRange, user),
+          { ...this.userStrategies(uidRange, user), firstStepTables },
           { eventCounts: "event_counts", userDays: USER_DAYS_ROLLUP },
           (event) => this.eventIds.idOf(projectId, event),
         ),
@@ -824,6 +825,17 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
           ? `${alias}uid = CAST(${bind(user)} AS BIGINT)`
           : `${alias}uid = (SELECT uid FROM distinct_ids WHERE project_id = CAST(${projectRef} AS UUID) AND distinct_id = ${bind(distinctId)})`,
     };
+  }
+
+  /**
+   * How a funnel's first step groups users (SqlQueryBuilder.firstByUser): the union of the event
+   * tables at once while `events_late` holds rows, the in-order table apart while it is empty (a
+   * union with an empty table has no range of user keys, so no perfect hash table). Either way
+   * reads both tables, so an event committed meanwhile changes only which is faster.
+   */
+  private async firstStepTables(): Promise<"apart" | "together"> {
+    const [row] = await this.run({ sql: "SELECT EXISTS (SELECT 1 FROM events_late) AS late", params: [] });
+    return row?.late === true ? "together" : "apart";
   }
 
   /** A user's uid, from memory or the dictionary's key; 0 (no uid) for an id the store never saw. */
