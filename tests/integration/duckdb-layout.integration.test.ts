@@ -714,6 +714,17 @@ test("the store's file takes new rows in row groups of ROW_GROUP_ROWS", async ()
   });
 });
 
+/** An event of `user_${u}` with no properties, received when it happened. */
+const userEvent = (projectId: string, name: string, u: number, timestamp: number): StoredEvent => ({
+  projectId,
+  uuid: randomUUID(),
+  event: name,
+  distinctId: `user_${u}`,
+  timestamp,
+  properties: "{}",
+  receivedAt: timestamp,
+});
+
 test("a funnel's first step is grouped by a perfect hash table when its events outnumber the users, and only then", async () => {
   await withStore(async (store, db) => {
     // More users than DuckDB's default perfect hash table holds (2^12 keys): only the connection
@@ -724,17 +735,8 @@ test("a funnel's first step is grouped by a perfect hash table when its events o
     const events: StoredEvent[] = [];
     for (let u = 0; u < users; u++) {
       const at = start + u * 60_000;
-      const event = (name: string, timestamp: number): StoredEvent => ({
-        projectId,
-        uuid: randomUUID(),
-        event: name,
-        distinctId: `user_${u}`,
-        timestamp,
-        properties: "{}",
-        receivedAt: timestamp,
-      });
-      events.push(event("View", at), event("View", at + 1_000));
-      if (u % 3 === 0) events.push(event("Buy", at + 2_000));
+      events.push(userEvent(projectId, "View", u, at), userEvent(projectId, "View", u, at + 1_000));
+      if (u % 3 === 0) events.push(userEvent(projectId, "Buy", u, at + 2_000));
     }
     for (let i = 0; i < events.length; i += 2_000) await store.insert(events.slice(i, i + 2_000));
     const funnel = (to: string) =>
@@ -805,15 +807,7 @@ test("with late events stored, a funnel's first step groups both tables at once,
     const projectId = randomUUID();
     // A day into the range, so that a View an hour earlier is in it too.
     const start = Date.UTC(2026, 0, 2);
-    const event = (name: string, u: number, timestamp: number): StoredEvent => ({
-      projectId,
-      uuid: randomUUID(),
-      event: name,
-      distinctId: `user_${u}`,
-      timestamp,
-      properties: "{}",
-      receivedAt: timestamp,
-    });
+    const event = (name: string, u: number, timestamp: number) => userEvent(projectId, name, u, timestamp);
     const inOrder: StoredEvent[] = [];
     for (let u = 0; u < users; u++) {
       const at = start + u * 60_000;
