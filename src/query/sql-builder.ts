@@ -503,7 +503,8 @@ export class SqlQueryBuilder {
 
   /**
    * Rows (user column, t): each user's first event matching `where` (written for alias `e`), and
-   * whether they are grouped by the user key itself (`byUser`: no person stands for several keys).
+   * whether the dialect's event tables are grouped by the user key itself, so that
+   * SqlStatement.userGroups applies (`byUser`; not when persons are counted).
    *
    * Where the engine keeps events in several tables (DuckDB: in order and late), the first holds
    * nearly all of them. DuckDB groups by a perfect hash table, an array indexed by the user key,
@@ -524,7 +525,7 @@ export class SqlQueryBuilder {
       `SELECT ${user}, min(timestamp) AS t FROM ${from} WHERE ${where} GROUP BY ${user}`;
     const together = {
       sql: `SELECT ${as(source.user, user)}, min(e.timestamp) AS t FROM ${source.from} WHERE ${where} GROUP BY ${source.user}`,
-      byUser: !source.joined,
+      byUser: true,
     };
     if (main === undefined || others.length === 0 || source.joined) return { ...together, byUser: false };
     if (this.users.firstStepTables === "together") return together;
