@@ -31,7 +31,8 @@ export class DuckDbProjectStore implements ProjectStore {
   }
 
   private async rows(sql: string, values: DuckDBValue[]): Promise<Record<string, DuckDBValue>[]> {
-    const reader = await this.db.readConnection().runAndReadAll(sql, values);
+    // A query with the admin token reads its project first: 2.2-2.3 ms prepared anew, 1.5-1.8 kept.
+    const reader = await this.db.readStatements().read(sql, values);
     return reader.getRowObjects();
   }
 
