@@ -776,12 +776,12 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   }
 
   /**
-   * The connection a statement runs on, as its statement cache. One that groups many events by
-   * user (a funnel's first step) runs where DuckDB may use a perfect hash table, when the events,
-   * counted from the hourly rollup (an upper bound: filters and the range's partial hours are not
-   * subtracted), are at least as many as the uids, and the uids fit PERFECT_HASH_BITS. The table
-   * costs about its width: measured on 100K uids, a funnel took 3 ms more over 2 hours (2,800
-   * first-step events) and 16 ms less over 30 days (1M), medians of 30 interleaved runs in process.
+   * The connection a statement runs on, as its statement cache. One that groups many events by user (a funnel's first step)
+   * runs where DuckDB may use a perfect hash table, when the events, counted from the hourly
+   * rollup (an upper bound: filters and the range's partial hours are not subtracted), are at least
+   * as many as the uids, and the uids fit PERFECT_HASH_BITS. The table costs about its width:
+   * measured on 100K uids, a funnel took 3 ms more over 2 hours (2,800 first-step events) and 16 ms
+   * less over 30 days (1M), medians of 30 interleaved runs in process.
    */
   private async statementsFor(statement: SqlStatement): Promise<StatementCache> {
     const reader = this.db.readStatements();
