@@ -3,7 +3,6 @@ import { dirname, join } from "node:path";
 import { type DuckDBConnection, DuckDBInstance } from "@duckdb/node-api";
 import type { StoreMemory } from "../../pipeline/parts.js";
 import { type MigrationProgress, migrate } from "./duckdb.schema.js";
-import { StatementCache } from "./duckdb.statement-cache.js";
 import { type WritePriority, WriteQueue } from "./duckdb.write-queue.js";
 
 /**
@@ -104,8 +103,6 @@ export class DuckDbDatabase {
   private writer?: DuckDBConnection;
   private reader?: DuckDBConnection;
   private userGroupsReader?: DuckDBConnection;
-  private readStatementCache?: StatementCache;
-  private userGroupsStatementCache?: StatementCache;
   private readonly writes = new WriteQueue();
   private openCount = 0;
   private extra: DuckDBConnection[] = [];
@@ -162,8 +159,6 @@ export class DuckDbDatabase {
     this.userGroupsReader = await this.session();
     // Session-local: the other connections keep DuckDB's default of 12 bits.
     await this.userGroupsReader.run(`SET perfect_ht_threshold = ${PERFECT_HASH_BITS}`);
-    this.readStatementCache = new StatementCache(this.reader);
-    this.userGroupsStatementCache = new StatementCache(this.userGroupsReader);
     await migrate(this.writer, this.options.onMigration ?? (() => undefined));
   }
 
@@ -220,18 +215,6 @@ export class DuckDbDatabase {
     return this.reader;
   }
 
-  /** readConnection's statements, each prepared once (duckdb.statement-cache.ts): for queries. */
-  readStatements(): StatementCache {
-    if (!this.readStatementCache) throw new Error("DuckDB is not open");
-    return this.readStatementCache;
-  }
-
-  /** userGroupsConnection's statements, each prepared once. */
-  userGroupsStatements(): StatementCache {
-    if (!this.userGroupsStatementCache) throw new Error("DuckDB is not open");
-    return this.userGroupsStatementCache;
-  }
-
   /**
    * A reading connection on which DuckDB groups by a perfect hash table (an array indexed by the
    * key, PERFECT_HASH_BITS wide at most) wherever the keys' statistics allow one. Such a table
@@ -282,8 +265,6 @@ export class DuckDbDatabase {
     }).catch(() => undefined);
     for (const connection of this.extra) connection.closeSync();
     this.extra = [];
-    this.readStatementCache?.close();
-    this.userGroupsStatementCache?.close();
     this.reader?.closeSync();
     this.userGroupsReader?.closeSync();
     this.writer?.closeSync();

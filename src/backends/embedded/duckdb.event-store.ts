@@ -22,7 +22,6 @@ import { EventIds } from "./duckdb.event-ids.js";
 import { KEY_HASH_HALVES, KeyFilter, type KeyFilterOptions, type KeyHash } from "./duckdb.key-filter.js";
 import { PropertyColumnRegistry, slotValueColumns } from "./duckdb.property-columns.js";
 import { EVENT_TABLES, type EventTable, LATE_MS } from "./duckdb.schema.js";
-import type { StatementCache } from "./duckdb.statement-cache.js";
 import { INSERT_USER_DAYS, USER_DAYS_ROLLUP, UserDays } from "./duckdb.user-days.js";
 
 // Rows travel to DuckDB as one NDJSON text parameter that DuckDB parses on its own threads: one
@@ -261,8 +260,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       maxEvents: options.sortedDayMaxEvents,
     });
     this.run = async (statement) => {
-      const statements = await this.statementsFor(statement);
-      const reader = await statements.read(statement.sql, statement.params as DuckDBValue[]);
+      const connection = await this.readerFor(statement);
+      const reader = await connection.runAndReadAll(statement.sql, statement.params as DuckDBValue[]);
       return reader.getRowObjects() as Record<string, unknown>[];
     };
     const version = (projectId: string) =>
@@ -776,26 +775,26 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   }
 
   /**
-   * The connection a statement runs on, as its statement cache. One that groups many events by user (a funnel's first step)
+   * The connection a statement runs on. One that groups many events by user (a funnel's first step)
    * runs where DuckDB may use a perfect hash table, when the events, counted from the hourly
    * rollup (an upper bound: filters and the range's partial hours are not subtracted), are at least
    * as many as the uids, and the uids fit PERFECT_HASH_BITS. The table costs about its width:
    * measured on 100K uids, a funnel took 3 ms more over 2 hours (2,800 first-step events) and 16 ms
    * less over 30 days (1M), medians of 30 interleaved runs in process.
    */
-  private async statementsFor(statement: SqlStatement): Promise<StatementCache> {
-    const reader = this.db.readStatements();
+  private async readerFor(statement: SqlStatement): Promise<DuckDBConnection> {
+    const reader = this.db.readConnection();
     const groups = statement.userGroups;
     const uids = this.distinctIds.idRange();
     if (groups === undefined || uids > 2 ** PERFECT_HASH_BITS) return reader;
-    const counted = await reader.read(EVENTS_IN_RANGE, [
+    const counted = await reader.runAndReadAll(EVENTS_IN_RANGE, [
       groups.projectId,
       groups.event,
       groups.fromMs - (groups.fromMs % HOUR_MS),
       groups.toMs,
     ]);
     const [[events = 0n] = []] = counted.getRowsJS() as [bigint][];
-    return Number(events) >= uids ? this.db.userGroupsStatements() : reader;
+    return Number(events) >= uids ? this.db.userGroupsConnection() : reader;
   }
 
   /**
