@@ -864,6 +864,68 @@ test("with late events stored, a funnel's first step groups both tables at once,
   });
 });
 
+test("the store reads whether late events are stored once, until a commit adds some or a day's sort folds them in", async () => {
+  await withStore(
+    async (store, db) => {
+      const projectId = randomUUID();
+      const day = Date.UTC(2026, 0, 10);
+      const event = (name: string, u: number, timestamp: number) => userEvent(projectId, name, u, timestamp);
+      // In order: a View and a Buy a user on the range's first two days, the newest event two days on.
+      const inOrder: StoredEvent[] = [];
+      for (const start of [day, day + DAY_MS])
+        for (let u = 0; u < 50; u++)
+          inOrder.push(event("View", u, start + u * 60_000), event("Buy", u, start + u * 60_000 + 1_000));
+      inOrder.push(event("Other", 0, day + 3 * DAY_MS));
+      await store.insert(inOrder);
+      await store.daysSortedSettled();
+      const statements: SqlStatement[] = [];
+      const spied = store as unknown as { run: (statement: SqlStatement) => Promise<unknown> };
+      const run = spied.run;
+      spied.run = (statement) => {
+        statements.push(statement);
+        return run(statement);
+      };
+      const funnel = parseQuerySpec({
+        kind: "funnel",
+        steps: ["View", "Buy"],
+        window_seconds: 60,
+        from: "2026-01-01",
+        to: "2026-02-01",
+      });
+      /** The first step's form, and how many times the query asked whether late events are stored. */
+      const query = async () => {
+        statements.length = 0;
+        const { steps } = (await store.query(projectId, funnel)) as { steps: { count: number }[] };
+        const first = statements.find(({ sql }) => sql.includes("s0 AS MATERIALIZED"))?.sql ?? "";
+        return {
+          counts: steps.map((step) => step.count),
+          form: /FULL JOIN/.test(first) ? "apart" : "together",
+          asked: statements.filter(({ sql }) => sql.includes("FROM events_late) AS late")).length,
+        };
+      };
+
+      assert.deepEqual(await query(), { counts: [50, 50], form: "apart", asked: 1 });
+      assert.deepEqual(await query(), { counts: [50, 50], form: "apart", asked: 0 }, "known since");
+      // Views of 10 new users on the second day: a day older than the newest event, so late, and
+      // in a day not yet final, so not folded in yet.
+      const late: StoredEvent[] = [];
+      for (let u = 50; u < 60; u++) late.push(event("View", u, day + DAY_MS + u * 60_000));
+      await store.insert(late);
+      const [[lateRows = 0n] = []] = (await rows(db, "SELECT count(*) FROM events_late")) as [bigint][];
+      assert.equal(Number(lateRows), late.length, "all of them late");
+      assert.deepEqual(await query(), { counts: [60, 50], form: "together", asked: 1 });
+      assert.deepEqual(await query(), { counts: [60, 50], form: "together", asked: 0 });
+      // A newer event makes the second day final: its sort folds the late Views in.
+      await store.insert([event("Other", 0, day + 4 * DAY_MS)]);
+      await store.daysSortedSettled();
+      assert.deepEqual(await rows(db, "SELECT count(*) FROM events_late"), [[0n]]);
+      assert.deepEqual(await query(), { counts: [60, 50], form: "apart", asked: 1 });
+    },
+    undefined,
+    { sortedDayMinEvents: 2 },
+  );
+});
+
 test("distinct counts stay exact when users outrun the uid range the bitstring count was given", async () => {
   const data = makeDataset(3);
   const projectId = randomUUID();

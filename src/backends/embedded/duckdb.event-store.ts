@@ -20,6 +20,7 @@ import { duckDbDialect } from "./duckdb.dialect.js";
 import { DISTINCT_IDS, Dictionary, type NewEntries, SerialLock } from "./duckdb.dictionary.js";
 import { EventIds } from "./duckdb.event-ids.js";
 import { KEY_HASH_HALVES, KeyFilter, type KeyFilterOptions, type KeyHash } from "./duckdb.key-filter.js";
+import { PlanHints } from "./duckdb.plan-hints.js";
 import { PropertyColumnRegistry, slotValueColumns } from "./duckdb.property-columns.js";
 import { EVENT_TABLES, type EventTable, LATE_MS } from "./duckdb.schema.js";
 import { INSERT_USER_DAYS, USER_DAYS_ROLLUP, UserDays } from "./duckdb.user-days.js";
@@ -216,6 +217,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   private readonly frontiers = new Map<string, number>();
   /** While a property column is added to `events_in_order`, commits write to `events_late` alone. */
   private diverted = false;
+  private readonly planHints = new PlanHints();
   private writer?: EventWriter;
   private readonly writerWaiters: ((writer: EventWriter) => void)[] = [];
 
@@ -254,7 +256,9 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     this.log = options.log;
     this.dayOrder = new DayOrder({
       // The least urgent write: it waits while any other waits (duckdb.write-queue.ts).
-      transaction: (work) => this.db.transaction(work, "background"),
+      // A sort folds late events into their days, which may leave `events_late` empty.
+      transaction: (work) =>
+        this.db.transaction(work, "background").finally(() => this.planHints.lateRowsChanged()),
       log: this.log,
       minEvents: options.sortedDayMinEvents,
       maxEvents: options.sortedDayMaxEvents,
@@ -537,6 +541,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
   ): Promise<CommitOutcome> {
     const { connection, insertLedger, insertCounts, insertUserDays } = writer;
     /** Inserts `rows` in a new transaction; what the insert returned of each. */
+    let wroteLate = false;
     const insert = async (rows: ReadonlyMap<string, StoredEvent>): Promise<InsertedRow[]> => {
       await connection.run("BEGIN TRANSACTION");
       if (created.users.lines.length > 0)
@@ -545,6 +550,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         await connection.run(this.eventIds.names.insertSql, [created.names.lines.join("\n")]);
       const inserted: InsertedRow[] = [];
       for (const { table, paths, lines } of this.rowGroups(rows, idsOf)) {
+        if (table === "events_late") wroteLate = true;
         const statement = await insertStatement(writer, table, paths.length);
         statement.bindVarchar(1, lines.join("\n"));
         if (paths.length > 0) statement.bindList(2, listValue([...paths]), LIST(VARCHAR));
@@ -598,6 +604,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
         await insertLedger.run();
       }
       await connection.run("COMMIT");
+      if (wroteLate) this.planHints.lateRowsChanged();
       this.advanceFrontiers(fresh.values());
       // Durable now: later commits must find these keys.
       for (const { uid, hash } of inserted) this.keys.add(projectOf.get(uid)!, hash);
@@ -729,6 +736,7 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     this.eventIds.forgetProject(projectId);
     this.properties.forgetProject(projectId);
     this.keys.forgetProject(projectId);
+    this.planHints.projectDeleted(projectId);
     this.frontiers.delete(projectId);
     this.dayOrder.forgetProject(projectId);
     this.identity.forget(projectId);
@@ -778,7 +786,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    * The connection a statement runs on. One that groups many events by user (a funnel's first step)
    * runs where DuckDB may use a perfect hash table, when the events, counted from the hourly
    * rollup (an upper bound: filters and the range's partial hours are not subtracted), are at least
-   * as many as the uids, and the uids fit PERFECT_HASH_BITS. The table costs about its width:
+   * as many as the uids, and the uids fit PERFECT_HASH_BITS (the count reused for a few seconds,
+   * duckdb.plan-hints.ts). The table costs about its width:
    * measured on 100K uids, a funnel took 3 ms more over 2 hours (2,800 first-step events) and 16 ms
    * less over 30 days (1M), medians of 30 interleaved runs in process.
    */
@@ -787,14 +796,18 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     const groups = statement.userGroups;
     const uids = this.distinctIds.idRange();
     if (groups === undefined || uids > 2 ** PERFECT_HASH_BITS) return reader;
-    const counted = await reader.runAndReadAll(EVENTS_IN_RANGE, [
-      groups.projectId,
-      groups.event,
-      groups.fromMs - (groups.fromMs % HOUR_MS),
-      groups.toMs,
-    ]);
-    const [[events = 0n] = []] = counted.getRowsJS() as [bigint][];
-    return Number(events) >= uids ? this.db.userGroupsConnection() : reader;
+    const fromHour = groups.fromMs - (groups.fromMs % HOUR_MS);
+    const events = await this.planHints.eventsInRange({ ...groups, fromMs: fromHour }, async () => {
+      const counted = await reader.runAndReadAll(EVENTS_IN_RANGE, [
+        groups.projectId,
+        groups.event,
+        fromHour,
+        groups.toMs,
+      ]);
+      const [[n = 0n] = []] = counted.getRowsJS() as [bigint][];
+      return Number(n);
+    });
+    return events >= uids ? this.db.userGroupsConnection() : reader;
   }
 
   /**
@@ -831,11 +844,15 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
    * How a funnel's first step groups users (SqlQueryBuilder.firstByUser): the union of the event
    * tables at once while `events_late` holds rows, the in-order table apart while it is empty (a
    * union with an empty table has no range of user keys, so no perfect hash table). Either way
-   * reads both tables, so an event committed meanwhile changes only which is faster.
+   * reads both tables, so an event committed meanwhile changes only which is faster; the answer is
+   * kept until a write changes `events_late` (duckdb.plan-hints.ts).
    */
   private async firstStepTables(): Promise<"apart" | "together"> {
-    const [row] = await this.run({ sql: "SELECT EXISTS (SELECT 1 FROM events_late) AS late", params: [] });
-    return row?.late === true ? "together" : "apart";
+    const late = await this.planHints.lateRows(async () => {
+      const [row] = await this.run({ sql: "SELECT EXISTS (SELECT 1 FROM events_late) AS late", params: [] });
+      return row?.late === true;
+    });
+    return late ? "together" : "apart";
   }
 
   /** A user's uid, from memory or the dictionary's key; 0 (no uid) for an id the store never saw. */
