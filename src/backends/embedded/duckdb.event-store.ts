@@ -540,8 +540,9 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     created: { users: NewEntries; names: NewEntries },
   ): Promise<CommitOutcome> {
     const { connection, insertLedger, insertCounts, insertUserDays } = writer;
-    /** Inserts `rows` in a new transaction; what the insert returned of each. */
+    /** Whether an insert of this commit wrote to `events_late` (PlanHints.lateRowsChanged). */
     let wroteLate = false;
+    /** Inserts `rows` in a new transaction; what the insert returned of each. */
     const insert = async (rows: ReadonlyMap<string, StoredEvent>): Promise<InsertedRow[]> => {
       await connection.run("BEGIN TRANSACTION");
       if (created.users.lines.length > 0)
