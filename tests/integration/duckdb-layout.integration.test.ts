@@ -801,6 +801,27 @@ test("a funnel's first step is grouped by a perfect hash table when its events o
   });
 });
 
+/** Every statement the store runs from now on, in order. */
+function spyOnStatements(store: DuckDbEventStore): SqlStatement[] {
+  const statements: SqlStatement[] = [];
+  const spied = store as unknown as { run: (statement: SqlStatement) => Promise<unknown> };
+  const run = spied.run;
+  spied.run = (statement) => {
+    statements.push(statement);
+    return run(statement);
+  };
+  return statements;
+}
+
+/** A View then a Buy within a minute, over January 2026. */
+const VIEW_BUY_FUNNEL = parseQuerySpec({
+  kind: "funnel",
+  steps: ["View", "Buy"],
+  window_seconds: 60,
+  from: "2026-01-01",
+  to: "2026-02-01",
+});
+
 test("with late events stored, a funnel's first step groups both tables at once, by a perfect hash table, and counts the late ones", async () => {
   await withStore(async (store, db) => {
     const users = 5_000;
@@ -817,20 +838,8 @@ test("with late events stored, a funnel's first step groups both tables at once,
     // The newest event is days past the others, so that those sent next are late.
     inOrder.push(event("Other", 0, start + 10 * DAY_MS));
     for (let i = 0; i < inOrder.length; i += 2_000) await store.insert(inOrder.slice(i, i + 2_000));
-    const statements: SqlStatement[] = [];
-    const spied = store as unknown as { run: (statement: SqlStatement) => Promise<unknown> };
-    const run = spied.run;
-    spied.run = (statement) => {
-      statements.push(statement);
-      return run(statement);
-    };
-    const funnel = parseQuerySpec({
-      kind: "funnel",
-      steps: ["View", "Buy"],
-      window_seconds: 60,
-      from: "2026-01-01",
-      to: "2026-02-01",
-    });
+    const statements = spyOnStatements(store);
+    const funnel = VIEW_BUY_FUNNEL;
     const counts = async () =>
       ((await store.query(projectId, funnel)) as { steps: { count: number }[] }).steps.map(
         (step) => step.count,
@@ -878,20 +887,8 @@ test("the store reads whether late events are stored once, until a commit adds s
       inOrder.push(event("Other", 0, day + 3 * DAY_MS));
       await store.insert(inOrder);
       await store.daysSortedSettled();
-      const statements: SqlStatement[] = [];
-      const spied = store as unknown as { run: (statement: SqlStatement) => Promise<unknown> };
-      const run = spied.run;
-      spied.run = (statement) => {
-        statements.push(statement);
-        return run(statement);
-      };
-      const funnel = parseQuerySpec({
-        kind: "funnel",
-        steps: ["View", "Buy"],
-        window_seconds: 60,
-        from: "2026-01-01",
-        to: "2026-02-01",
-      });
+      const statements = spyOnStatements(store);
+      const funnel = VIEW_BUY_FUNNEL;
       /** The first step's form, and how many times the query asked whether late events are stored. */
       const query = async () => {
         statements.length = 0;
