@@ -5,9 +5,16 @@ import type { AnalyticsStore, EventStore } from "../../pipeline/event-store.js";
 import { commitResult, eventKey, ledgerRows, readLedgerRows } from "../../pipeline/ledger-rows.js";
 import { UnstorableEventsError } from "../../pipeline/queue-consumer.js";
 import type { QueryResult, QuerySpec } from "../../query/spec.js";
+import { SqlQueryBuilder } from "../../query/sql-builder.js";
 import { SqlQueryRunner } from "../../query/sql-runner.js";
 import { isDataError, type PostgresDatabase } from "./postgres.database.js";
 import { postgresDialect } from "./postgres.dialect.js";
+import {
+  DEFAULT_FOLD_OPTIONS,
+  type EventCountFoldOptions,
+  EventCountFolds,
+  FOLD_LOCK_ID,
+} from "./postgres.event-counts.js";
 import { storableJson, storableText } from "./postgres.text.js";
 
 const EPOCH = "timestamptz '1970-01-01 00:00:00+00'";
@@ -45,9 +52,18 @@ const INSERT_EVENTS = `
 export class PostgresEventStore implements EventStore, AnalyticsStore {
   readonly name = "postgres";
   private readonly runner: SqlQueryRunner;
+  private readonly counts: EventCountFolds;
 
-  constructor(private readonly db: PostgresDatabase) {
-    this.runner = new SqlQueryRunner(postgresDialect, async ({ sql, params, people }) => {
+  constructor(
+    private readonly db: PostgresDatabase,
+    options: { folds?: EventCountFoldOptions } = {},
+  ) {
+    this.counts = new EventCountFolds(db, options.folds ?? DEFAULT_FOLD_OPTIONS, db.log);
+    // Counts with no filter read the hourly counts a trigger keeps (postgres.migrations.ts, version 2).
+    const statements = new SqlQueryBuilder(postgresDialect, undefined, undefined, {
+      eventCounts: "event_counts",
+    });
+    this.runner = new SqlQueryRunner(statements, async ({ sql, params, people }) => {
       const values = params.map((p) => (typeof p === "string" ? storableText(p) : p));
       try {
         if (people) {
@@ -79,8 +95,14 @@ export class PostgresEventStore implements EventStore, AnalyticsStore {
     return this.db.ready();
   }
 
-  close(): Promise<void> {
-    return this.db.close();
+  async close(): Promise<void> {
+    await this.counts.settled();
+    await this.db.close();
+  }
+
+  /** Folds the hourly counts of the hours this process's commits touched; false if another process was folding. */
+  foldCounts(): Promise<boolean> {
+    return this.counts.fold();
   }
 
   async insert(events: readonly StoredEvent[]): Promise<CommitOutcome> {
@@ -111,13 +133,15 @@ export class PostgresEventStore implements EventStore, AnalyticsStore {
       columns[6].push(e.receivedAt);
     }
     try {
-      return await this.db.transaction(async (client) => {
+      const outcome = await this.db.transaction(async (client) => {
         const result = await client.query<{ p: string; u: string }>(INSERT_EVENTS, columns);
         const insertedKeys = new Set(result.rows.map((row) => `${row.p}/${row.u}`));
         const { outcome, ledger } = commitResult(events, insertedKeys);
         await upsertLedger(client, ledger);
         return outcome;
       });
+      this.counts.committed(rows);
+      return outcome;
     } catch (error) {
       if (isDataError(error)) {
         throw new UnstorableEventsError(`postgres refused the events: ${(error as Error).message}`, error);
@@ -155,10 +179,14 @@ export class PostgresEventStore implements EventStore, AnalyticsStore {
 
   async deleteProject(projectId: string): Promise<void> {
     await this.db.transaction(async (client) => {
+      // After any fold under way: a fold re-inserts the sums of the rows it deleted.
+      await client.query("SELECT pg_advisory_xact_lock($1)", [FOLD_LOCK_ID]);
+      await client.query("DELETE FROM event_counts WHERE project_id = $1::uuid", [projectId]);
       await client.query("DELETE FROM events WHERE project_id = $1::uuid", [projectId]);
       await client.query("DELETE FROM event_keys WHERE project_id = $1::uuid", [projectId]);
       await client.query("DELETE FROM ledger WHERE project_id = $1::uuid", [projectId]);
     });
+    this.counts.forgetProject(projectId);
   }
 
   query(projectId: string, spec: QuerySpec): Promise<QueryResult> {

@@ -73,6 +73,39 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX events_project_event_time ON events (project_id, event, timestamp);
     `,
   },
+  {
+    // Events counted by (project, event, UTC hour), for the counts that read no filter: trends of
+    // totals and top events. A trigger keeps the counts in the transaction that stores the events,
+    // whoever inserts them, so they are exact; each insert appends its own rows, so concurrent
+    // writers never wait on one another, and PostgresEventStore folds an hour's rows into one.
+    // The events stored before are counted here, with inserts held off until this commits: an event
+    // stored meanwhile would be counted twice or not at all. That reads every event once (about
+    // 2 s per million on the test machine), so the statement timeout is lifted for it.
+    version: 2,
+    name: "hourly event counts",
+    sql: `
+      SET LOCAL statement_timeout = 0;
+      LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE;
+      CREATE TABLE event_counts (
+        project_id uuid NOT NULL,
+        event text COLLATE "C" NOT NULL,
+        hour timestamptz NOT NULL,
+        n bigint NOT NULL
+      );
+      CREATE INDEX event_counts_project_hour ON event_counts (project_id, hour);
+      CREATE FUNCTION tidemark_count_events() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO event_counts (project_id, event, hour, n)
+        SELECT project_id, event, date_trunc('hour', timestamp, 'UTC'), count(*)
+        FROM inserted GROUP BY 1, 2, 3;
+        RETURN NULL;
+      END $$;
+      CREATE TRIGGER events_counted AFTER INSERT ON events
+        REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION tidemark_count_events();
+      INSERT INTO event_counts (project_id, event, hour, n)
+      SELECT project_id, event, date_trunc('hour', timestamp, 'UTC'), count(*) FROM events GROUP BY 1, 2, 3;
+    `,
+  },
 ];
 
 const LOCK_ID = 7_235_001; // pg_advisory_lock key: "tidemark migrations"
