@@ -106,19 +106,6 @@ export const MIGRATIONS: readonly Migration[] = [
       SELECT project_id, event, date_trunc('hour', timestamp, 'UTC'), count(*) FROM events GROUP BY 1, 2, 3;
     `,
   },
-  {
-    // The events of one user, newest first (a person's page, `distinct_id` in an events query):
-    // without it, a scan of the project's events. Measured on 5M events, 100K users: 511 -> 3.3 ms.
-    // It costs ingest: 500K more events inserted in 9.4 s without it, 12.7 s with it (Postgres
-    // alone); through the sync API, batches of 20 at 11,938 events/s against 12,819 (3 rounds
-    // each, alternating). Building it took 8.8 s on those 5M events, with inserts held off.
-    version: 3,
-    name: "events by user",
-    sql: `
-      SET LOCAL statement_timeout = 0;
-      CREATE INDEX events_project_user_time ON events (project_id, distinct_id, timestamp);
-    `,
-  },
 ];
 
 const LOCK_ID = 7_235_001; // pg_advisory_lock key: "tidemark migrations"
