@@ -39,8 +39,8 @@ export interface EventCountFoldOptions {
 
 /**
  * Commits between folds. Folding the hours 64 commits touched (500 events each, about an hour of
- * events apiece, 10 names) took 11–21 ms in a table of 4–7K rows, and took each commit's 10 rows
- * back to one per (event, hour).
+ * events apiece, 10 names) took 11–21 ms in a table of 4–7K rows, taking it from 4,980–7,470 rows
+ * to 4,360–6,850.
  */
 export const DEFAULT_FOLD_OPTIONS: EventCountFoldOptions = { everyCommits: 64, maxKeys: 20_000 };
 
