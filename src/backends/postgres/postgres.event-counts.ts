@@ -1,12 +1,12 @@
 import type { StoredEvent } from "../../core/event.js";
 import type { Log } from "../../core/log.js";
 import type { PostgresDatabase } from "./postgres.database.js";
+import { postgresDialect } from "./postgres.dialect.js";
 
 /** pg_advisory_xact_lock key: "tidemark event counts" (one fold at a time, across processes). */
 export const FOLD_LOCK_ID = 7_235_003;
 
 const HOUR_MS = 3_600_000;
-const EPOCH = "timestamptz '1970-01-01 00:00:00+00'";
 
 /**
  * Folds the rows of the given (project, hour)s into one per (project, event, hour), keeping each
@@ -15,7 +15,7 @@ const EPOCH = "timestamptz '1970-01-01 00:00:00+00'";
  */
 const FOLD = `
   WITH keys AS (
-    SELECT DISTINCT project_id, ${EPOCH} + hour_ms * interval '1 millisecond' AS hour
+    SELECT DISTINCT project_id, ${postgresDialect.timestampFromMs("hour_ms")} AS hour
     FROM unnest($1::uuid[], $2::bigint[]) AS k(project_id, hour_ms)
   ),
   many AS (
@@ -68,18 +68,7 @@ export class EventCountFolds {
 
   /** A commit stored these events: remembers their hours, and folds when enough have gathered. */
   committed(events: Iterable<StoredEvent>): void {
-    for (const e of events) {
-      let hours = this.touched.get(e.projectId);
-      if (!hours) {
-        hours = new Set();
-        this.touched.set(e.projectId, hours);
-      }
-      const hour = Math.floor(e.timestamp / HOUR_MS) * HOUR_MS;
-      if (!hours.has(hour)) {
-        hours.add(hour);
-        this.touchedKeys++;
-      }
-    }
+    for (const e of events) this.touch(e.projectId, Math.floor(e.timestamp / HOUR_MS) * HOUR_MS);
     this.commitsSinceFold++;
     if (this.commitsSinceFold >= this.options.everyCommits || this.touchedKeys >= this.options.maxKeys)
       void this.fold().catch((error: unknown) =>
@@ -149,17 +138,17 @@ export class EventCountFolds {
 
   /** Hours a fold did not take go back to wait for the next one. */
   private keep(touched: ReadonlyMap<string, ReadonlySet<number>>): void {
-    for (const [projectId, projectHours] of touched) {
-      let hours = this.touched.get(projectId);
-      if (!hours) {
-        hours = new Set();
-        this.touched.set(projectId, hours);
-      }
-      for (const hour of projectHours)
-        if (!hours.has(hour)) {
-          hours.add(hour);
-          this.touchedKeys++;
-        }
+    for (const [projectId, hours] of touched) for (const hour of hours) this.touch(projectId, hour);
+  }
+
+  private touch(projectId: string, hour: number): void {
+    let hours = this.touched.get(projectId);
+    if (!hours) {
+      hours = new Set();
+      this.touched.set(projectId, hours);
     }
+    if (hours.has(hour)) return;
+    hours.add(hour);
+    this.touchedKeys++;
   }
 }
