@@ -144,7 +144,7 @@ function variants(sql: string, table: string, projectId: string, spec: QuerySpec
     "fromMs" in spec && spec.fromMs !== undefined && spec.toMs !== undefined
       ? ` AND ts >= ${spec.fromMs} AND ts < ${spec.toMs}`
       : "";
-  const deduped = `(SELECT project_id, uuid, event, distinct_id, ts, prop_keys, prop_values, num_keys, num_values
+  const deduped = `(SELECT project_id, uuid, event, distinct_id, user_hash, ts, prop_keys, prop_values, num_keys, num_values
     FROM ${table} WHERE project_id = ${clickhouseLiteral(projectId)}${range} LIMIT 1 BY uuid)`;
   return {
     plain: sql,

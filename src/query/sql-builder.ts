@@ -53,8 +53,7 @@ export type QueryStatements = Pick<
   SqlQueryBuilder,
   | "trends"
   | "funnel"
-  | "retentionCohorts"
-  | "retentionReturns"
+  | "retention"
   | "events"
   | "topEvents"
   | "topValues"
@@ -62,8 +61,7 @@ export type QueryStatements = Pick<
   | "links"
   | "propertyEventCount"
   | "propertyEvents"
-> &
-  Partial<Pick<SqlQueryBuilder, "retention">>;
+>;
 
 /**
  * The typed columns holding a property of the project queried, if the engine keeps it so (DuckDB's

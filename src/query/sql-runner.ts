@@ -199,19 +199,12 @@ export class SqlQueryRunner {
     const firstCohort = cohortStarts[0] ?? bucketStart(q.interval, q.fromMs);
     const lastCohort = cohortStarts.at(-1) ?? firstCohort;
     const returnsToMs = lastCohort + q.periods * size;
-    let sizeRows: Record<string, unknown>[];
-    let returnRows: Record<string, unknown>[];
-    if (this.builder.retention) {
-      // One statement: size rows have no period.
-      const rows = await this.run(this.builder.retention(projectId, q, firstCohort, returnsToMs, people));
-      sizeRows = rows.filter((row) => row.period === null).map((row) => ({ ...row, size: row.users }));
-      returnRows = rows.filter((row) => row.period !== null);
-    } else
-      [sizeRows, returnRows] = await Promise.all([
-        this.run(this.builder.retentionCohorts(projectId, q, people)),
-        this.run(this.builder.retentionReturns(projectId, q, firstCohort, returnsToMs, people)),
-      ]);
-    const sizes = new Map(sizeRows.map((row) => [num(row.cohort), num(row.size)]));
+    // One statement: size rows have no period.
+    const rows = await this.run(this.builder.retention(projectId, q, firstCohort, returnsToMs, people));
+    const sizes = new Map(
+      rows.filter((row) => row.period === null).map((row) => [num(row.cohort), num(row.users)]),
+    );
+    const returnRows = rows.filter((row) => row.period !== null);
     const values = new Map<number, number[]>();
     for (const row of returnRows) {
       const cohort = num(row.cohort);

@@ -2,11 +2,18 @@ import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
 import { after, type TestContext, test } from "node:test";
 import fc from "fast-check";
+import { toClickHouseRow } from "../../src/backends/clickhouse/clickhouse.rows.js";
 import { createClickHouseParts } from "../../src/backends/clickhouse/create-clickhouse-parts.js";
 import type { StoredEvent } from "../../src/core/event.js";
 import { clickhouseLiteral, wellFormed } from "../../src/query/clickhouse-literal.js";
 import { parseQuerySpec } from "../../src/query/spec.js";
-import { type DataEvent, makeDataset } from "../conformance/dataset.js";
+import {
+  DATASET_START,
+  type DataEvent,
+  makeDataset,
+  refEvents,
+  refRetention,
+} from "../conformance/dataset.js";
 import { identityCases, identityEvents, makeIdentityDataset } from "../conformance/identity-dataset.js";
 import { checkEventsQueries, queryCases } from "../conformance/query-cases.js";
 import { Chdb } from "../helpers/chdb.js";
@@ -222,6 +229,138 @@ test("clickhouse: deleteProject removes that project's events only; countEvents 
   // A project deleted and written again (a late replay) holds only what came after.
   await parts.sink.write(data.slice(0, 5).map((e) => stored(doomed, e)));
   assert.equal(await parts.sink.countEvents(doomed), 5);
+});
+
+/** Runs one statement on the server over HTTP; its text answer. */
+async function serverRun(sql: string): Promise<string> {
+  const response = await fetch(new URL("/", CLICKHOUSE_URL), { method: "POST", body: sql });
+  const text = await response.text();
+  assert.ok(response.ok, text);
+  return text;
+}
+
+/** Every page of a project's events, newest first, `limit` at a time; their uuids. */
+async function allPages(projectId: string, limit: number): Promise<string[]> {
+  const seen: string[] = [];
+  let cursor: string | undefined;
+  for (let page = 0; page < 1000; page++) {
+    const answer = (await parts.analytics.query(
+      projectId,
+      parseQuerySpec({ kind: "events", limit, ...(cursor ? { cursor } : {}) }),
+    )) as { events: { uuid: string }[]; next_cursor: string | null };
+    seen.push(...answer.events.map((e) => e.uuid));
+    cursor = answer.next_cursor ?? undefined;
+    if (!cursor) return seen;
+  }
+  throw new Error("more than 1000 pages");
+}
+
+test("clickhouse: events pages are the same whatever events_newest holds of the project", async (t) => {
+  if (!(await requireParts(t))) return;
+  const projectId = randomUUID();
+  const data = makeDataset(5);
+  for (const batch of batches(data, 500)) await parts.sink.write(batch.map((e) => stored(projectId, e)));
+  const expected = refEvents(data, {}).map((e) => e.uuid);
+  const project = clickhouseLiteral(projectId);
+  const newest = async () =>
+    Number(
+      await serverRun(`SELECT maxMerge(newest) FROM ${database}.events_newest WHERE project_id = ${project}`),
+    );
+  assert.equal(await newest(), Math.max(...data.map((e) => e.timestamp)));
+  await t.test("as kept: the newest event's time", async () => {
+    assert.deepEqual(await allPages(projectId, 40), expected);
+    assert.deepEqual(await allPages(projectId, 1000), expected);
+  });
+  await t.test("later than any event (rows deleted since): the day before holds none", async () => {
+    await serverRun(
+      `INSERT INTO ${database}.events_newest SELECT ${project}, maxState(toInt64(${Date.UTC(2030, 0, 1)}))`,
+    );
+    assert.equal(await newest(), Date.UTC(2030, 0, 1));
+    assert.deepEqual(await allPages(projectId, 40), expected);
+  });
+  await t.test("nothing (rows written before the view existed)", async () => {
+    await serverRun(`ALTER TABLE ${database}.events_newest DELETE WHERE project_id = ${project}`);
+    for (let i = 0; i < 100 && (await newest()) !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await newest(), 0);
+    assert.deepEqual(await allPages(projectId, 40), expected);
+  });
+});
+
+test("clickhouse: retention over more than 64 periods from the first cohort gives the expected answer", async (t) => {
+  if (!(await requireParts(t))) return;
+  const projectId = randomUUID();
+  // The dataset's 28 days, and another of the same users 64 days later: periods 64 days apart
+  // both hold returns, of different users.
+  const shifted = makeDataset(7).map((e) => ({
+    ...e,
+    uuid: randomUUID(),
+    timestamp: e.timestamp + 64 * 86_400_000,
+  }));
+  const data = [...makeDataset(), ...shifted];
+  await parts.sink.write(data.map((e) => stored(projectId, e)));
+  // 92 daily cohorts and 7 periods: 99 days of returns.
+  const from = DATASET_START;
+  const to = DATASET_START + 92 * 86_400_000;
+  const spec = { start_event: "Page View", return_event: "Click", interval: "day", periods: 7 } as const;
+  assert.deepEqual(
+    await parts.analytics.query(
+      projectId,
+      parseQuerySpec({
+        kind: "retention",
+        ...spec,
+        from: new Date(from).toISOString(),
+        to: new Date(to).toISOString(),
+      }),
+    ),
+    refRetention(data, { ...spec, from, to }),
+  );
+});
+
+/** The `events` table as the first schema made it (before ADDED_COLUMNS and events_newest). */
+const FIRST_SCHEMA = (db: string) => `CREATE TABLE ${db}.events (
+  project_id String, uuid String, event String, distinct_id String, ts Int64, received_at Int64,
+  properties String, prop_keys Array(String), prop_values Array(String), num_keys Array(String),
+  num_values Array(Float64)
+) ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(toDateTime(intDiv(ts, 1000), 'UTC'))
+ORDER BY (project_id, event, ts, uuid) SETTINGS index_granularity = 1024`;
+
+test("clickhouse: a database of the first schema is migrated on start and answers as before", async (t) => {
+  if (!(await requireParts(t))) return;
+  const old = `${database}_first`;
+  const projectId = randomUUID();
+  const data = makeDataset();
+  await serverRun(`CREATE DATABASE ${old}`);
+  try {
+    await serverRun(FIRST_SCHEMA(old));
+    const rows = data.map((e) => JSON.stringify(toClickHouseRow(stored(projectId, e)))).join("\n");
+    await serverRun(`INSERT INTO ${old}.events FORMAT JSONEachRow\n${rows}`);
+    const migrated = createClickHouseParts({ url: CLICKHOUSE_URL, database: old });
+    await migrated.analytics.start();
+    try {
+      const columns = await serverRun(
+        `SELECT name FROM system.columns WHERE database = '${old}' AND table = 'events' AND name = 'user_hash'`,
+      );
+      assert.equal(columns.trim(), "user_hash");
+      const newest = await serverRun(
+        `SELECT maxMerge(newest) FROM ${old}.events_newest WHERE project_id = ${clickhouseLiteral(projectId)}`,
+      );
+      assert.equal(Number(newest), Math.max(...data.map((e) => e.timestamp)));
+      for (const c of queryCases(data))
+        assert.deepEqual(
+          await migrated.analytics.query(projectId, parseQuerySpec(c.spec)),
+          c.expected,
+          c.name,
+        );
+      await checkEventsQueries(
+        data,
+        async (spec) => (await migrated.analytics.query(projectId, parseQuerySpec(spec))) as never,
+      );
+    } finally {
+      await migrated.analytics.close();
+    }
+  } finally {
+    await serverRun(`DROP DATABASE IF EXISTS ${old}`);
+  }
 });
 
 const HOSTILE = [

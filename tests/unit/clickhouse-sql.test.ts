@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, test } from "node:test";
 import { toClickHouseRow } from "../../src/backends/clickhouse/clickhouse.rows.js";
-import { schemaStatements } from "../../src/backends/clickhouse/clickhouse.schema.js";
+import { applySchema } from "../../src/backends/clickhouse/clickhouse.schema.js";
 import { ClickHouseQueryBuilder } from "../../src/query/clickhouse-builder.js";
 import { parseQuerySpec } from "../../src/query/spec.js";
 import { SqlQueryRunner } from "../../src/query/sql-runner.js";
@@ -26,9 +26,9 @@ const runner = new SqlQueryRunner(new ClickHouseQueryBuilder(table), ({ sql, tab
 );
 
 before(async () => {
-  for (const statement of schemaStatements(database)) await chdb.command(statement);
+  await applySchema(chdb, database);
   // Twice: the schema is idempotent.
-  for (const statement of schemaStatements(database)) await chdb.command(statement);
+  await applySchema(chdb, database);
   const rows = data.map((e) =>
     toClickHouseRow({
       projectId,

@@ -2,7 +2,7 @@ import { type ClickHouseClient, createClient } from "@clickhouse/client";
 import { AppError } from "../../core/errors.js";
 import type { Log } from "../../core/log.js";
 import type { ExternalTable } from "../../query/sql-builder.js";
-import { checkDatabaseName, schemaStatements } from "./clickhouse.schema.js";
+import { applySchema, checkDatabaseName } from "./clickhouse.schema.js";
 
 export interface ClickHouseOptions {
   /** HTTP URL of the server, e.g. http://127.0.0.1:8123 (user and password may be in it). */
@@ -93,7 +93,7 @@ export class ClickHouseDatabase {
       this.options.log?.warn({ problem }, "waiting for ClickHouse");
       await new Promise((resolve) => setTimeout(resolve, 500));
     }
-    for (const statement of schemaStatements(this.database)) await this.command(statement);
+    await applySchema(this, this.database);
   }
 
   async ready(): Promise<string | undefined> {

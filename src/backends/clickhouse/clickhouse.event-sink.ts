@@ -88,8 +88,10 @@ export class ClickHouseEventSink implements EventSink {
 
   async deleteProject(projectId: string): Promise<void> {
     // mutations_sync does not exist on 18.16: wait for the mutation by polling until no row is left.
+    const project = lit(projectId.toLowerCase());
+    await this.db.command(`ALTER TABLE ${this.db.eventsTable} DELETE WHERE project_id = ${project}`);
     await this.db.command(
-      `ALTER TABLE ${this.db.eventsTable} DELETE WHERE project_id = ${lit(projectId.toLowerCase())}`,
+      `ALTER TABLE ${this.db.database}.events_newest DELETE WHERE project_id = ${project}`,
     );
     const deadline = Date.now() + 60_000;
     while ((await this.countEvents(projectId)) > 0) {

@@ -1,7 +1,8 @@
 /**
- * The ClickHouse schema. Every statement is idempotent (`IF NOT EXISTS`) and runs at each start, so
- * concurrent starts cannot race. A change to a released table is a new statement appended here
- * (an `ALTER TABLE ... ADD COLUMN IF NOT EXISTS`), never an edit of one below.
+ * The ClickHouse schema, applied at each start by `applySchema`. Statements are idempotent (`IF NOT
+ * EXISTS`), so concurrent starts cannot race. A change to a released table is never an edit of a
+ * statement below: a new column goes in ADDED_COLUMNS (18.16 has no `ADD COLUMN IF NOT EXISTS`, so
+ * `applySchema` adds the columns `system.columns` does not list), a new table after the others.
  *
  * `events`, one row per stored event (see README.md beside this file for the measurements):
  * - ReplacingMergeTree ORDER BY (project_id, event, ts, uuid): a replayed event has the same key
@@ -39,7 +40,68 @@ export function schemaStatements(database: string): string[] {
     PARTITION BY toYYYYMM(toDateTime(intDiv(ts, 1000), 'UTC'))
     ORDER BY (project_id, event, ts, uuid)
     SETTINGS index_granularity = 1024`,
+    // Each project's newest event time, kept by ClickHouse as events are inserted: where the newest
+    // events are, without scanning the project's times (clickhouse-builder.ts, events). A lower
+    // bound is enough there, so rows the view missed (written before it existed, and filled in by
+    // applySchema) and rows deleted since never change an answer.
+    `CREATE TABLE IF NOT EXISTS ${database}.events_newest (
+      project_id String,
+      newest AggregateFunction(max, Int64)
+    ) ENGINE = AggregatingMergeTree ORDER BY project_id`,
+    `CREATE MATERIALIZED VIEW IF NOT EXISTS ${database}.events_newest_view TO ${database}.events_newest
+      AS SELECT project_id, maxState(ts) AS newest FROM ${database}.events GROUP BY project_id`,
   ];
+}
+
+/**
+ * Columns added to `events` after its first release, in order. MATERIALIZED: ClickHouse computes
+ * them at insert, so nothing that writes events names them; in parts written before the column
+ * existed it computes them when read, until a merge writes them.
+ */
+export const ADDED_COLUMNS: readonly { name: string; type: string }[] = [
+  // The user as a 64-bit hash: grouping and exact distinct counts on an integer instead of text.
+  // 10M events, 30 days: unique users per day 445 -> 260 ms, the funnel 377 -> 283 ms. Two ids of
+  // one project with the same hash would count as one user: with a million users in a project, the
+  // chance that any two share one is 3 in 100 million (ClickHouse's own uniqExact of text keeps
+  // 128-bit hashes of it). Queries that read persons still group the text.
+  { name: "user_hash", type: "UInt64 MATERIALIZED cityHash64(distinct_id)" },
+];
+
+/** What applySchema needs of a ClickHouse: the server's client, or chdb in the tests. */
+export interface SchemaTarget {
+  command(sql: string): Promise<void>;
+  query(sql: string): Promise<Record<string, unknown>[]>;
+}
+
+/**
+ * Creates what is missing and adds the missing columns, then fills `events_newest` when this start
+ * created it. Two processes starting at once may both add a column: the second's "already exists"
+ * is success.
+ */
+export async function applySchema(target: SchemaTarget, database: string): Promise<void> {
+  const [before] = await target.query(
+    `SELECT count() AS n FROM system.tables WHERE database = '${database}' AND name = 'events_newest'`,
+  );
+  for (const statement of schemaStatements(database)) await target.command(statement);
+  const present = new Set(
+    (
+      await target.query(
+        `SELECT name FROM system.columns WHERE database = '${database}' AND table = 'events'`,
+      )
+    ).map((row) => String(row.name)),
+  );
+  for (const column of ADDED_COLUMNS) {
+    if (present.has(column.name)) continue;
+    try {
+      await target.command(`ALTER TABLE ${database}.events ADD COLUMN ${column.name} ${column.type}`);
+    } catch (error) {
+      if (!/already exists/i.test(String((error as Error).message))) throw error;
+    }
+  }
+  if (Number(before?.n) === 0)
+    await target.command(
+      `INSERT INTO ${database}.events_newest SELECT project_id, maxState(ts) FROM ${database}.events GROUP BY project_id`,
+    );
 }
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
