@@ -29,7 +29,7 @@ import type { AnalyticsStore } from "../src/pipeline/event-store.js";
 import { ClickHouseQueryBuilder } from "../src/query/clickhouse-builder.js";
 import { clickhouseLiteral } from "../src/query/clickhouse-literal.js";
 import { parseQuerySpec, type QuerySpec } from "../src/query/spec.js";
-import { percentile } from "./load.js";
+import { machineReference, percentile } from "./load.js";
 import { BROWSERS, DATASET_SPAN_MS, DATASET_START_MS, NAMES, PATHS, PLANS, QUERIES } from "./queries.js";
 
 const { values: args } = parseArgs({
@@ -319,6 +319,8 @@ async function main(): Promise<void> {
   console.log(
     `\n#### Queries on ${EVENTS.toLocaleString("en")} events (${RUNS} runs each after 2 warm-up runs)\n`,
   );
+  // ClickHouse's speed follows the host's, which drifts by 1.5x within an hour here.
+  console.log(`machine reference (fixed DuckDB work, lower is faster): ${f(await machineReference())} ms\n`);
   console.log(
     "| query | ClickHouse 18.16 P50 ms | ClickHouse P99 ms | DuckDB P50 ms | DuckDB P99 ms | same answer |",
   );

@@ -3,6 +3,7 @@
  * HTTP server that shows the machine's ceiling. Method: bench/README.md.
  */
 import { spawn } from "node:child_process";
+import { DuckDBInstance } from "@duckdb/node-api";
 import autocannon from "autocannon";
 
 export interface LoadOptions {
@@ -66,6 +67,26 @@ export function percentile(sorted: readonly number[], p: number): number {
 }
 
 /** One autocannon run; latencies are recorded per response so every percentile is exact. */
+/**
+ * The same fixed DuckDB work (hashing and summing 20M integers on 2 threads, median of 10), in ms:
+ * this host's speed drifts between runs, by 1.4x or more in an afternoon (benchmarks/README.md),
+ * and runs are comparable only at a like reference time.
+ */
+export async function machineReference(): Promise<number> {
+  const instance = await DuckDBInstance.create(":memory:", { threads: "2" });
+  const connection = await instance.connect();
+  const times: number[] = [];
+  for (let i = 0; i < 11; i++) {
+    const started = performance.now();
+    await connection.run("SELECT sum(hash(range)) FROM range(20000000)");
+    if (i > 0) times.push(performance.now() - started);
+  }
+  connection.closeSync();
+  instance.closeSync();
+  times.sort((a, b) => a - b);
+  return percentile(times, 50);
+}
+
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const latencies: number[] = [];
   let next = 0;

@@ -17,11 +17,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
-import { DuckDBInstance } from "@duckdb/node-api";
 import { DuckDbDatabase } from "../src/backends/embedded/duckdb.database.js";
 import { fillUserDays } from "../src/backends/embedded/duckdb.user-days.js";
 import { postgresPipelineEnv } from "../tests/helpers/services.js";
-import { type LoadResult, percentile, runLoad, sampleEvent, startNoopServer } from "./load.js";
+import {
+  type LoadResult,
+  machineReference,
+  percentile,
+  runLoad,
+  sampleEvent,
+  startNoopServer,
+} from "./load.js";
 import { BROWSERS, DATASET_SPAN_MS, DATASET_START_MS, NAMES, PATHS, PLANS, QUERIES } from "./queries.js";
 import { compareDoors } from "./sdk-doors.js";
 
@@ -475,28 +481,6 @@ function singleEventLatency(url: string, keys: readonly string[], name: string):
 }
 
 /**
- * The same fixed DuckDB work (hashing and summing 20M integers on 2 threads, median of 10) before
- * each store's queries: this host's speed drifts between runs, by 1.4x or more in an afternoon
- * (benchmarks/README.md), and runs are comparable only at a like reference time.
- */
-async function machineReference(): Promise<void> {
-  const instance = await DuckDBInstance.create(":memory:", { threads: "2" });
-  const connection = await instance.connect();
-  const times: number[] = [];
-  for (let i = 0; i < 11; i++) {
-    const started = performance.now();
-    await connection.run("SELECT sum(hash(range)) FROM range(20000000)");
-    if (i > 0) times.push(performance.now() - started);
-  }
-  connection.closeSync();
-  instance.closeSync();
-  times.sort((a, b) => a - b);
-  console.log(
-    `\nmachine reference (fixed DuckDB work, lower is faster): ${percentile(times, 50).toFixed(1)} ms`,
-  );
-}
-
-/**
  * A store of `events` events in `order`, every query kind timed on it, the server's peak RSS, and
  * single-event latency on it against the same server when it was empty. Returns each kind's P99.
  */
@@ -527,7 +511,9 @@ async function queriesOn(order: string, events: number): Promise<Map<string, num
       await loadThroughApi(server.url, project.api_key, events);
     }
     await warmUp(server, project.read_key, latencyKeys);
-    await machineReference();
+    console.log(
+      `\nmachine reference (fixed DuckDB work, lower is faster): ${(await machineReference()).toFixed(1)} ms`,
+    );
     const p99s = await benchQueries(server.url, project.read_key, order, events);
     const goal = queryGoalMs(events);
     const under = [...p99s.values()].filter((p99) => p99 < goal).length;
