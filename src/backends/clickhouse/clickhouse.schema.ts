@@ -60,10 +60,10 @@ export function schemaStatements(database: string): string[] {
  */
 export const ADDED_COLUMNS: readonly { name: string; type: string }[] = [
   // The user as a 64-bit hash: grouping and exact distinct counts on an integer instead of text.
-  // 10M events, 30 days: unique users per day 445 -> 260 ms, the funnel 377 -> 283 ms. Two ids of
-  // one project with the same hash would count as one user: with a million users in a project, the
-  // chance that any two share one is 3 in 100 million (ClickHouse's own uniqExact of text keeps
-  // 128-bit hashes of it). Queries that read persons still group the text.
+  // 10M events, 30 days, P50: unique users per day 496-539 -> 347-399 ms (benchmarks/README.md).
+  // Two ids of one project with the same hash would count as one user: with a million users in a
+  // project, the chance that any two share one is 3 in 100 million (ClickHouse's own uniqExact of
+  // text keeps 128-bit hashes of it). Queries that read persons still group the text.
   { name: "user_hash", type: "UInt64 MATERIALIZED cityHash64(distinct_id)" },
 ];
 
