@@ -13,6 +13,7 @@ import {
   type TrendsQuery,
 } from "./spec.js";
 import type { ExternalTable, QueryStatements, SqlStatement } from "./sql-builder.js";
+import { bucketStart } from "./sql-runner.js";
 
 // 1970-01-05 was a Monday: weeks start on Mondays, as date_trunc('week') and bucketStart do.
 const MONDAY_OFFSET_MS = 4 * 86_400_000;
@@ -69,6 +70,28 @@ export class ClickHouseQueryBuilder implements QueryStatements {
     const bucket = ClickHouseQueryBuilder.bucket(q.interval, "ts");
     const from = people.from(this.table);
     const user = people.user;
+    if (q.breakdown === undefined && q.math === "unique_users") {
+      const first = bucketStart(q.interval, q.fromMs);
+      const size = INTERVAL_MS[q.interval];
+      const buckets = Math.ceil((q.toMs - first) / size);
+      if (buckets <= 64) {
+        // Users grouped once, the buckets each was seen in as the bits of one integer; a bucket's
+        // users are a sum over users, the total their count. One hash table of users instead of one
+        // set a bucket merged across threads: 10M events, unique users per day over 30 days
+        // 334-357 -> 235-269 ms (hand-written SQL, alternating).
+        const [userSelect, key] = people.userKey;
+        const bit = `bitShiftLeft(toUInt64(1), toUInt8(intDiv(${bucket} - ${lit(first)}, ${size})))`;
+        const indexes = Array.from({ length: buckets }, (_, i) => i);
+        const sql = `
+          SELECT t, NULL AS bv, value, total FROM (
+            SELECT count() AS total${indexes.map((i) => `, sum(bitTest(mask, ${i})) AS u${i}`).join("")}
+            FROM (SELECT ${userSelect}, groupBitOr(${bit}) AS mask FROM ${from} WHERE ${where} GROUP BY ${key})
+          ) ARRAY JOIN
+            [${indexes.map((i) => `toInt64(${lit(first + i * size)})`).join(", ")}] AS t,
+            [${indexes.map((i) => `u${i}`).join(", ")}] AS value`;
+        return { sql, params: [], tables: people.tables() };
+      }
+    }
     if (q.breakdown === undefined) {
       // One series: one pass keeps a partial aggregate per bucket and merges them for the total.
       const [state, merge] =

@@ -13,6 +13,7 @@ import {
   makeDataset,
   refEvents,
   refRetention,
+  refTrends,
 } from "../conformance/dataset.js";
 import { identityCases, identityEvents, makeIdentityDataset } from "../conformance/identity-dataset.js";
 import { checkEventsQueries, queryCases } from "../conformance/query-cases.js";
@@ -286,11 +287,11 @@ test("clickhouse: events pages are the same whatever events_newest holds of the 
   });
 });
 
-test("clickhouse: retention over more than 64 periods from the first cohort gives the expected answer", async (t) => {
+test("clickhouse: retention and unique users over more than 64 buckets give the expected answers", async (t) => {
   if (!(await requireParts(t))) return;
   const projectId = randomUUID();
-  // The dataset's 28 days, and another of the same users 64 days later: periods 64 days apart
-  // both hold returns, of different users.
+  // The dataset's 28 days, and another of the same users 64 days later: buckets 64 days apart
+  // both hold events, of different users.
   const shifted = makeDataset(7).map((e) => ({
     ...e,
     uuid: randomUUID(),
@@ -298,22 +299,23 @@ test("clickhouse: retention over more than 64 periods from the first cohort give
   }));
   const data = [...makeDataset(), ...shifted];
   await parts.sink.write(data.map((e) => stored(projectId, e)));
-  // 92 daily cohorts and 7 periods: 99 days of returns.
   const from = DATASET_START;
   const to = DATASET_START + 92 * 86_400_000;
-  const spec = { start_event: "Page View", return_event: "Click", interval: "day", periods: 7 } as const;
-  assert.deepEqual(
-    await parts.analytics.query(
-      projectId,
-      parseQuerySpec({
-        kind: "retention",
-        ...spec,
-        from: new Date(from).toISOString(),
-        to: new Date(to).toISOString(),
-      }),
-    ),
-    refRetention(data, { ...spec, from, to }),
-  );
+  const range = { from: new Date(from).toISOString(), to: new Date(to).toISOString() };
+  await t.test("retention: 92 daily cohorts and 7 periods, 99 days of returns", async () => {
+    const spec = { start_event: "Page View", return_event: "Click", interval: "day", periods: 7 } as const;
+    assert.deepEqual(
+      await parts.analytics.query(projectId, parseQuerySpec({ kind: "retention", ...spec, ...range })),
+      refRetention(data, { ...spec, from, to }),
+    );
+  });
+  await t.test("unique users per day over 92 days", async () => {
+    const spec = { math: "unique_users", interval: "day" } as const;
+    assert.deepEqual(
+      await parts.analytics.query(projectId, parseQuerySpec({ kind: "trends", ...spec, ...range })),
+      refTrends(data, { ...spec, from, to, limit: 10 }),
+    );
+  });
 });
 
 /** The `events` table as the first schema made it (before ADDED_COLUMNS and events_newest). */
