@@ -78,17 +78,14 @@ export class ClickHouseQueryBuilder implements QueryStatements {
         // Users grouped once, the buckets each was seen in as the bits of one integer; a bucket's
         // users are a sum over users, the total their count. One hash table of users instead of one
         // set a bucket merged across threads: 10M events, unique users per day over 30 days
-        // 334-357 -> 235-269 ms (hand-written SQL, alternating).
+        // 325-383 -> 252-261 ms at P50 (benchmarks/README.md).
         const [userSelect, key] = people.userKey;
-        const bit = `bitShiftLeft(toUInt64(1), toUInt8(intDiv(${bucket} - ${lit(first)}, ${size})))`;
-        const indexes = Array.from({ length: buckets }, (_, i) => i);
+        const mask = bucketMask(bucket, first, size, buckets);
         const sql = `
           SELECT t, NULL AS bv, value, total FROM (
-            SELECT count() AS total${indexes.map((i) => `, sum(bitTest(mask, ${i})) AS u${i}`).join("")}
-            FROM (SELECT ${userSelect}, groupBitOr(${bit}) AS mask FROM ${from} WHERE ${where} GROUP BY ${key})
-          ) ARRAY JOIN
-            [${indexes.map((i) => `toInt64(${lit(first + i * size)})`).join(", ")}] AS t,
-            [${indexes.map((i) => `u${i}`).join(", ")}] AS value`;
+            SELECT count() AS total, ${mask.sums}
+            FROM (SELECT ${userSelect}, groupBitOr(${mask.bit}) AS mask FROM ${from} WHERE ${where} GROUP BY ${key})
+          ) ARRAY JOIN [${mask.starts}] AS t, [${mask.columns}] AS value`;
         return { sql, params: [], tables: people.tables() };
       }
     }
@@ -175,7 +172,8 @@ export class ClickHouseQueryBuilder implements QueryStatements {
    * ms), period (epoch ms; NULL on a cohort's size row), users. Up to 64 periods from the first
    * cohort, a user's periods are the bits of one integer and each period's users a sum over the
    * users of a cohort; beyond, an array of periods a user, one row each. 10M events, weekly over 90
-   * days: 871 ms at P50 as two statements (two passes grouped by user, and a join), 222-271 as one.
+   * days: 825-892 ms at P50 as two statements (two passes grouped by user, and a join), 232-278 as
+   * one (benchmarks/README.md).
    */
   retention(
     projectId: string,
@@ -202,16 +200,13 @@ export class ClickHouseQueryBuilder implements QueryStatements {
       GROUP BY ${key} HAVING started > 0`;
     const buckets = Math.round((returnsToMs - returnsFromMs) / size);
     if (buckets <= 64) {
-      const bit = `bitShiftLeft(toUInt64(1), toUInt8(intDiv(${bucket("ts")} - ${lit(returnsFromMs)}, ${size})))`;
-      const indexes = Array.from({ length: buckets }, (_, i) => i);
+      const mask = bucketMask(bucket("ts"), returnsFromMs, size, buckets);
       const sql = `
         SELECT cohort, period, users FROM (
-          SELECT cohort, count() AS size${indexes.map((i) => `, sum(bitTest(mask, ${i})) AS r${i}`).join("")}
-          FROM (SELECT ${bucket("first")} AS cohort, mask FROM (${byUser(`groupBitOrIf(${bit}, ${returns}) AS mask`)}))
+          SELECT cohort, count() AS size, ${mask.sums}
+          FROM (SELECT ${bucket("first")} AS cohort, mask FROM (${byUser(`groupBitOrIf(${mask.bit}, ${returns}) AS mask`)}))
           GROUP BY cohort
-        ) ARRAY JOIN
-          [NULL${indexes.map((i) => `, toInt64(${lit(returnsFromMs + i * size)})`).join("")}] AS period,
-          [size${indexes.map((i) => `, r${i}`).join("")}] AS users
+        ) ARRAY JOIN [NULL, ${mask.starts}] AS period, [size, ${mask.columns}] AS users
         WHERE period IS NULL OR period >= cohort`;
       return { sql, params: [], tables: people.tables() };
     }
@@ -329,6 +324,23 @@ export class ClickHouseQueryBuilder implements QueryStatements {
       WHERE project_id = ${lit(projectId.toLowerCase())} AND (${propertySet("$set")} OR ${propertySet("$set_once")})${since}`;
     return { sql, params: [] };
   }
+}
+
+/**
+ * Up to 64 buckets from `firstMs` as the bits of one integer, for a query that groups by user
+ * first: `bit` is the bit of the bucket `bucketExpr` (an event's) falls in, to OR into `mask`;
+ * `sums` counts, for each bucket i, the rows whose mask has its bit (as u0, u1, ...); `starts` and
+ * `columns` list the buckets' starts and those counts, in order, for an ARRAY JOIN. 18.16's shifts
+ * wrap at 64 bits, so the caller keeps to 64 buckets.
+ */
+function bucketMask(bucketExpr: string, firstMs: number, size: number, count: number) {
+  const indexes = Array.from({ length: count }, (_, i) => i);
+  return {
+    bit: `bitShiftLeft(toUInt64(1), toUInt8(intDiv(${bucketExpr} - ${lit(firstMs)}, ${size})))`,
+    sums: indexes.map((i) => `sum(bitTest(mask, ${i})) AS u${i}`).join(", "),
+    starts: indexes.map((i) => `toInt64(${lit(firstMs + i * size)})`).join(", "),
+    columns: indexes.map((i) => `u${i}`).join(", "),
+  };
 }
 
 /** The name of the people table a query with people joins (clickhouse.database.ts sends it). */
