@@ -161,7 +161,7 @@ async function measureDedup(
   latest: StoredEvent[],
 ): Promise<void> {
   let recent = latest;
-  const builder = new ClickHouseQueryBuilder(db.eventsTable);
+  const builder = new ClickHouseQueryBuilder(db.eventsTable, `${db.database}.user_days`);
   const kinds = QUERIES.filter(([name]) =>
     [
       "trends total/day 30d",

@@ -17,6 +17,10 @@ import { bucketStart } from "./sql-runner.js";
 
 // 1970-01-05 was a Monday: weeks start on Mondays, as date_trunc('week') and bucketStart do.
 const MONDAY_OFFSET_MS = 4 * 86_400_000;
+const DAY_MS = 86_400_000;
+
+/** A project id as Tidemark writes it (a lower-case UUID): the only kind the daily users rollup holds. */
+export const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
  * The SQL of every query kind for ClickHouse, as plain text: it runs unchanged on the 18.16 server
@@ -36,8 +40,15 @@ const MONDAY_OFFSET_MS = 4 * 86_400_000;
  * first step-1 event and takes the earliest next step each time.
  */
 export class ClickHouseQueryBuilder implements QueryStatements {
-  /** @param table the events table, qualified and already validated as an identifier */
-  constructor(private readonly table: string) {}
+  /**
+   * @param table the events table, qualified and already validated as an identifier
+   * @param userDaysTable the daily users rollup beside it (clickhouse.schema.ts), complete for
+   *   every stored event; without it every query reads the events
+   */
+  constructor(
+    private readonly table: string,
+    private readonly userDaysTable?: string,
+  ) {}
 
   /** The start of the UTC hour, day or Monday-week holding `expr` (epoch ms), as a floor. */
   static bucket(unit: "hour" | "day" | "week", expr: string): string {
@@ -71,6 +82,9 @@ export class ClickHouseQueryBuilder implements QueryStatements {
     const from = people.from(this.table);
     const user = people.user;
     if (q.breakdown === undefined && q.math === "unique_users") {
+      // Who was seen on each day, when that answers the query; else the events.
+      const rows = this.userDays(projectId, q, people) ?? { from, where, time: "ts" };
+      const rowBucket = ClickHouseQueryBuilder.bucket(q.interval, rows.time);
       const first = bucketStart(q.interval, q.fromMs);
       const size = INTERVAL_MS[q.interval];
       const buckets = Math.ceil((q.toMs - first) / size);
@@ -80,28 +94,17 @@ export class ClickHouseQueryBuilder implements QueryStatements {
         // set a bucket merged across threads: 10M events, unique users per day over 30 days
         // 325-383 -> 252-261 ms at P50 (benchmarks/README.md).
         const [userSelect, key] = people.userKey;
-        const mask = bucketMask(bucket, first, size, buckets);
+        const mask = bucketMask(rowBucket, first, size, buckets);
         const sql = `
           SELECT t, NULL AS bv, value, total FROM (
             SELECT count() AS total, ${mask.sums}
-            FROM (SELECT ${userSelect}, groupBitOr(${mask.bit}) AS mask FROM ${from} WHERE ${where} GROUP BY ${key})
+            FROM (SELECT ${userSelect}, groupBitOr(${mask.bit}) AS mask FROM ${rows.from} WHERE ${rows.where} GROUP BY ${key})
           ) ARRAY JOIN [${mask.starts}] AS t, [${mask.columns}] AS value`;
         return { sql, params: [], tables: people.tables() };
       }
+      return this.oneSeries(rows.from, rows.where, rowBucket, `uniqExactState(${user})`, people);
     }
-    if (q.breakdown === undefined) {
-      // One series: one pass keeps a partial aggregate per bucket and merges them for the total.
-      const [state, merge] =
-        q.math === "unique_users"
-          ? [`uniqExactState(${user})`, "uniqExactMerge(st)"]
-          : ["countState()", "countMerge(st)"];
-      const sql = `
-        SELECT t, NULL AS bv, value, total FROM (
-          SELECT groupArray(t) AS tl, groupArray(finalizeAggregation(st)) AS vl, ${merge} AS total
-          FROM (SELECT ${bucket} AS t, ${state} AS st FROM ${from} WHERE ${where} GROUP BY t)
-        ) ARRAY JOIN tl AS t, vl AS value`;
-      return { sql, params: [], tables: people.tables() };
-    }
+    if (q.breakdown === undefined) return this.oneSeries(from, where, bucket, "countState()", people);
     const person = q.breakdownType === "person" ? people.columns(q.breakdown) : undefined;
     const [set, text] = person
       ? [person.set, person.text]
@@ -126,6 +129,51 @@ export class ClickHouseQueryBuilder implements QueryStatements {
         ORDER BY total DESC, bkey_set DESC, bkey ASC LIMIT ${q.limit}
       ) ARRAY JOIN tl AS t, vl AS value`;
     return { sql, params: [], tables: people.tables() };
+  }
+
+  /**
+   * A series without breakdown in one pass: a partial aggregate (`state`, by its -State
+   * combinator) per bucket, merged for the total.
+   */
+  private oneSeries(from: string, where: string, bucket: string, state: string, people: ClickHousePeople) {
+    const merge = state.startsWith("uniqExact") ? "uniqExactMerge(st)" : "countMerge(st)";
+    const sql = `
+      SELECT t, NULL AS bv, value, total FROM (
+        SELECT groupArray(t) AS tl, groupArray(finalizeAggregation(st)) AS vl, ${merge} AS total
+        FROM (SELECT ${bucket} AS t, ${state} AS st FROM ${from} WHERE ${where} GROUP BY t)
+      ) ARRAY JOIN tl AS t, vl AS value`;
+    return { sql, params: [], tables: people.tables() };
+  }
+
+  /**
+   * The daily users rollup as the rows of a unique-users trend, when it answers it exactly: every
+   * event (none named, no filter), no people joined, day or week buckets over whole UTC days, a
+   * project id that is a UUID (the rollup holds no other). Its users are `user_hash`, as the
+   * events'. 10M events of 100K users, unique users per day over 30 days: 1.9M rows for 3.3M
+   * events, 232-267 -> 143-146 ms at P50 (benchmarks/README.md); fewer events a user a day, fewer rows.
+   */
+  private userDays(
+    projectId: string,
+    q: TrendsQuery,
+    people: ClickHousePeople,
+  ): { from: string; where: string; time: string } | undefined {
+    const project = projectId.toLowerCase();
+    if (
+      this.userDaysTable === undefined ||
+      q.event !== undefined ||
+      q.filters.length > 0 ||
+      people.joined ||
+      q.interval === "hour" ||
+      q.fromMs % DAY_MS !== 0 ||
+      q.toMs % DAY_MS !== 0 ||
+      !UUID_TEXT.test(project)
+    )
+      return undefined;
+    return {
+      from: this.userDaysTable,
+      where: `project = toUUID(${lit(project)}) AND day >= ${lit(q.fromMs)} AND day < ${lit(q.toMs)}`,
+      time: "day",
+    };
   }
 
   /**
@@ -357,7 +405,8 @@ export const PEOPLE_TABLE = "tm_people";
 class ClickHousePeople {
   /** The person properties the query reads, in column order (tm_p0_..., tm_p1_...). */
   private readonly names: string[];
-  private readonly joined: boolean;
+  /** The events are joined to people (some id is mapped to a person, or has properties). */
+  readonly joined: boolean;
 
   constructor(
     private readonly people: QueryPeople | undefined,

@@ -21,8 +21,9 @@ const projectId = randomUUID();
 const data = makeDataset();
 const identityProject = randomUUID();
 const people = makeIdentityDataset();
-const runner = new SqlQueryRunner(new ClickHouseQueryBuilder(table), ({ sql, tables }) =>
-  chdb.query(sql, tables),
+const runner = new SqlQueryRunner(
+  new ClickHouseQueryBuilder(table, `${database}.user_days`),
+  ({ sql, tables }) => chdb.query(sql, tables),
 );
 
 before(async () => {

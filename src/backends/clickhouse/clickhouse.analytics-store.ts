@@ -15,13 +15,16 @@ export class ClickHouseAnalyticsStore implements AnalyticsStore {
   private readonly runner: SqlQueryRunner;
 
   constructor(private readonly db: ClickHouseDatabase) {
-    this.runner = new SqlQueryRunner(new ClickHouseQueryBuilder(db.eventsTable), async ({ sql, tables }) => {
-      try {
-        return await this.db.query(sql, tables);
-      } catch (error) {
-        throw toClickHouseQueryError(error);
-      }
-    });
+    this.runner = new SqlQueryRunner(
+      new ClickHouseQueryBuilder(db.eventsTable, `${db.database}.user_days`),
+      async ({ sql, tables }) => {
+        try {
+          return await this.db.query(sql, tables);
+        } catch (error) {
+          throw toClickHouseQueryError(error);
+        }
+      },
+    );
   }
 
   start(): Promise<void> {

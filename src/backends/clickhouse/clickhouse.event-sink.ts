@@ -1,8 +1,10 @@
 import type { StoredEvent } from "../../core/event.js";
 import type { EventSink } from "../../pipeline/event-sink.js";
+import { UUID_TEXT } from "../../query/clickhouse-builder.js";
 import { clickhouseLiteral as lit } from "../../query/clickhouse-literal.js";
 import type { ClickHouseDatabase } from "./clickhouse.database.js";
 import { type ClickHouseEventRow, toClickHouseRow } from "./clickhouse.rows.js";
+import { userDaysSelect } from "./clickhouse.schema.js";
 
 /**
  * Time ranges per duplicate lookup. 18.16 analyses a long OR of key ranges slowly: measured on
@@ -59,8 +61,33 @@ export class ClickHouseEventSink implements EventSink {
     for (const [projectId, rows] of byProject) {
       const stored = await this.stored(projectId, [...rows.values()]);
       for (const row of rows.values()) if (!stored.has(row.uuid)) fresh.push(row);
+      if (stored.size > 0)
+        await this.rederiveUserDays(
+          projectId,
+          [...rows.values()].filter((row) => stored.has(row.uuid)),
+        );
     }
     await this.db.insert(this.db.eventsTable, fresh);
+  }
+
+  /**
+   * Writes again the `user_days` rows of events found already stored. ClickHouse feeds the rollup
+   * from an insert after writing its events, part by part, so an insert that failed half way (or a
+   * sink that died in between) can leave events whose rows the view never wrote; the replay that
+   * follows finds those events stored and would not insert them again. Copies of rows the view did
+   * write count once (clickhouse.schema.ts).
+   */
+  private async rederiveUserDays(projectId: string, rows: readonly ClickHouseEventRow[]): Promise<void> {
+    for (let i = 0; i < rows.length; i += LOOKUP_CHUNK) {
+      const chunk = rows.slice(i, i + LOOKUP_CHUNK);
+      const where = `project_id = ${lit(projectId)} AND (${timeRanges(
+        chunk.map((r) => r.ts),
+        MAX_RANGES,
+      )}) AND uuid IN (${uuidSet(chunk.map((r) => r.uuid))})`;
+      await this.db.command(
+        `INSERT INTO ${this.db.database}.user_days ${userDaysSelect(this.db.eventsTable, where)}`,
+      );
+    }
   }
 
   /**
@@ -93,8 +120,19 @@ export class ClickHouseEventSink implements EventSink {
     await this.db.command(
       `ALTER TABLE ${this.db.database}.events_newest DELETE WHERE project_id = ${project}`,
     );
+    // The rollup holds rows only for UUID project ids (clickhouse.schema.ts, userDaysSelect).
+    const userDays = UUID_TEXT.test(projectId.toLowerCase()) ? `project = toUUID(${project})` : undefined;
+    if (userDays) await this.db.command(`ALTER TABLE ${this.db.database}.user_days DELETE WHERE ${userDays}`);
+    const anyLeft = async () => {
+      if ((await this.countEvents(projectId)) > 0) return true;
+      if (!userDays) return false;
+      const [row] = await this.db.query<{ n: number | string }>(
+        `SELECT count() AS n FROM ${this.db.database}.user_days WHERE ${userDays}`,
+      );
+      return Number(row?.n ?? 0) > 0;
+    };
     const deadline = Date.now() + 60_000;
-    while ((await this.countEvents(projectId)) > 0) {
+    while (await anyLeft()) {
       if (Date.now() > deadline)
         throw new Error(`ClickHouse did not delete project ${projectId} within 60 s`);
       await new Promise((resolve) => setTimeout(resolve, 100));
