@@ -11,6 +11,8 @@
  *     [--data-dir DIR --keep] [--reuse]   (--reuse: time the queries on the data a --keep run left)
  *     [--storage-only]   (load, print the bytes on disk per event, drop the database; no dedup or queries)
  *     [--server-generate]  (past the checkpoint, ClickHouse generates the same shape itself: no DuckDB)
+ *     [--property-columns path,plan]  (as TIDEMARK_CLICKHOUSE_PROPERTY_COLUMNS; with --reuse, parts
+ *       written before the columns existed are rewritten first, by OPTIMIZE FINAL, and timed)
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -26,7 +28,7 @@ import { DuckDbDatabase } from "../src/backends/embedded/duckdb.database.js";
 import { DuckDbEventStore } from "../src/backends/embedded/duckdb.event-store.js";
 import type { StoredEvent } from "../src/core/event.js";
 import type { AnalyticsStore } from "../src/pipeline/event-store.js";
-import { ClickHouseQueryBuilder } from "../src/query/clickhouse-builder.js";
+import { ClickHouseQueryBuilder, propertyColumn } from "../src/query/clickhouse-builder.js";
 import { clickhouseLiteral } from "../src/query/clickhouse-literal.js";
 import { parseQuerySpec, type QuerySpec } from "../src/query/spec.js";
 import { machineReference, percentile } from "./load.js";
@@ -45,6 +47,7 @@ const { values: args } = parseArgs({
     reuse: { type: "boolean", default: false },
     "server-generate": { type: "boolean", default: false },
     "storage-only": { type: "boolean", default: false },
+    "property-columns": { type: "string", default: "" },
   },
 });
 const EVENTS = Number(args.events);
@@ -161,7 +164,7 @@ async function measureDedup(
   latest: StoredEvent[],
 ): Promise<void> {
   let recent = latest;
-  const builder = new ClickHouseQueryBuilder(db.eventsTable, `${db.database}.user_days`);
+  const builder = new ClickHouseQueryBuilder(db.eventsTable, `${db.database}.user_days`, db.propertyColumns);
   const kinds = QUERIES.filter(([name]) =>
     [
       "trends total/day 30d",
@@ -231,10 +234,30 @@ async function measureDedup(
   );
 }
 
+/**
+ * Rewrites the parts that lack a property column (kept data from before the columns existed), so
+ * queries read the column rather than ClickHouse computing it from the arrays; prints the time.
+ */
+async function writePropertyColumns(db: ClickHouseDatabase, names: readonly string[]): Promise<void> {
+  const columns = names.map((name) => clickhouseLiteral(propertyColumn(name).name)).join(", ");
+  const [missing] = await db.query<{ parts: number }>(
+    `SELECT count() AS parts FROM system.parts WHERE active AND database = '${db.database}' AND table = 'events'
+       AND name NOT IN (SELECT name FROM system.parts_columns WHERE active AND database = '${db.database}'
+         AND table = 'events' AND column IN (${columns}) GROUP BY name HAVING count() = ${names.length})`,
+  );
+  if (Number(missing?.parts) === 0) return;
+  const [ms] = await time(() => db.command(`OPTIMIZE TABLE ${db.eventsTable} FINAL`));
+  console.log(`property columns written into ${missing?.parts} parts by OPTIMIZE FINAL: ${f(ms / 1000)} s`);
+}
+
 async function main(): Promise<void> {
   const url = args["clickhouse-url"];
   const database = "tidemark_bench";
-  const db = new ClickHouseDatabase({ url, database, requestTimeoutMs: 300_000 });
+  const propertyColumns = args["property-columns"]
+    .split(",")
+    .map((name) => name.trim())
+    .filter((name) => name !== "");
+  const db = new ClickHouseDatabase({ url, database, requestTimeoutMs: 300_000, propertyColumns });
   const reuse = args.reuse;
   if (!reuse) {
     const setup = new ClickHouseDatabase({ url, database: "default" });
@@ -316,6 +339,7 @@ async function main(): Promise<void> {
     assert.equal(await sink.countEvents(projectId), EVENTS, "replays were stored again");
   }
 
+  if (reuse && propertyColumns.length > 0) await writePropertyColumns(db, propertyColumns);
   console.log(
     `\n#### Queries on ${EVENTS.toLocaleString("en")} events (${RUNS} runs each after 2 warm-up runs)\n`,
   );

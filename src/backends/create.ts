@@ -203,6 +203,10 @@ async function createCdc(config: Config, hooks: PartHooks): Promise<PipelinePart
   const clickhouse = createClickHouseParts({
     url: config.clickhouseUrl,
     database: config.clickhouseDatabase,
+    propertyColumns: config.clickhousePropertyColumns
+      .split(",")
+      .map((name) => name.trim())
+      .filter((name) => name !== ""),
     log: hooks.log,
   });
   const { MirroredEventStore } = await import("../pipeline/mirrored-event-store.js");

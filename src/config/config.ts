@@ -263,6 +263,12 @@ const VARIABLES = {
     text(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/),
     "cdc: the ClickHouse database of the events table (created at start)",
   ),
+  clickhousePropertyColumns: variable(
+    "TIDEMARK_CLICKHOUSE_PROPERTY_COLUMNS",
+    "",
+    text(),
+    "cdc: event properties ClickHouse keeps as columns of their own, comma-separated (added at start): filters, breakdowns and top values of them read one column instead of every property",
+  ),
   kafkaTopic: variable(
     "TIDEMARK_KAFKA_TOPIC",
     "tidemark.events",

@@ -9,6 +9,11 @@ export interface ClickHouseOptions {
   url: string;
   /** The database holding Tidemark's tables; created at start. */
   database: string;
+  /**
+   * Event properties kept as columns of their own (TIDEMARK_CLICKHOUSE_PROPERTY_COLUMNS): added at
+   * start when missing; filters, breakdowns and top values of them read the column.
+   */
+  propertyColumns?: readonly string[];
   /** How long start-up keeps trying to reach ClickHouse before giving up. */
   connectTimeoutMs?: number;
   /** Per request; a query or insert that takes longer fails (and the sink retries). */
@@ -58,6 +63,8 @@ export class ClickHouseDatabase {
   readonly database: string;
   /** The events table, qualified. */
   readonly eventsTable: string;
+  /** The properties `events` keeps as columns (ClickHouseOptions.propertyColumns). */
+  readonly propertyColumns: readonly string[];
   private client: ClickHouseClient | undefined;
   private opened: Promise<void> | undefined;
   private users = 0;
@@ -65,6 +72,7 @@ export class ClickHouseDatabase {
   constructor(private readonly options: ClickHouseOptions) {
     this.database = checkDatabaseName(options.database);
     this.eventsTable = `${this.database}.events`;
+    this.propertyColumns = [...new Set(options.propertyColumns ?? [])];
   }
 
   /** Connects and migrates; shared by the sink and the analytics store (the first call does it). */
@@ -93,7 +101,7 @@ export class ClickHouseDatabase {
       this.options.log?.warn({ problem }, "waiting for ClickHouse");
       await new Promise((resolve) => setTimeout(resolve, 500));
     }
-    await applySchema(this, this.database);
+    await applySchema(this, this.database, this.propertyColumns);
   }
 
   async ready(): Promise<string | undefined> {

@@ -1,4 +1,4 @@
-import { ClickHouseQueryBuilder, UUID_TEXT } from "../../query/clickhouse-builder.js";
+import { ClickHouseQueryBuilder, propertyColumn, UUID_TEXT } from "../../query/clickhouse-builder.js";
 
 /**
  * The ClickHouse schema, applied at each start by `applySchema`. Statements are idempotent (`IF NOT
@@ -111,11 +111,17 @@ export interface SchemaTarget {
 }
 
 /**
- * Creates what is missing and adds the missing columns, then fills `events_newest` when this start
- * created it. Two processes starting at once may both add a column: the second's "already exists"
- * is success.
+ * Creates what is missing and adds the missing columns (ADDED_COLUMNS, then one per name of
+ * `propertyColumns`, TIDEMARK_CLICKHOUSE_PROPERTY_COLUMNS), then fills `events_newest` when this
+ * start created it, and `user_days` unless a start did. Two processes starting at once may both
+ * add a column: the second's "already exists" is success. A property column is never dropped (a
+ * name left out of the setting keeps its column, unread).
  */
-export async function applySchema(target: SchemaTarget, database: string): Promise<void> {
+export async function applySchema(
+  target: SchemaTarget,
+  database: string,
+  propertyColumns: readonly string[] = [],
+): Promise<void> {
   const [before] = await target.query(
     `SELECT count() AS n FROM system.tables WHERE database = '${database}' AND name = 'events_newest'`,
   );
@@ -127,7 +133,11 @@ export async function applySchema(target: SchemaTarget, database: string): Promi
       )
     ).map((row) => String(row.name)),
   );
-  for (const column of ADDED_COLUMNS) {
+  const properties = propertyColumns.map((name) => {
+    const column = propertyColumn(name);
+    return { name: column.name, type: column.definition };
+  });
+  for (const column of [...ADDED_COLUMNS, ...properties]) {
     if (present.has(column.name)) continue;
     try {
       await target.command(`ALTER TABLE ${database}.events ADD COLUMN ${column.name} ${column.type}`);
