@@ -157,7 +157,7 @@ export async function applySchema(
  * already. Every start that finds the step unrecorded fills (a start that died half way, or two
  * starting at once, leave copies, which count once), so when applySchema returns the rollup is
  * complete and the builder may read it. One month at a time, bounding the GROUP BY's memory: on
- * the 18.16 server here, 10M events over 90 days in 6.2 s.
+ * the 18.16 server here, 10M events over 90 days in 10.9 s.
  */
 async function fillUserDays(target: SchemaTarget, database: string): Promise<void> {
   const [done] = await target.query(
