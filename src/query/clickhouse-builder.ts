@@ -199,7 +199,10 @@ export class ClickHouseQueryBuilder implements QueryStatements {
     const window = lit(q.windowSeconds * 1000);
     const entry = lit(q.steps[0]!);
     const arrays = q.steps.map((step, i) => `groupArrayIf(ts, event = ${lit(step)}) AS a${i}`).slice(1);
-    const chain = ["(entered > 0) AS r0"];
+    // A user without a step-1 event has `first` 0 (minIf's default), a time no event has: stored
+    // times start at 2000 (EARLIEST_TIMESTAMP_MS). Cheaper than counting the step-1 events too
+    // (10M events, the two forms alternating 10 and 16 times: medians 267-288 -> 245-254 ms).
+    const chain = ["(first != 0) AS r0"];
     for (let i = 1; i < q.steps.length; i++) {
       const after = q.steps[i] === q.steps[i - 1] ? ">" : ">=";
       const previous = i === 1 ? "first" : `f${i - 1}`;
@@ -213,7 +216,7 @@ export class ClickHouseQueryBuilder implements QueryStatements {
     const sql = `
       SELECT ${counts} FROM (
         SELECT ${chain.join(", ")} FROM (
-          SELECT ${user}, minIf(ts, event = ${entry}) AS first, countIf(event = ${entry}) AS entered${arrays.map((a) => `, ${a}`).join("")}
+          SELECT ${user}, minIf(ts, event = ${entry}) AS first${arrays.map((a) => `, ${a}`).join("")}
           FROM ${people.from(this.table)}
           WHERE ${where} AND event IN (${steps.map((s) => lit(s)).join(", ")})
           GROUP BY ${key}
@@ -250,10 +253,12 @@ export class ClickHouseQueryBuilder implements QueryStatements {
     const starts = `event = ${lit(q.startEvent)} AND ts >= ${lit(q.fromMs)} AND ts < ${lit(q.toMs)}`;
     const returns = `event = ${lit(q.returnEvent)} AND ts >= ${lit(returnsFromMs)} AND ts < ${lit(returnsToMs)}`;
     const events = [...new Set([q.startEvent, q.returnEvent])].map((e) => lit(e)).join(", ");
+    // Users without a start event have `first` 0, which no stored time is (as in the funnel): 10M
+    // events, alternating 10 and 16 times, medians 240-278 -> 211-247 ms against counting them.
     const byUser = (periods: string) => `
-      SELECT ${user}, minIf(ts, ${starts}) AS first, countIf(${starts}) AS started, ${periods}
+      SELECT ${user}, minIf(ts, ${starts}) AS first, ${periods}
       FROM ${people.from(this.table)} WHERE ${where} AND event IN (${events})
-      GROUP BY ${key} HAVING started > 0`;
+      GROUP BY ${key} HAVING first != 0`;
     const buckets = Math.round((returnsToMs - returnsFromMs) / size);
     if (buckets <= 64) {
       const mask = bucketMask(bucket("ts"), returnsFromMs, size, buckets);
