@@ -164,7 +164,7 @@ async function measureDedup(
   latest: StoredEvent[],
 ): Promise<void> {
   let recent = latest;
-  const builder = new ClickHouseQueryBuilder(db.eventsTable, `${db.database}.user_days`, db.propertyColumns);
+  const builder = new ClickHouseQueryBuilder(db.eventsTable, db.rollups, db.propertyColumns);
   const kinds = QUERIES.filter(([name]) =>
     [
       "trends total/day 30d",

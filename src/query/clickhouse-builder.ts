@@ -20,6 +20,14 @@ import { bucketStart } from "./sql-runner.js";
 const MONDAY_OFFSET_MS = 4 * 86_400_000;
 const DAY_MS = 86_400_000;
 
+/** The daily users rollups beside the events table (clickhouse.schema.ts), qualified names. */
+export interface ClickHouseRollups {
+  /** (project, day, user) of every event. */
+  userDays: string;
+  /** (project, event, day, user). */
+  userEventDays: string;
+}
+
 /** A project id as Tidemark writes it (a lower-case UUID): the only kind the daily users rollup holds. */
 export const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -43,15 +51,15 @@ export const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a
 export class ClickHouseQueryBuilder implements QueryStatements {
   /**
    * @param table the events table, qualified and already validated as an identifier
-   * @param userDaysTable the daily users rollup beside it (clickhouse.schema.ts), complete for
-   *   every stored event; without it every query reads the events
+   * @param rollups the daily users rollups beside it (clickhouse.schema.ts), complete for every
+   *   stored event; without them every query reads the events
    * @param propertyColumns the properties the table keeps as columns of their own
    */
   private readonly props: ClickHouseProperties;
 
   constructor(
     private readonly table: string,
-    private readonly userDaysTable?: string,
+    private readonly rollups?: ClickHouseRollups,
     /** Properties kept as columns of their own (propertyColumn), present in the table. */
     propertyColumns: readonly string[] = [],
   ) {
@@ -91,7 +99,7 @@ export class ClickHouseQueryBuilder implements QueryStatements {
     const user = people.user;
     if (q.breakdown === undefined && q.math === "unique_users") {
       // Who was seen on each day, when that answers the query; else the events.
-      const rows = this.userDays(projectId, q, people) ?? { from, where, time: "ts" };
+      const rows = this.trendsRollup(projectId, q, people) ?? { from, where, time: "ts" };
       const rowBucket = ClickHouseQueryBuilder.bucket(q.interval, rows.time);
       const first = bucketStart(q.interval, q.fromMs);
       const size = INTERVAL_MS[q.interval];
@@ -154,34 +162,40 @@ export class ClickHouseQueryBuilder implements QueryStatements {
   }
 
   /**
-   * The daily users rollup as the rows of a unique-users trend, when it answers it exactly: every
-   * event (none named, no filter), no people joined, day or week buckets over whole UTC days, a
-   * project id that is a UUID (the rollup holds no other). Its users are `user_hash`, as the
-   * events'. 10M events of 100K users, unique users per day over 30 days: 1.9M rows for 3.3M
-   * events, 232-267 -> 143-146 ms at P50 (benchmarks/README.md); fewer events a user a day, fewer rows.
+   * The daily users rollups as the rows of a unique-users trend, when they answer it exactly: of
+   * every event (`user_days`) or of one (`user_event_days`), with no filter and no people joined,
+   * day or week buckets over whole UTC days. Their users are `user_hash`, as the events'. 10M
+   * events of 100K users, unique users per day over 30 days: 1.9M rows of `user_days` for 3.3M
+   * events, 232-267 -> 143-146 ms at P50 (benchmarks/README.md); fewer events a user a day, fewer
+   * rows.
    */
-  private userDays(
+  private trendsRollup(
     projectId: string,
     q: TrendsQuery,
     people: ClickHousePeople,
   ): { from: string; where: string; time: string } | undefined {
+    if (q.interval === "hour" || q.fromMs % DAY_MS !== 0 || q.toMs % DAY_MS !== 0) return undefined;
+    const project = this.rollupProject(projectId, q.filters, people);
+    if (project === undefined || this.rollups === undefined) return undefined;
+    const days = `day >= ${lit(q.fromMs)} AND day < ${lit(q.toMs)}`;
+    return q.event === undefined
+      ? { from: this.rollups.userDays, where: `${project} AND ${days}`, time: "day" }
+      : {
+          from: this.rollups.userEventDays,
+          where: `${project} AND event = ${lit(q.event)} AND ${days}`,
+          time: "day",
+        };
+  }
+
+  /**
+   * The rollups' condition on the project, when they can answer a query: they exist, it reads no
+   * filter and joins no people, and the project id is a UUID (the rollups hold no other).
+   */
+  private rollupProject(projectId: string, filters: readonly Filter[], people: ClickHousePeople) {
     const project = projectId.toLowerCase();
-    if (
-      this.userDaysTable === undefined ||
-      q.event !== undefined ||
-      q.filters.length > 0 ||
-      people.joined ||
-      q.interval === "hour" ||
-      q.fromMs % DAY_MS !== 0 ||
-      q.toMs % DAY_MS !== 0 ||
-      !UUID_TEXT.test(project)
-    )
+    if (this.rollups === undefined || filters.length > 0 || people.joined || !UUID_TEXT.test(project))
       return undefined;
-    return {
-      from: this.userDaysTable,
-      where: `project = toUUID(${lit(project)}) AND day >= ${lit(q.fromMs)} AND day < ${lit(q.toMs)}`,
-      time: "day",
-    };
+    return `project = toUUID(${lit(project)})`;
   }
 
   /**
@@ -242,26 +256,37 @@ export class ClickHouseQueryBuilder implements QueryStatements {
     queryPeople?: QueryPeople,
   ): SqlStatement {
     const people = new ClickHousePeople(queryPeople, personPropertiesReadBy(q));
-    const where = this.where(
-      projectId,
-      { fromMs: Math.min(q.fromMs, returnsFromMs), toMs: Math.max(q.toMs, returnsToMs), filters: q.filters },
-      people,
-    );
+    const range = { fromMs: Math.min(q.fromMs, returnsFromMs), toMs: Math.max(q.toMs, returnsToMs) };
+    // Each user's days of the two events, when the rollup answers exactly (whole UTC days, day or
+    // week periods, no filter or people); else the events. 10M events, weekly over 90 days: 1.87M
+    // rows for 2M events here (a user's events of one kind in a day are one row), medians of
+    // alternating runs 193 -> 151 ms (benchmarks/README.md).
+    const project = [q.fromMs, q.toMs, returnsFromMs, returnsToMs].every((ms) => ms % DAY_MS === 0)
+      ? this.rollupProject(projectId, q.filters, people)
+      : undefined;
+    const [from, where, time] =
+      project !== undefined && this.rollups !== undefined
+        ? [
+            this.rollups.userEventDays,
+            `${project} AND day >= ${lit(range.fromMs)} AND day < ${lit(range.toMs)}`,
+            "day",
+          ]
+        : [people.from(this.table), this.where(projectId, { ...range, filters: q.filters }, people), "ts"];
     const [user, key] = people.userKey;
     const size = INTERVAL_MS[q.interval];
     const bucket = (expr: string) => ClickHouseQueryBuilder.bucket(q.interval, expr);
-    const starts = `event = ${lit(q.startEvent)} AND ts >= ${lit(q.fromMs)} AND ts < ${lit(q.toMs)}`;
-    const returns = `event = ${lit(q.returnEvent)} AND ts >= ${lit(returnsFromMs)} AND ts < ${lit(returnsToMs)}`;
+    const starts = `event = ${lit(q.startEvent)} AND ${time} >= ${lit(q.fromMs)} AND ${time} < ${lit(q.toMs)}`;
+    const returns = `event = ${lit(q.returnEvent)} AND ${time} >= ${lit(returnsFromMs)} AND ${time} < ${lit(returnsToMs)}`;
     const events = [...new Set([q.startEvent, q.returnEvent])].map((e) => lit(e)).join(", ");
     // Users without a start event have `first` 0, which no stored time is (as in the funnel): 10M
     // events, alternating 10 and 16 times, medians 240-278 -> 211-247 ms against counting them.
     const byUser = (periods: string) => `
-      SELECT ${user}, minIf(ts, ${starts}) AS first, ${periods}
-      FROM ${people.from(this.table)} WHERE ${where} AND event IN (${events})
+      SELECT ${user}, minIf(${time}, ${starts}) AS first, ${periods}
+      FROM ${from} WHERE ${where} AND event IN (${events})
       GROUP BY ${key} HAVING first != 0`;
     const buckets = Math.round((returnsToMs - returnsFromMs) / size);
     if (buckets <= 64) {
-      const mask = bucketMask(bucket("ts"), returnsFromMs, size, buckets);
+      const mask = bucketMask(bucket(time), returnsFromMs, size, buckets);
       const sql = `
         SELECT cohort, period, users FROM (
           SELECT cohort, count() AS size, ${mask.sums}
@@ -275,7 +300,7 @@ export class ClickHouseQueryBuilder implements QueryStatements {
     const sql = `
       SELECT cohort, if(p = -1, NULL, p) AS period, count() AS users FROM (
         SELECT ${bucket("first")} AS cohort, arrayJoin(arrayConcat([toInt64(-1)], periods)) AS p
-        FROM (${byUser(`groupUniqArrayIf(${bucket("ts")}, ${returns}) AS periods`)})
+        FROM (${byUser(`groupUniqArrayIf(${bucket(time)}, ${returns}) AS periods`)})
       ) WHERE p = -1 OR p >= cohort
       GROUP BY cohort, p`;
     return { sql, params: [], tables: people.tables() };

@@ -251,25 +251,29 @@ function uniqueUsersPerDay(range: { from: number; to: number }) {
   };
 }
 
-test("clickhouse: events whose daily users the view never wrote get them from the replay", async (t) => {
+test("clickhouse: events whose daily users the views never wrote get them from the replay", async (t) => {
   if (!(await requireParts(t))) return;
-  // ClickHouse writes an insert's events, then feeds the view: an insert that fails in between
-  // leaves events without their user_days rows. A detached view does the same to every insert.
+  // ClickHouse writes an insert's events, then feeds the views: an insert that fails in between
+  // leaves events without their rollup rows. Detached views do the same to every insert.
   const projectId = randomUUID();
   const data = makeDataset(11);
   const events = data.map((e) => stored(projectId, e));
   const days = { from: DATASET_START, to: DATASET_START + 28 * 86_400_000 };
   const expected = refTrends(data, { math: "unique_users", interval: "day", ...days, limit: 10 });
   await parts.sink.write(events.slice(0, 100));
-  await serverRun(`DETACH TABLE ${database}.user_days_view`);
+  const views = ["user_days_view", "user_event_days_view"];
+  for (const view of views) await serverRun(`DETACH TABLE ${database}.${view}`);
   try {
     await parts.sink.write(events.slice(100));
   } finally {
-    await serverRun(`ATTACH TABLE ${database}.user_days_view`);
+    for (const view of views) await serverRun(`ATTACH TABLE ${database}.${view}`);
   }
   assert.equal(await parts.sink.countEvents(projectId), data.length);
   const spec = parseQuerySpec(uniqueUsersPerDay(days));
   assert.notDeepEqual(await parts.analytics.query(projectId, spec), expected);
+  const retention = queryCases(data).find((c) => c.name.startsWith("retention"));
+  assert.ok(retention);
+  assert.notDeepEqual(await parts.analytics.query(projectId, parseQuerySpec(retention.spec)), retention.expected);
   // The replay of everything, as after a crash: nothing is inserted, the rows are written again.
   for (const batch of batches(events, 250)) await parts.sink.write(batch);
   assert.equal(await rawRows(projectId), data.length);

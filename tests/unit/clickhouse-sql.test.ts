@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, test } from "node:test";
 import { toClickHouseRow } from "../../src/backends/clickhouse/clickhouse.rows.js";
-import { applySchema } from "../../src/backends/clickhouse/clickhouse.schema.js";
+import { applySchema, rollupsOf } from "../../src/backends/clickhouse/clickhouse.schema.js";
 import { ClickHouseQueryBuilder } from "../../src/query/clickhouse-builder.js";
 import { parseQuerySpec } from "../../src/query/spec.js";
 import { SqlQueryRunner } from "../../src/query/sql-runner.js";
@@ -21,9 +21,8 @@ const projectId = randomUUID();
 const data = makeDataset();
 const identityProject = randomUUID();
 const people = makeIdentityDataset();
-const runner = new SqlQueryRunner(
-  new ClickHouseQueryBuilder(table, `${database}.user_days`),
-  ({ sql, tables }) => chdb.query(sql, tables),
+const runner = new SqlQueryRunner(new ClickHouseQueryBuilder(table, rollupsOf(database)), ({ sql, tables }) =>
+  chdb.query(sql, tables),
 );
 
 before(async () => {
@@ -100,7 +99,7 @@ test("chdb: properties kept as columns of their own give the same answers", asyn
     data.map((e) => row(projectId, e)),
   );
   const columns = new SqlQueryRunner(
-    new ClickHouseQueryBuilder(`${withColumns}.events`, `${withColumns}.user_days`, properties),
+    new ClickHouseQueryBuilder(`${withColumns}.events`, rollupsOf(withColumns), properties),
     ({ sql, tables }) => chdb.query(sql, tables),
   );
   for (const c of queryCases(data)) {

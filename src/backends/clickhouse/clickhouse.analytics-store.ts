@@ -16,7 +16,7 @@ export class ClickHouseAnalyticsStore implements AnalyticsStore {
 
   constructor(private readonly db: ClickHouseDatabase) {
     this.runner = new SqlQueryRunner(
-      new ClickHouseQueryBuilder(db.eventsTable, `${db.database}.user_days`, db.propertyColumns),
+      new ClickHouseQueryBuilder(db.eventsTable, db.rollups, db.propertyColumns),
       async ({ sql, tables }) => {
         try {
           return await this.db.query(sql, tables);

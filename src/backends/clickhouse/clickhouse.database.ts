@@ -1,8 +1,9 @@
 import { type ClickHouseClient, createClient } from "@clickhouse/client";
 import { AppError } from "../../core/errors.js";
 import type { Log } from "../../core/log.js";
+import type { ClickHouseRollups } from "../../query/clickhouse-builder.js";
 import type { ExternalTable } from "../../query/sql-builder.js";
-import { applySchema, checkDatabaseName } from "./clickhouse.schema.js";
+import { applySchema, checkDatabaseName, rollupsOf } from "./clickhouse.schema.js";
 
 export interface ClickHouseOptions {
   /** HTTP URL of the server, e.g. http://127.0.0.1:8123 (user and password may be in it). */
@@ -63,6 +64,8 @@ export class ClickHouseDatabase {
   readonly database: string;
   /** The events table, qualified. */
   readonly eventsTable: string;
+  /** The daily users rollups beside `events`. */
+  readonly rollups: ClickHouseRollups;
   /** The properties `events` keeps as columns (ClickHouseOptions.propertyColumns). */
   readonly propertyColumns: readonly string[];
   private client: ClickHouseClient | undefined;
@@ -72,6 +75,7 @@ export class ClickHouseDatabase {
   constructor(private readonly options: ClickHouseOptions) {
     this.database = checkDatabaseName(options.database);
     this.eventsTable = `${this.database}.events`;
+    this.rollups = rollupsOf(this.database);
     this.propertyColumns = [...new Set(options.propertyColumns ?? [])];
   }
 

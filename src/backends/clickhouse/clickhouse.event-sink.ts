@@ -4,7 +4,7 @@ import { UUID_TEXT } from "../../query/clickhouse-builder.js";
 import { clickhouseLiteral as lit } from "../../query/clickhouse-literal.js";
 import type { ClickHouseDatabase } from "./clickhouse.database.js";
 import { type ClickHouseEventRow, toClickHouseRow } from "./clickhouse.rows.js";
-import { userDaysSelect } from "./clickhouse.schema.js";
+import { rollupSelect, USER_ROLLUPS } from "./clickhouse.schema.js";
 
 /**
  * Time ranges per duplicate lookup. 18.16 analyses a long OR of key ranges slowly: measured on
@@ -62,7 +62,7 @@ export class ClickHouseEventSink implements EventSink {
       const stored = await this.stored(projectId, [...rows.values()]);
       for (const row of rows.values()) if (!stored.has(row.uuid)) fresh.push(row);
       if (stored.size > 0)
-        await this.rederiveUserDays(
+        await this.rederiveRollups(
           projectId,
           [...rows.values()].filter((row) => stored.has(row.uuid)),
         );
@@ -71,22 +71,23 @@ export class ClickHouseEventSink implements EventSink {
   }
 
   /**
-   * Writes again the `user_days` rows of events found already stored. ClickHouse feeds the rollup
-   * from an insert after writing its events, part by part, so an insert that failed half way (or a
-   * sink that died in between) can leave events whose rows the view never wrote; the replay that
-   * follows finds those events stored and would not insert them again. Copies of rows the view did
-   * write count once (clickhouse.schema.ts).
+   * Writes again the daily users rollups' rows of events found already stored. ClickHouse feeds
+   * the rollups from an insert after writing its events, part by part, so an insert that failed
+   * half way (or a sink that died in between) can leave events whose rows the views never wrote;
+   * the replay that follows finds those events stored and would not insert them again. Copies of
+   * rows the views did write count once (clickhouse.schema.ts).
    */
-  private async rederiveUserDays(projectId: string, rows: readonly ClickHouseEventRow[]): Promise<void> {
+  private async rederiveRollups(projectId: string, rows: readonly ClickHouseEventRow[]): Promise<void> {
     for (let i = 0; i < rows.length; i += LOOKUP_CHUNK) {
       const chunk = rows.slice(i, i + LOOKUP_CHUNK);
       const where = `project_id = ${lit(projectId)} AND (${timeRanges(
         chunk.map((r) => r.ts),
         MAX_RANGES,
       )}) AND uuid IN (${uuidSet(chunk.map((r) => r.uuid))})`;
-      await this.db.command(
-        `INSERT INTO ${this.db.database}.user_days ${userDaysSelect(this.db.eventsTable, where)}`,
-      );
+      for (const rollup of USER_ROLLUPS)
+        await this.db.command(
+          `INSERT INTO ${this.db.database}.${rollup.table} ${rollupSelect(rollup, this.db.eventsTable, where)}`,
+        );
     }
   }
 
@@ -120,16 +121,21 @@ export class ClickHouseEventSink implements EventSink {
     await this.db.command(
       `ALTER TABLE ${this.db.database}.events_newest DELETE WHERE project_id = ${project}`,
     );
-    // The rollup holds rows only for UUID project ids (clickhouse.schema.ts, userDaysSelect).
-    const userDays = UUID_TEXT.test(projectId.toLowerCase()) ? `project = toUUID(${project})` : undefined;
-    if (userDays) await this.db.command(`ALTER TABLE ${this.db.database}.user_days DELETE WHERE ${userDays}`);
+    // The rollups hold rows only for UUID project ids (clickhouse.schema.ts, rollupSelect).
+    const inRollups = UUID_TEXT.test(projectId.toLowerCase()) ? `project = toUUID(${project})` : undefined;
+    if (inRollups)
+      for (const { table } of USER_ROLLUPS)
+        await this.db.command(`ALTER TABLE ${this.db.database}.${table} DELETE WHERE ${inRollups}`);
     const anyLeft = async () => {
       if ((await this.countEvents(projectId)) > 0) return true;
-      if (!userDays) return false;
-      const [row] = await this.db.query<{ n: number | string }>(
-        `SELECT count() AS n FROM ${this.db.database}.user_days WHERE ${userDays}`,
-      );
-      return Number(row?.n ?? 0) > 0;
+      if (!inRollups) return false;
+      for (const { table } of USER_ROLLUPS) {
+        const [row] = await this.db.query<{ n: number | string }>(
+          `SELECT count() AS n FROM ${this.db.database}.${table} WHERE ${inRollups}`,
+        );
+        if (Number(row?.n ?? 0) > 0) return true;
+      }
+      return false;
     };
     const deadline = Date.now() + 60_000;
     while (await anyLeft()) {

@@ -1,4 +1,9 @@
-import { ClickHouseQueryBuilder, propertyColumn, UUID_TEXT } from "../../query/clickhouse-builder.js";
+import {
+  ClickHouseQueryBuilder,
+  type ClickHouseRollups,
+  propertyColumn,
+  UUID_TEXT,
+} from "../../query/clickhouse-builder.js";
 
 /**
  * The ClickHouse schema, applied at each start by `applySchema`. Statements are idempotent (`IF NOT
@@ -52,43 +57,55 @@ export function schemaStatements(database: string): string[] {
     ) ENGINE = AggregatingMergeTree ORDER BY project_id`,
     `CREATE MATERIALIZED VIEW IF NOT EXISTS ${database}.events_newest_view TO ${database}.events_newest
       AS SELECT project_id, maxState(ts) AS newest FROM ${database}.events GROUP BY project_id`,
-    // Who was seen on each UTC day (`day` its start, epoch ms), kept by ClickHouse as events are
-    // inserted: unique users per day or week with no event, filter or people read it instead of
-    // the events (clickhouse-builder.ts). The project is a UUID, 16 bytes compared as two integers,
-    // where `events` compares 36 bytes of text on every row it reads. A row may appear more than
-    // once (each insert's block is grouped alone, and the sink re-derives rows on a replay; see
-    // clickhouse.event-sink.ts): queries count distinct users, and merges fold the copies.
-    `CREATE TABLE IF NOT EXISTS ${database}.user_days (
-      project UUID,
+    // Who was seen on each UTC day (`day` its start, epoch ms), of every event (`user_days`) and
+    // of each event (`user_event_days`), kept by ClickHouse as events are inserted: unique users
+    // per day or week and retention, with no filter or people, read them instead of the events
+    // (clickhouse-builder.ts). The project is a UUID, 16 bytes, where `events` compares 36 bytes of
+    // text on every row it reads. A row may appear more than once (each insert's block is grouped
+    // alone, and the sink re-derives rows on a replay; see clickhouse.event-sink.ts): queries count
+    // distinct users, and merges fold the copies.
+    ...USER_ROLLUPS.flatMap((rollup) => [
+      `CREATE TABLE IF NOT EXISTS ${database}.${rollup.table} (
+      project UUID,${rollup.byEvent ? "\n      event String," : ""}
       day Int64,
       user_hash UInt64
     ) ENGINE = ReplacingMergeTree
     PARTITION BY toYYYYMM(toDateTime(intDiv(day, 1000), 'UTC'))
-    ORDER BY (project, day, user_hash)`,
-    `CREATE MATERIALIZED VIEW IF NOT EXISTS ${database}.user_days_view TO ${database}.user_days
-      AS ${userDaysSelect(`${database}.events`, "1")}`,
+    ORDER BY (project, ${rollup.byEvent ? "event, " : ""}day, user_hash)`,
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS ${database}.${rollup.table}_view TO ${database}.${rollup.table}
+      AS ${rollupSelect(rollup, `${database}.events`, "1")}`,
+    ]),
     // Steps of applySchema that must complete once per database (a fill), by name.
     `CREATE TABLE IF NOT EXISTS ${database}.schema_steps (step String) ENGINE = MergeTree ORDER BY step`,
   ];
 }
 
+/** The daily users rollups (the builder's ClickHouseRollups names them). */
+export const USER_ROLLUPS: readonly { table: string; byEvent: boolean }[] = [
+  { table: "user_days", byEvent: false },
+  { table: "user_event_days", byEvent: true },
+];
+
+/** The rollups' tables in `database`, as the builder reads them. */
+export function rollupsOf(database: string): ClickHouseRollups {
+  return { userDays: `${database}.user_days`, userEventDays: `${database}.user_event_days` };
+}
+
 /**
- * The (project, day, user) rows of `user_days` for the events of `table` matching `where`. Project
- * ids are UUIDs everywhere Tidemark creates them; an id that is not one (written by hand) gets no
- * rows, rather than failing the insert, and the builder never reads the rollup for it.
+ * The rows of a daily users rollup for the events of `table` matching `where`. Project ids are
+ * UUIDs everywhere Tidemark creates them; an id that is not one (written by hand) gets no rows,
+ * rather than failing the insert, and the builder never reads the rollups for it.
  */
-export function userDaysSelect(table: string, where: string): string {
-  return `SELECT toUUID(project_id) AS project, ${ClickHouseQueryBuilder.bucket("day", "ts")} AS day,
+export function rollupSelect(rollup: { byEvent: boolean }, table: string, where: string): string {
+  const event = rollup.byEvent ? "event, " : "";
+  return `SELECT toUUID(project_id) AS project, ${event}${ClickHouseQueryBuilder.bucket("day", "ts")} AS day,
         cityHash64(distinct_id) AS user_hash
       FROM ${table} WHERE match(project_id, '${UUID_TEXT.source}') AND (${where})
-      GROUP BY project_id, day, user_hash`;
+      GROUP BY project_id, ${event}day, user_hash`;
 }
 
 /** The month of an event's time, `events`' partition key. */
 const EVENTS_PARTITION = "toYYYYMM(toDateTime(intDiv(ts, 1000), 'UTC'))";
-
-/** The step recorded once `user_days` holds a row for every event written before its view existed. */
-const USER_DAYS_FILLED = "user_days filled";
 
 /**
  * Columns added to `events` after its first release, in order. MATERIALIZED: ClickHouse computes
@@ -113,7 +130,7 @@ export interface SchemaTarget {
 /**
  * Creates what is missing and adds the missing columns (ADDED_COLUMNS, then one per name of
  * `propertyColumns`, TIDEMARK_CLICKHOUSE_PROPERTY_COLUMNS), then fills `events_newest` when this
- * start created it, and `user_days` unless a start did. Two processes starting at once may both
+ * start created it, and the daily users rollups unless a start did. Two processes starting at once may both
  * add a column: the second's "already exists" is success. A property column is never dropped (a
  * name left out of the setting keeps its column, unread).
  */
@@ -149,19 +166,25 @@ export async function applySchema(
     await target.command(
       `INSERT INTO ${database}.events_newest SELECT project_id, maxState(ts) FROM ${database}.events GROUP BY project_id`,
     );
-  await fillUserDays(target, database);
+  for (const rollup of USER_ROLLUPS) await fillRollup(target, database, rollup);
 }
 
 /**
- * Writes the `user_days` rows of the events stored before its view existed, unless a start did so
- * already. Every start that finds the step unrecorded fills (a start that died half way, or two
- * starting at once, leave copies, which count once), so when applySchema returns the rollup is
- * complete and the builder may read it. One month at a time, bounding the GROUP BY's memory: on
- * the 18.16 server here, 10M events over 90 days in 10.9 s.
+ * Writes a rollup's rows for the events stored before its view existed, unless a start did so
+ * already (`schema_steps` holds "<table> filled"). Every start that finds the step unrecorded fills
+ * (a start that died half way, or two starting at once, leave copies, which count once), so when
+ * applySchema returns the rollups are complete and the builder may read them. One month at a time,
+ * bounding the GROUP BY's memory: on the 18.16 server here, 10M events over 90 days in 10.9 s for
+ * `user_days`.
  */
-async function fillUserDays(target: SchemaTarget, database: string): Promise<void> {
+async function fillRollup(
+  target: SchemaTarget,
+  database: string,
+  rollup: (typeof USER_ROLLUPS)[number],
+): Promise<void> {
+  const step = `${rollup.table} filled`;
   const [done] = await target.query(
-    `SELECT count() AS n FROM ${database}.schema_steps WHERE step = '${USER_DAYS_FILLED}'`,
+    `SELECT count() AS n FROM ${database}.schema_steps WHERE step = '${step}'`,
   );
   if (Number(done?.n) > 0) return;
   const partitions = await target.query(
@@ -170,10 +193,10 @@ async function fillUserDays(target: SchemaTarget, database: string): Promise<voi
   for (const { partition } of partitions) {
     if (!/^\d+$/.test(String(partition))) throw new Error(`unexpected events partition ${String(partition)}`);
     await target.command(
-      `INSERT INTO ${database}.user_days ${userDaysSelect(`${database}.events`, `${EVENTS_PARTITION} = ${String(partition)}`)}`,
+      `INSERT INTO ${database}.${rollup.table} ${rollupSelect(rollup, `${database}.events`, `${EVENTS_PARTITION} = ${String(partition)}`)}`,
     );
   }
-  await target.command(`INSERT INTO ${database}.schema_steps (step) VALUES ('${USER_DAYS_FILLED}')`);
+  await target.command(`INSERT INTO ${database}.schema_steps (step) VALUES ('${step}')`);
 }
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
