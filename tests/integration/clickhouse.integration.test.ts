@@ -273,7 +273,10 @@ test("clickhouse: events whose daily users the views never wrote get them from t
   assert.notDeepEqual(await parts.analytics.query(projectId, spec), expected);
   const retention = queryCases(data).find((c) => c.name.startsWith("retention"));
   assert.ok(retention);
-  assert.notDeepEqual(await parts.analytics.query(projectId, parseQuerySpec(retention.spec)), retention.expected);
+  assert.notDeepEqual(
+    await parts.analytics.query(projectId, parseQuerySpec(retention.spec)),
+    retention.expected,
+  );
   // The replay of everything, as after a crash: nothing is inserted, the rows are written again.
   for (const batch of batches(events, 250)) await parts.sink.write(batch);
   assert.equal(await rawRows(projectId), data.length);
