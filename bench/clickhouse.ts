@@ -269,6 +269,9 @@ async function main(): Promise<void> {
   const clickhouse = new ClickHouseAnalyticsStore(db);
   await sink.start();
   await clickhouse.start();
+  // Queries read the rollups once they are complete (filled in the background on a kept store).
+  await clickhouse.rollupsFilled();
+  assert.ok(clickhouse.rollupsReady, "the rollups were not filled (see the log)");
 
   const useDuck = !args["no-duckdb"] && !args["server-generate"];
   const dataDir = args["data-dir"] ?? mkdtempSync(join(tmpdir(), "tidemark-bench-ch-"));

@@ -1,6 +1,7 @@
 import type { AnalyticsStore } from "../../pipeline/event-store.js";
 import { ClickHouseQueryBuilder } from "../../query/clickhouse-builder.js";
 import type { QueryResult, QuerySpec } from "../../query/spec.js";
+import type { SqlStatement } from "../../query/sql-builder.js";
 import { SqlQueryRunner } from "../../query/sql-runner.js";
 import { type ClickHouseDatabase, toClickHouseQueryError } from "./clickhouse.database.js";
 
@@ -12,19 +13,37 @@ import { type ClickHouseDatabase, toClickHouseQueryError } from "./clickhouse.da
  */
 export class ClickHouseAnalyticsStore implements AnalyticsStore {
   readonly name = "clickhouse-analytics";
-  private readonly runner: SqlQueryRunner;
+  /** Reads the daily users rollups where they answer; used once they are complete. */
+  private readonly withRollups: SqlQueryRunner;
+  /** Reads only the events (and property columns). */
+  private readonly eventsOnly: SqlQueryRunner;
 
   constructor(private readonly db: ClickHouseDatabase) {
-    this.runner = new SqlQueryRunner(
+    const run = async ({ sql, tables }: SqlStatement) => {
+      try {
+        return await this.db.query(sql, tables);
+      } catch (error) {
+        throw toClickHouseQueryError(error);
+      }
+    };
+    this.withRollups = new SqlQueryRunner(
       new ClickHouseQueryBuilder(db.eventsTable, db.rollups, db.propertyColumns),
-      async ({ sql, tables }) => {
-        try {
-          return await this.db.query(sql, tables);
-        } catch (error) {
-          throw toClickHouseQueryError(error);
-        }
-      },
+      run,
     );
+    this.eventsOnly = new SqlQueryRunner(
+      new ClickHouseQueryBuilder(db.eventsTable, undefined, db.propertyColumns),
+      run,
+    );
+  }
+
+  /** Resolves once the rollups' fill of this process ended (ClickHouseDatabase.rollupsFilled). */
+  rollupsFilled(): Promise<void> {
+    return this.db.rollupsFilled();
+  }
+
+  /** Whether queries read the rollups now (they are complete). */
+  get rollupsReady(): boolean {
+    return this.db.rollupsReady;
   }
 
   start(): Promise<void> {
@@ -40,6 +59,6 @@ export class ClickHouseAnalyticsStore implements AnalyticsStore {
   }
 
   query(projectId: string, spec: QuerySpec): Promise<QueryResult> {
-    return this.runner.query(projectId, spec);
+    return (this.db.rollupsReady ? this.withRollups : this.eventsOnly).query(projectId, spec);
   }
 }

@@ -3,7 +3,7 @@ import { AppError } from "../../core/errors.js";
 import type { Log } from "../../core/log.js";
 import type { ClickHouseRollups } from "../../query/clickhouse-builder.js";
 import type { ExternalTable } from "../../query/sql-builder.js";
-import { applySchema, checkDatabaseName, rollupsOf } from "./clickhouse.schema.js";
+import { applySchema, checkDatabaseName, fillRollups, rollupsOf } from "./clickhouse.schema.js";
 
 export interface ClickHouseOptions {
   /** HTTP URL of the server, e.g. http://127.0.0.1:8123 (user and password may be in it). */
@@ -71,6 +71,8 @@ export class ClickHouseDatabase {
   private client: ClickHouseClient | undefined;
   private opened: Promise<void> | undefined;
   private users = 0;
+  private filling: Promise<void> | undefined;
+  private filled = false;
 
   constructor(private readonly options: ClickHouseOptions) {
     this.database = checkDatabaseName(options.database);
@@ -106,6 +108,31 @@ export class ClickHouseDatabase {
       await new Promise((resolve) => setTimeout(resolve, 500));
     }
     await applySchema(this, this.database, this.propertyColumns);
+    // The rollups of events stored before them are filled in the background: on a large store
+    // that takes minutes (26.5 s for 10M events here), which a start must not wait for (an
+    // orchestrator restarts a process that does not answer /health for that long, and the fill
+    // would start over). Until they are complete, queries read the events.
+    const log = this.options.log;
+    this.filling = fillRollups(this, this.database, (message, fields) => log?.info(fields, message)).then(
+      () => {
+        this.filled = true;
+      },
+      (error: unknown) =>
+        log?.error(
+          { err: error },
+          "filling the ClickHouse rollups failed; queries read the events until a start fills them",
+        ),
+    );
+  }
+
+  /** Whether the daily users rollups hold every stored event (fillRollups), so queries may read them. */
+  get rollupsReady(): boolean {
+    return this.filled;
+  }
+
+  /** Resolves once this process's fill of the rollups ended (complete, or failed and logged). */
+  rollupsFilled(): Promise<void> {
+    return this.filling ?? Promise.resolve();
   }
 
   async ready(): Promise<string | undefined> {
@@ -119,10 +146,15 @@ export class ClickHouseDatabase {
     }
   }
 
-  /** Releases the connection once every part that opened it has closed it. */
+  /**
+   * Releases the connection once every part that opened it has closed it, after a fill of the
+   * rollups in progress ended (so `tidemark migrate` completes it; a process killed instead leaves
+   * it for the next start).
+   */
   async close(): Promise<void> {
     this.users--;
     if (this.users > 0) return;
+    await this.filling;
     await this.client?.close();
     this.client = undefined;
   }
