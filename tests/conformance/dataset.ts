@@ -1,11 +1,26 @@
 /** A deterministic event dataset for the conformance suite, and reference answers in plain JS. */
 
+import type { StoredEvent } from "../../src/core/event.js";
+
 export interface DataEvent {
   uuid: string;
   event: string;
   distinct_id: string;
   timestamp: number;
   properties: Record<string, string | number | boolean>;
+}
+
+/** A dataset event as a store holds it for `projectId`, received `receivedAfterMs` after its time. */
+export function storedEvent(projectId: string, e: DataEvent, receivedAfterMs = 1000): StoredEvent {
+  return {
+    projectId,
+    uuid: e.uuid,
+    event: e.event,
+    distinctId: e.distinct_id,
+    timestamp: e.timestamp,
+    properties: JSON.stringify(e.properties),
+    receivedAt: e.timestamp + receivedAfterMs,
+  };
 }
 
 function mulberry32(seed: number): () => number {

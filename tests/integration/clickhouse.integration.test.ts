@@ -18,6 +18,7 @@ import {
   refEvents,
   refRetention,
   refTrends,
+  storedEvent,
 } from "../conformance/dataset.js";
 import { identityCases, identityEvents, makeIdentityDataset } from "../conformance/identity-dataset.js";
 import { checkEventsQueries, queryCases } from "../conformance/query-cases.js";
@@ -63,18 +64,6 @@ after(async () => {
   await parts.analytics.close();
 });
 
-function stored(projectId: string, e: DataEvent): StoredEvent {
-  return {
-    projectId,
-    uuid: e.uuid,
-    event: e.event,
-    distinctId: e.distinct_id,
-    timestamp: e.timestamp,
-    properties: JSON.stringify(e.properties),
-    receivedAt: e.timestamp + 1000,
-  };
-}
-
 /** The events in an arrival order unlike time order, in batches of `size`. */
 function batches<T>(items: readonly T[], size: number): T[][] {
   const shuffled = [...items].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));
@@ -112,7 +101,7 @@ test("clickhouse: the conformance dataset written through the sink gives every e
   if (!(await requireParts(t))) return;
   const projectId = randomUUID();
   const data = makeDataset();
-  for (const batch of batches(data, 200)) await parts.sink.write(batch.map((e) => stored(projectId, e)));
+  for (const batch of batches(data, 200)) await parts.sink.write(batch.map((e) => storedEvent(projectId, e)));
   assert.equal(await parts.sink.countEvents(projectId), data.length);
   for (const c of queryCases(data)) {
     await t.test(c.name, async () => {
@@ -203,7 +192,7 @@ test("clickhouse: replays never change an answer, before any merge", async (t) =
   if (!(await requireParts(t))) return;
   const projectId = randomUUID();
   const data = makeDataset(7);
-  const events = data.map((e) => stored(projectId, e));
+  const events = data.map((e) => storedEvent(projectId, e));
   // A batch with a uuid twice in itself, then the rest, as a first delivery.
   await parts.sink.write([...events.slice(0, 300), ...events.slice(0, 10)]);
   await parts.sink.write(events.slice(300));
@@ -229,8 +218,8 @@ test("clickhouse: deleteProject removes that project's events only; countEvents 
   const doomed = randomUUID();
   const kept = randomUUID();
   const data = makeDataset(3).slice(0, 200);
-  await parts.sink.write(data.map((e) => stored(doomed, e)));
-  await parts.sink.write(data.slice(0, 50).map((e) => stored(kept, e)));
+  await parts.sink.write(data.map((e) => storedEvent(doomed, e)));
+  await parts.sink.write(data.slice(0, 50).map((e) => storedEvent(kept, e)));
   assert.equal(await parts.sink.countEvents(doomed), 200);
   assert.equal(await parts.sink.countEvents(kept), 50);
   await parts.sink.deleteProject(doomed);
@@ -243,7 +232,7 @@ test("clickhouse: deleteProject removes that project's events only; countEvents 
   assert.deepEqual(top, { events: [] });
   // A project deleted and written again (a late replay) holds only what came after, its daily
   // users included.
-  await parts.sink.write(data.slice(0, 5).map((e) => stored(doomed, e)));
+  await parts.sink.write(data.slice(0, 5).map((e) => storedEvent(doomed, e)));
   assert.equal(await parts.sink.countEvents(doomed), 5);
   const days = { from: DATASET_START, to: DATASET_START + 28 * 86_400_000 };
   assert.deepEqual(
@@ -269,7 +258,7 @@ test("clickhouse: events whose daily users the views never wrote get them from t
   // leaves events without their rollup rows. Detached views do the same to every insert.
   const projectId = randomUUID();
   const data = makeDataset(11);
-  const events = data.map((e) => stored(projectId, e));
+  const events = data.map((e) => storedEvent(projectId, e));
   const days = { from: DATASET_START, to: DATASET_START + 28 * 86_400_000 };
   const expected = refTrends(data, { math: "unique_users", interval: "day", ...days, limit: 10 });
   await parts.sink.write(events.slice(0, 100));
@@ -339,7 +328,7 @@ test("clickhouse: events pages are the same whatever events_newest holds of the 
   if (!(await requireParts(t))) return;
   const projectId = randomUUID();
   const data = makeDataset(5);
-  for (const batch of batches(data, 500)) await parts.sink.write(batch.map((e) => stored(projectId, e)));
+  for (const batch of batches(data, 500)) await parts.sink.write(batch.map((e) => storedEvent(projectId, e)));
   const expected = refEvents(data, {}).map((e) => e.uuid);
   const project = clickhouseLiteral(projectId);
   const newest = async () =>
@@ -377,7 +366,7 @@ test("clickhouse: retention and unique users over more than 64 buckets give the 
     timestamp: e.timestamp + 64 * 86_400_000,
   }));
   const data = [...makeDataset(), ...shifted];
-  await parts.sink.write(data.map((e) => stored(projectId, e)));
+  await parts.sink.write(data.map((e) => storedEvent(projectId, e)));
   const from = DATASET_START;
   const to = DATASET_START + 92 * 86_400_000;
   const range = { from: new Date(from).toISOString(), to: new Date(to).toISOString() };
@@ -416,7 +405,7 @@ test("clickhouse: a database of the first schema is migrated on start and answer
   await serverRun(`CREATE DATABASE ${old}`);
   try {
     await serverRun(FIRST_SCHEMA(old));
-    const rows = data.map((e) => JSON.stringify(toClickHouseRow(stored(projectId, e)))).join("\n");
+    const rows = data.map((e) => JSON.stringify(toClickHouseRow(storedEvent(projectId, e)))).join("\n");
     await serverRun(`INSERT INTO ${old}.events FORMAT JSONEachRow\n${rows}`);
     // Property columns too: ClickHouse computes them from the arrays in parts written before them.
     const migrated = createClickHouseParts({
@@ -460,7 +449,7 @@ test("clickhouse: a database of the first schema is migrated on start and answer
       // Events written once the columns exist have them written by the insert.
       const later = randomUUID();
       const laterData = makeDataset(5);
-      await migrated.sink.write(laterData.map((e) => stored(later, e)));
+      await migrated.sink.write(laterData.map((e) => storedEvent(later, e)));
       const written = await serverRun(
         `SELECT count() FROM system.parts_columns WHERE database = '${old}' AND table = 'events' AND active AND column = '${propertyColumn("plan").name}'`,
       );

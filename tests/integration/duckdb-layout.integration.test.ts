@@ -29,7 +29,7 @@ import type { StoredEvent } from "../../src/core/event.js";
 import type { Log } from "../../src/core/log.js";
 import { type FunnelQuery, parseQuerySpec } from "../../src/query/spec.js";
 import { SqlQueryBuilder, type SqlStatement } from "../../src/query/sql-builder.js";
-import { type DataEvent, makeDataset } from "../conformance/dataset.js";
+import { type DataEvent, makeDataset, storedEvent } from "../conformance/dataset.js";
 import { checkEventsQueries, queryCases } from "../conformance/query-cases.js";
 
 /** One page of the events query, as checkEventsQueries reads it. */
@@ -63,15 +63,7 @@ const SCHEMA_V1 = `
   INSERT OR IGNORE INTO schema_migrations VALUES (1, now());
 `;
 
-const stored = (projectId: string, e: DataEvent): StoredEvent => ({
-  projectId,
-  uuid: e.uuid,
-  event: e.event,
-  distinctId: e.distinct_id,
-  timestamp: e.timestamp,
-  properties: JSON.stringify(e.properties),
-  receivedAt: e.timestamp,
-});
+const stored = (projectId: string, e: DataEvent): StoredEvent => storedEvent(projectId, e, 0);
 
 /** `n` new events of one project, one user, sent now: what the key tests need and no more. */
 const plainEvents = (projectId: string, n: number): StoredEvent[] =>

@@ -6,7 +6,7 @@ import { applySchema, rollupsOf } from "../../src/backends/clickhouse/clickhouse
 import { ClickHouseQueryBuilder } from "../../src/query/clickhouse-builder.js";
 import { parseQuerySpec } from "../../src/query/spec.js";
 import { SqlQueryRunner } from "../../src/query/sql-runner.js";
-import { makeDataset } from "../conformance/dataset.js";
+import { makeDataset, storedEvent } from "../conformance/dataset.js";
 import { identityCases, identityEvents, makeIdentityDataset } from "../conformance/identity-dataset.js";
 import { checkEventsQueries, queryCases } from "../conformance/query-cases.js";
 import { Chdb } from "../helpers/chdb.js";
@@ -51,15 +51,7 @@ before(async () => {
 after(() => chdb.close());
 
 function row(project: string, e: (typeof data)[number]) {
-  return toClickHouseRow({
-    projectId: project,
-    uuid: e.uuid,
-    event: e.event,
-    distinctId: e.distinct_id,
-    timestamp: e.timestamp,
-    properties: JSON.stringify(e.properties),
-    receivedAt: e.timestamp + 1000,
-  });
+  return toClickHouseRow(storedEvent(project, e));
 }
 
 test("chdb: every query kind's ClickHouse SQL gives the conformance answers on current ClickHouse", async (t) => {
