@@ -28,7 +28,7 @@ export interface ClickHouseRollups {
   userEventDays: string;
 }
 
-/** A project id as Tidemark writes it (a lower-case UUID): the only kind the daily users rollup holds. */
+/** A project id as Tidemark writes it (a lower-case UUID): the only kind the daily users rollups hold. */
 export const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
@@ -49,18 +49,17 @@ export const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a
  * first step-1 event and takes the earliest next step each time.
  */
 export class ClickHouseQueryBuilder implements QueryStatements {
+  private readonly props: ClickHouseProperties;
+
   /**
    * @param table the events table, qualified and already validated as an identifier
    * @param rollups the daily users rollups beside it (clickhouse.schema.ts), complete for every
    *   stored event; without them every query reads the events
-   * @param propertyColumns the properties the table keeps as columns of their own
+   * @param propertyColumns the properties the table keeps as columns of their own (propertyColumn)
    */
-  private readonly props: ClickHouseProperties;
-
   constructor(
     private readonly table: string,
     private readonly rollups?: ClickHouseRollups,
-    /** Properties kept as columns of their own (propertyColumn), present in the table. */
     propertyColumns: readonly string[] = [],
   ) {
     this.props = new ClickHouseProperties(propertyColumns);
@@ -259,8 +258,8 @@ export class ClickHouseQueryBuilder implements QueryStatements {
     const range = { fromMs: Math.min(q.fromMs, returnsFromMs), toMs: Math.max(q.toMs, returnsToMs) };
     // Each user's days of the two events, when the rollup answers exactly (whole UTC days, day or
     // week periods, no filter or people); else the events. 10M events, weekly over 90 days: 1.87M
-    // rows for 2M events here (a user's events of one kind in a day are one row), medians of
-    // alternating runs 193 -> 151 ms (benchmarks/README.md).
+    // rows for 2M events here (a user's events of one kind in a day are one row), 202-209 -> 148-155
+    // ms at P50 (benchmarks/README.md).
     const project = [q.fromMs, q.toMs, returnsFromMs, returnsToMs].every((ms) => ms % DAY_MS === 0)
       ? this.rollupProject(projectId, q.filters, people)
       : undefined;

@@ -75,7 +75,7 @@ export function schemaStatements(database: string): string[] {
       `CREATE MATERIALIZED VIEW IF NOT EXISTS ${database}.${rollup.table}_view TO ${database}.${rollup.table}
       AS ${rollupSelect(rollup, `${database}.events`, "1")}`,
     ]),
-    // Steps of applySchema that must complete once per database (a fill), by name.
+    // One-time steps done on this database, by name (fillRollups records each rollup's fill).
     `CREATE TABLE IF NOT EXISTS ${database}.schema_steps (step String) ENGINE = MergeTree ORDER BY step`,
   ];
 }
