@@ -199,39 +199,52 @@ export class ClickHouseQueryBuilder implements QueryStatements {
 
   /**
    * One row: c0..cN-1, the number of users reaching each step. A user enters at their first step-1
-   * event (minIf: no array of step-1 times, the largest); each later step is the earliest matching
-   * event at or after the previous one (strictly after when it repeats the previous step's name),
-   * no later than the window after the entry. 18.16 cannot read a subquery's column inside a lambda,
-   * so the bounds travel into arrayFilter as arrays of their own (`replicate`).
+   * event; each later step is the earliest matching event at or after the previous one (strictly
+   * after when it repeats the previous step's name), no later than the window after the entry.
+   *
+   * Two passes joined by user: the entries (the first step-1 event of each user), then the later
+   * steps' events, kept per user only inside the window after the entry, so the arrays a user
+   * carries are short. 10M events, 3 steps over 30 days: 171-176 -> 155 ms median against one pass
+   * that kept every later-step time of each user (benchmarks/README.md). 18.16 cannot read a
+   * subquery's column inside a lambda, so the bounds travel into arrayFilter as arrays of their
+   * own (`replicate`).
    */
   funnel(projectId: string, q: FunnelQuery, queryPeople?: QueryPeople): SqlStatement {
     const people = new ClickHousePeople(queryPeople, personPropertiesReadBy(q));
     const where = this.where(projectId, q, people);
     const [user, key] = people.userKey;
-    const steps = [...new Set(q.steps)];
     const window = lit(q.windowSeconds * 1000);
-    const entry = lit(q.steps[0]!);
-    const arrays = q.steps.map((step, i) => `groupArrayIf(ts, event = ${lit(step)}) AS a${i}`).slice(1);
-    // A user without a step-1 event has `first` 0 (minIf's default), a time no event has: stored
-    // times start at 2000 (EARLIEST_TIMESTAMP_MS). Cheaper than counting the step-1 events too
-    // (10M events, the two forms alternating 10 and 16 times: medians 267-288 -> 245-254 ms).
-    const chain = ["(first != 0) AS r0"];
+    const later = [...new Set(q.steps.slice(1))];
+    const inWindow = `ts >= entry AND ts <= entry + ${window}`;
+    const arrays = q.steps
+      .slice(1)
+      .map((step, i) => `groupArrayIf(ts, event = ${lit(step)} AND ${inWindow}) AS a${i + 1}`);
+    const chain = ["1 AS r0"];
     for (let i = 1; i < q.steps.length; i++) {
       const after = q.steps[i] === q.steps[i - 1] ? ">" : ">=";
       const previous = i === 1 ? "first" : `f${i - 1}`;
       chain.push(
-        `arrayFilter((x, lo, hi) -> x ${after} lo AND x <= hi, a${i}, replicate(${previous}, a${i}), replicate(first + ${window}, a${i})) AS m${i}`,
+        `arrayFilter((x, lo) -> x ${after} lo, a${i}, replicate(${previous}, a${i})) AS m${i}`,
         `(r${i - 1} AND length(m${i}) > 0) AS r${i}`,
         `arrayReduce('min', m${i}) AS f${i}`,
       );
     }
     const counts = q.steps.map((_, i) => `countIf(r${i}) AS c${i}`).join(", ");
+    // The entries are the right side: a user with no later-step event still has their row (the
+    // left side's columns at their defaults, which no condition above matches). ALL, not ANY:
+    // current ClickHouse's ANY RIGHT JOIN keeps one left row a key.
     const sql = `
       SELECT ${counts} FROM (
         SELECT ${chain.join(", ")} FROM (
-          SELECT ${user}, minIf(ts, event = ${entry}) AS first${arrays.map((a) => `, ${a}`).join("")}
-          FROM ${people.from(this.table)}
-          WHERE ${where} AND event IN (${steps.map((s) => lit(s)).join(", ")})
+          SELECT ${key}, any(entry) AS first, ${arrays.join(", ")}
+          FROM (
+            SELECT ${user}, ts, event FROM ${people.from(this.table)}
+            WHERE ${where} AND event IN (${later.map((s) => lit(s)).join(", ")})
+          ) AS steps ALL RIGHT JOIN (
+            SELECT ${user}, min(ts) AS entry FROM ${people.from(this.table)}
+            WHERE ${where} AND event = ${lit(q.steps[0]!)}
+            GROUP BY ${key}
+          ) AS entries USING ${key}
           GROUP BY ${key}
         )
       )`;
