@@ -24,6 +24,7 @@ import { ClickHouseAnalyticsStore } from "../src/backends/clickhouse/clickhouse.
 import { ClickHouseDatabase } from "../src/backends/clickhouse/clickhouse.database.js";
 import { ClickHouseEventSink } from "../src/backends/clickhouse/clickhouse.event-sink.js";
 import { toClickHouseRow } from "../src/backends/clickhouse/clickhouse.rows.js";
+import { propertyColumnNames } from "../src/backends/clickhouse/create-clickhouse-parts.js";
 import { DuckDbDatabase } from "../src/backends/embedded/duckdb.database.js";
 import { DuckDbEventStore } from "../src/backends/embedded/duckdb.event-store.js";
 import type { StoredEvent } from "../src/core/event.js";
@@ -253,10 +254,7 @@ async function writePropertyColumns(db: ClickHouseDatabase, names: readonly stri
 async function main(): Promise<void> {
   const url = args["clickhouse-url"];
   const database = "tidemark_bench";
-  const propertyColumns = args["property-columns"]
-    .split(",")
-    .map((name) => name.trim())
-    .filter((name) => name !== "");
+  const propertyColumns = propertyColumnNames(args["property-columns"]);
   const db = new ClickHouseDatabase({ url, database, requestTimeoutMs: 300_000, propertyColumns });
   const reuse = args.reuse;
   if (!reuse) {

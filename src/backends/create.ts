@@ -199,14 +199,13 @@ async function createCdc(config: Config, hooks: PartHooks): Promise<PipelinePart
   const names = { slot: config.cdcSlot, publication: config.cdcPublication };
   const lifecycle: Lifecycle[] = [new ReplicationSetup(db, names)];
 
-  const { createClickHouseParts } = await import("./clickhouse/create-clickhouse-parts.js");
+  const { createClickHouseParts, propertyColumnNames } = await import(
+    "./clickhouse/create-clickhouse-parts.js"
+  );
   const clickhouse = createClickHouseParts({
     url: config.clickhouseUrl,
     database: config.clickhouseDatabase,
-    propertyColumns: config.clickhousePropertyColumns
-      .split(",")
-      .map((name) => name.trim())
-      .filter((name) => name !== ""),
+    propertyColumns: propertyColumnNames(config.clickhousePropertyColumns),
     log: hooks.log,
   });
   const { MirroredEventStore } = await import("../pipeline/mirrored-event-store.js");

@@ -78,17 +78,11 @@ export class ClickHouseEventSink implements EventSink {
    * rows the views did write count once (clickhouse.schema.ts).
    */
   private async rederiveRollups(projectId: string, rows: readonly ClickHouseEventRow[]): Promise<void> {
-    for (let i = 0; i < rows.length; i += LOOKUP_CHUNK) {
-      const chunk = rows.slice(i, i + LOOKUP_CHUNK);
-      const where = `project_id = ${lit(projectId)} AND (${timeRanges(
-        chunk.map((r) => r.ts),
-        MAX_RANGES,
-      )}) AND uuid IN (${uuidSet(chunk.map((r) => r.uuid))})`;
+    for (const where of rowsWhere(projectId, rows))
       for (const rollup of USER_ROLLUPS)
         await this.db.command(
           `INSERT INTO ${this.db.database}.${rollup.table} ${rollupSelect(rollup, this.db.eventsTable, where)}`,
         );
-    }
   }
 
   /**
@@ -100,15 +94,8 @@ export class ClickHouseEventSink implements EventSink {
    */
   private async stored(projectId: string, rows: readonly ClickHouseEventRow[]): Promise<Set<string>> {
     const found = new Set<string>();
-    for (let i = 0; i < rows.length; i += LOOKUP_CHUNK) {
-      const chunk = rows.slice(i, i + LOOKUP_CHUNK);
-      const sql = `SELECT uuid FROM ${this.db.eventsTable}
-        WHERE project_id = ${lit(projectId)}
-          AND (${timeRanges(
-            chunk.map((r) => r.ts),
-            MAX_RANGES,
-          )})
-          AND uuid IN (${uuidSet(chunk.map((r) => r.uuid))})`;
+    for (const where of rowsWhere(projectId, rows)) {
+      const sql = `SELECT uuid FROM ${this.db.eventsTable} WHERE ${where}`;
       for (const row of await this.db.query<{ uuid: string }>(sql)) found.add(row.uuid);
     }
     return found;
@@ -157,6 +144,25 @@ export class ClickHouseEventSink implements EventSink {
     );
     return Number(row?.n ?? 0);
   }
+}
+
+/**
+ * The conditions that find `rows` of the project in `events`, LOOKUP_CHUNK rows each: the key's
+ * project, the rows' times as a few ranges (so the primary key narrows the read), their uuids.
+ */
+function rowsWhere(projectId: string, rows: readonly ClickHouseEventRow[]): string[] {
+  const conditions: string[] = [];
+  for (let i = 0; i < rows.length; i += LOOKUP_CHUNK) {
+    const chunk = rows.slice(i, i + LOOKUP_CHUNK);
+    const times = timeRanges(
+      chunk.map((r) => r.ts),
+      MAX_RANGES,
+    );
+    conditions.push(
+      `project_id = ${lit(projectId)} AND (${times}) AND uuid IN (${uuidSet(chunk.map((r) => r.uuid))})`,
+    );
+  }
+  return conditions;
 }
 
 const PLAIN_UUID = /^[0-9a-f-]+$/;

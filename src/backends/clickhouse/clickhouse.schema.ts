@@ -130,9 +130,9 @@ export interface SchemaTarget {
 /**
  * Creates what is missing and adds the missing columns (ADDED_COLUMNS, then one per name of
  * `propertyColumns`, TIDEMARK_CLICKHOUSE_PROPERTY_COLUMNS), then fills `events_newest` when this
- * start created it (the daily users rollups are filled apart: fillRollups). Two processes starting at once may both
- * add a column: the second's "already exists" is success. A property column is never dropped (a
- * name left out of the setting keeps its column, unread).
+ * start created it (the daily users rollups are filled apart: fillRollups). Two processes starting
+ * at once may both add a column: the second's "already exists" is success. A property column is
+ * never dropped (a name left out of the setting keeps its column, unread).
  */
 export async function applySchema(
   target: SchemaTarget,

@@ -21,3 +21,11 @@ export function createClickHouseParts(options: ClickHouseOptions): ClickHousePar
   const db = new ClickHouseDatabase(options);
   return { sink: new ClickHouseEventSink(db), analytics: new ClickHouseAnalyticsStore(db) };
 }
+
+/** The property names of TIDEMARK_CLICKHOUSE_PROPERTY_COLUMNS (comma-separated; blanks ignored). */
+export function propertyColumnNames(setting: string): string[] {
+  return setting
+    .split(",")
+    .map((name) => name.trim())
+    .filter((name) => name !== "");
+}
