@@ -12,15 +12,16 @@
  *   npm run build && eval "$(bash scripts/services.sh env)"
  *   node --import tsx bench/pipelines.ts --pipeline async [--duration 30] [--connections 50]
  *     [--workers 1] [--rate <requests/s, default: closed loop>] [--size 20] [--only single|batch]
+ *     [--cpu-prof <dir>: each Tidemark process writes a V8 CPU profile there when it stops]
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { type LoadResult, runLoad, SAMPLE_PROPERTIES, startNoopServer } from "./load.js";
+import { startRssSampler } from "./rss-sampler.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -34,6 +35,7 @@ const { values: args } = parseArgs({
     rate: { type: "string", default: "0" },
     size: { type: "string", default: "20" },
     "keep-db": { type: "boolean", default: false },
+    "cpu-prof": { type: "string", default: "" },
   },
 });
 const PIPELINE = args.pipeline === "sync" ? "sync" : args.pipeline === "cdc" ? "cdc" : "async";
@@ -69,7 +71,10 @@ const CDC = {
 const children: ChildProcess[] = [];
 
 async function startRole(role: string, env: Record<string, string>, port: number): Promise<void> {
-  const child = spawn(process.execPath, [join(ROOT, "dist/cli.js"), "serve", "--role", role], {
+  const profile = args["cpu-prof"]
+    ? ["--cpu-prof", `--cpu-prof-dir=${args["cpu-prof"]}`, `--cpu-prof-name=${role}-${port}.cpuprofile`]
+    : [];
+  const child = spawn(process.execPath, [...profile, join(ROOT, "dist/cli.js"), "serve", "--role", role], {
     env: { ...process.env, ...env, PORT: String(port), HOST: "127.0.0.1", TIDEMARK_LOG_LEVEL: "warn" },
     stdio: ["ignore", "inherit", "inherit"],
   });
@@ -154,7 +159,11 @@ const clickhouseCount = async () =>
  * End-to-end visibility lag: one probe event every 100 ms on its own project, timed from its 202
  * until its uuid is in ClickHouse (polled every 50 ms).
  */
-function startProbes(url: string, key: string): { stop(): void; lags(limitMs: number): Promise<number[]> } {
+function startProbes(
+  url: string,
+  key: string,
+  projectId: string,
+): { stop(): void; lags(limitMs: number): Promise<number[]> } {
   const pending = new Map<string, number>();
   const lags: number[] = [];
   let sending = true;
@@ -181,7 +190,8 @@ function startProbes(url: string, key: string): { stop(): void; lags(limitMs: nu
       if (uuids.length > 0) {
         try {
           const found = await clickhouse(
-            `SELECT DISTINCT uuid FROM bench_${RUN_ID}.events WHERE uuid IN (${uuids.map((u) => `'${u}'`).join(",")})`,
+            // The probes' project leads the table's key, so this reads a few granules, not the table.
+            `SELECT DISTINCT uuid FROM bench_${RUN_ID}.events WHERE project_id = '${projectId}' AND event = 'Probe' AND uuid IN (${uuids.map((u) => `'${u}'`).join(",")})`,
           );
           const now = Date.now();
           for (const uuid of found.split("\n").filter(Boolean)) {
@@ -212,57 +222,6 @@ function startProbes(url: string, key: string): { stop(): void; lags(limitMs: nu
       await poller;
       if (pending.size > 0) console.log(`${pending.size} probe events not visible after ${limitMs} ms`);
       return lags;
-    },
-  };
-}
-
-/** Resident memory of a process and all its descendants (a Postgres server is many processes). */
-function treeRssMb(pid: number): number {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
-    } catch {
-      // gone
-    }
-  }
-  let kb = 0;
-  const visit = (p: number) => {
-    try {
-      const status = readFileSync(`/proc/${p}/status`, "utf8");
-      kb += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-    } catch {
-      // gone
-    }
-    for (const child of children.get(p) ?? []) visit(child);
-  };
-  visit(pid);
-  return kb / 1024;
-}
-
-/** The process listening on a local TCP port (a service of scripts/services.sh). */
-function listenerPid(port: number): number | undefined {
-  const result = spawnSync("ss", ["-ltnpH", `sport = :${port}`], { encoding: "utf8" });
-  const match = /pid=(\d+)/.exec(result.stdout);
-  return match ? Number(match[1]) : undefined;
-}
-
-/** Samples the peak RSS of every Tidemark process and service every second. */
-function sampleRss(processes: [string, () => number | undefined][]): { stop(): Map<string, number> } {
-  const peaks = new Map<string, number>();
-  const timer = setInterval(() => {
-    for (const [name, pid] of processes) {
-      const p = pid();
-      if (p) peaks.set(name, Math.max(peaks.get(name) ?? 0, treeRssMb(p)));
-    }
-  }, 1000);
-  return {
-    stop() {
-      clearInterval(timer);
-      return peaks;
     },
   };
 }
@@ -305,18 +264,18 @@ async function main(): Promise<void> {
       for (let i = 0; i < Number(args.sinks); i++) await startRole("sink", env, 0);
     }
     const port = (u: string) => Number(new URL(u.includes("://") ? u : `tcp://${u}`).port);
-    const rss = sampleRss([
-      ...children.map((c, i): [string, () => number | undefined] => [
-        `tidemark ${i === 0 ? "api" : `role ${i}`} (pid ${c.pid})`,
-        () => c.pid,
-      ]),
-      ["postgres", () => listenerPid(port(DATABASE_URL))],
-      ["redis", () => listenerPid(port(REDIS_URL))],
+    const rss = startRssSampler([
+      ...children.map((c, i) => ({
+        name: `tidemark ${i === 0 ? "api" : `role ${i}`} (pid ${c.pid})`,
+        pid: c.pid,
+      })),
+      { name: "postgres", port: port(DATABASE_URL) },
+      { name: "redis", port: port(REDIS_URL) },
       ...(PIPELINE === "cdc"
-        ? ([
-            ["kafka", () => listenerPid(port(KAFKA_BROKERS.split(",")[0] ?? ""))],
-            ["clickhouse", () => listenerPid(port(CLICKHOUSE_URL))],
-          ] as [string, () => number | undefined][])
+        ? [
+            { name: "kafka", port: port(KAFKA_BROKERS.split(",")[0] ?? "") },
+            { name: "clickhouse", port: port(CLICKHOUSE_URL) },
+          ]
         : []),
     ]);
     await db.connect();
@@ -331,13 +290,16 @@ async function main(): Promise<void> {
       keys.push(((await response.json()) as { api_key: string }).api_key);
     }
     let probeKey = "";
+    let probeProject = "";
     if (PIPELINE === "cdc") {
       const response = await fetch(`${url}/api/v1/project`, {
         method: "POST",
         headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
         body: JSON.stringify({ name: "bench probes", plan: "ENTERPRISE" }),
       });
-      probeKey = ((await response.json()) as { api_key: string }).api_key;
+      const probe = (await response.json()) as { id: string; api_key: string };
+      probeKey = probe.api_key;
+      probeProject = probe.id;
     }
     let probed = 0;
     const noop = await startNoopServer();
@@ -367,7 +329,7 @@ async function main(): Promise<void> {
       if (args.only && args.only !== kind) continue;
       results.push(await load(`no-op server, ${kind} body`, noop.url, body, events, keys));
       const lag = sampleLag(redis);
-      const probes = PIPELINE === "cdc" ? startProbes(url, probeKey) : undefined;
+      const probes = PIPELINE === "cdc" ? startProbes(url, probeKey, probeProject) : undefined;
       const result = await load(
         `Tidemark ${PIPELINE} POST ${path}${events > 1 ? ` (${events})` : ""}`,
         `${url}${path}`,
@@ -426,7 +388,7 @@ async function main(): Promise<void> {
       }
     }
     noop.close();
-    const peaks = rss.stop();
+    const peaks = await rss.stop();
     console.log("\npeak RSS (MB, process and its children, sampled every second):");
     for (const [name, mb] of peaks) console.log(`  ${name}: ${mb.toFixed(0)}`);
     const stored = Number((await db.query("SELECT count(*) AS n FROM events")).rows[0].n) - probed;
