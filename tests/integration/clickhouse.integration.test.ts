@@ -213,6 +213,31 @@ test("clickhouse: replays never change an answer, before any merge", async (t) =
   );
 });
 
+test("clickhouse: a batch of several projects is deduplicated per project, one uuid in two projects being two events", async (t) => {
+  if (!(await requireParts(t))) return;
+  const [a, b, c] = [randomUUID(), randomUUID(), randomUUID()];
+  const data = makeDataset(11);
+  const half = Math.floor(data.length / 2);
+  await parts.sink.write(data.map((e) => storedEvent(a, e)));
+  // b's events carry a's uuids: a lookup that matched uuids alone would take them for replays.
+  await parts.sink.write([
+    ...data.map((e) => storedEvent(b, e)),
+    ...data.slice(0, 100).map((e) => storedEvent(a, e)),
+    ...data.slice(0, half).map((e) => storedEvent(c, e)),
+  ]);
+  assert.deepEqual([await rawRows(a), await rawRows(b), await rawRows(c)], [data.length, data.length, half]);
+  // A replay of all three, interleaved, adds only c's second half.
+  const replay = data.flatMap((e) => [storedEvent(c, e), storedEvent(b, e), storedEvent(a, e)]);
+  for (const batch of batches(replay, 700)) await parts.sink.write(batch);
+  assert.deepEqual(
+    [await rawRows(a), await rawRows(b), await rawRows(c)],
+    [data.length, data.length, data.length],
+  );
+  const expected = queryCases(data).map((q) => q.expected);
+  assert.deepEqual(await answers(b, data), expected);
+  assert.deepEqual(await answers(c, data), expected);
+});
+
 test("clickhouse: deleteProject removes that project's events only; countEvents counts distinct", async (t) => {
   if (!(await requireParts(t))) return;
   const doomed = randomUUID();
