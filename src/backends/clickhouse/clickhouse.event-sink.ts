@@ -56,13 +56,8 @@ export class ClickHouseEventSink implements EventSink {
     const rows = [...unique.values()];
     const stored = await this.stored(rows);
     const fresh = rows.filter((row) => !stored.has(rowKey(row.project_id, row.uuid)));
-    if (fresh.length < rows.length) {
-      const again = new Map<string, ClickHouseEventRow[]>();
-      for (const row of rows)
-        if (stored.has(rowKey(row.project_id, row.uuid)))
-          again.set(row.project_id, [...(again.get(row.project_id) ?? []), row]);
-      for (const [projectId, storedRows] of again) await this.rederiveRollups(projectId, storedRows);
-    }
+    if (fresh.length < rows.length)
+      await this.rederiveRollups(rows.filter((row) => stored.has(rowKey(row.project_id, row.uuid))));
     await this.db.insert(this.db.eventsTable, fresh);
   }
 
@@ -71,9 +66,10 @@ export class ClickHouseEventSink implements EventSink {
    * the rollups from an insert after writing its events, part by part, so an insert that failed
    * half way (or a sink that died in between) can leave events whose rows the views never wrote;
    * the replay that follows finds those events stored and would not insert them again. Copies of
-   * rows the views did write count once (clickhouse.schema.ts).
+   * rows the views did write count once (clickhouse.schema.ts), and so do those of another of the
+   * rows' projects that the conditions may also find (a stored row with one of their uuids).
    */
-  private async rederiveRollups(projectId: string, rows: readonly ClickHouseEventRow[]): Promise<void> {
+  private async rederiveRollups(rows: readonly ClickHouseEventRow[]): Promise<void> {
     for (const where of rowsWhere(rows))
       for (const rollup of USER_ROLLUPS)
         await this.db.command(
