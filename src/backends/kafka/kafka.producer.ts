@@ -1,4 +1,4 @@
-import { ProduceAcks, Producer } from "@platformatic/kafka";
+import { murmur2, ProduceAcks, Producer } from "@platformatic/kafka";
 import type { StoredEvent } from "../../core/event.js";
 import type { Log } from "../../core/log.js";
 import type { EventLogProducer } from "../../pipeline/event-log.js";
@@ -15,6 +15,25 @@ export interface KafkaProducerOptions {
   /** How long one produce request may take before it fails (and is published again). */
   timeoutMs?: number;
   log?: Log;
+}
+
+interface OutgoingMessage {
+  topic: string;
+  key: Buffer;
+  value: Buffer;
+  partition: number;
+}
+
+/**
+ * The partition of a project's messages, before the client takes it modulo the topic's partition
+ * count: the value the client's default partitioner gives the key (Kafka's murmur2 of the project
+ * id's bytes), so a project's partition is the one it always had. The default partitioner hashes
+ * every message's key again, in BigInt arithmetic: 2.9 µs a message, a fifteenth of the cdc role's
+ * busy thread at 10K events/s (CPU profile); the client's cache of the hash by text (its last
+ * 1,000 keys) takes 0.16 µs.
+ */
+export function partitionOf(projectId: string): number {
+  return murmur2(projectId, true) >>> 0;
 }
 
 /**
@@ -80,7 +99,7 @@ export class KafkaEventLogProducer implements EventLogProducer {
 
   private async sendAll(events: readonly StoredEvent[]): Promise<void> {
     const maxBytes = this.options.maxRequestBytes ?? 512 * 1024;
-    let messages: { topic: string; key: Buffer; value: Buffer }[] = [];
+    let messages: OutgoingMessage[] = [];
     let bytes = 0;
     for (const event of events) {
       const value = encodeEvent(event);
@@ -89,13 +108,18 @@ export class KafkaEventLogProducer implements EventLogProducer {
         messages = [];
         bytes = 0;
       }
-      messages.push({ topic: this.options.topic, key: Buffer.from(event.projectId), value });
+      messages.push({
+        topic: this.options.topic,
+        key: Buffer.from(event.projectId),
+        value,
+        partition: partitionOf(event.projectId),
+      });
       bytes += value.length;
     }
     if (messages.length > 0) await this.send(messages);
   }
 
-  private async send(messages: { topic: string; key: Buffer; value: Buffer }[]): Promise<void> {
+  private async send(messages: OutgoingMessage[]): Promise<void> {
     const producer = this.current();
     try {
       await producer.send({ messages });
