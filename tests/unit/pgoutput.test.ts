@@ -118,3 +118,37 @@ test("timestamptz text (ISO, UTC) to epoch milliseconds", () => {
   assert.equal(parseTimestamptz("2026-11-29 01:02:03+00"), Date.UTC(2026, 10, 29, 1, 2, 3));
   assert.ok(Number.isNaN(parseTimestamptz("not a time")));
 });
+
+test("timestamptz text: the digit-by-digit reading agrees with Date.parse on every form", () => {
+  const byDateParse = (text: string) => Date.parse(text.replace(" ", "T").replace(/([+-]\d\d)$/, "$1:00"));
+  const texts = [
+    "2026-11-29 01:02:03.4+00",
+    "2026-11-29 01:02:03.45+00",
+    "2026-11-29 01:02:03.456789+00",
+    "2024-02-29 23:59:59.999+00",
+    "2026-11-31 01:02:03+00",
+    "2026-02-29 01:02:03+00",
+    "2026-13-01 01:02:03+00",
+    "2026-11-29 24:00:00+00",
+    "2026-11-29 01:60:03+00",
+    "2026-11-29 01:02:03.+00",
+    "2026-11-29 01:02:03.1234567+00",
+    "2026-11-29 01:02:03.456+05:30",
+    "2026-11-29 01:02:03.456-08",
+    "0099-11-29 01:02:03+00",
+    "2026-1x-29 01:02:03+00",
+    "2026-11-29T01:02:03+00",
+    "",
+  ];
+  // Postgres's text of times from 1970 to 2100, with 0 to 6 fraction digits, trailing zeros cut.
+  for (let i = 0; i < 20_000; i++) {
+    const ms = Math.floor(Math.random() * 4.1e12);
+    const iso = new Date(ms).toISOString().replace("T", " ").replace("Z", "");
+    const micros = String(Math.floor(Math.random() * 1e6))
+      .padStart(6, "0")
+      .slice(0, i % 7);
+    const fraction = `${iso.slice(19, 23)}${micros}`.replace(/\.?0+$/, "");
+    texts.push(`${iso.slice(0, 19)}${fraction}+00`);
+  }
+  for (const text of texts) assert.equal(parseTimestamptz(text), byDateParse(text), text);
+});

@@ -396,9 +396,70 @@ function eventsRelation(message: Extract<PgoutputMessage, { tag: "relation" }>):
   return { index };
 }
 
-/** `2026-11-29 01:02:03.456+00` (ISO DateStyle, UTC) as epoch milliseconds. */
+/**
+ * `2026-11-29 01:02:03.456+00` (ISO DateStyle, UTC) as epoch milliseconds. Every event has two, so
+ * the form Postgres sends here (UTC, at most millisecond digits in practice) is read digit by digit:
+ * 0.25 µs against 1.6 µs for `Date.parse` of the rewritten text (2.6 % of the cdc role's samples in
+ * a CPU profile at 10K events/s, its largest own cost). Any other form goes to `Date.parse`.
+ */
 export function parseTimestamptz(text: string): number {
+  const n = text.length;
+  // YYYY-MM-DD HH:MM:SS[.f{1,6}]+00
+  if (
+    n >= 22 &&
+    text.endsWith("+00") &&
+    text.charCodeAt(4) === DASH &&
+    text.charCodeAt(7) === DASH &&
+    text.charCodeAt(10) === SPACE &&
+    text.charCodeAt(13) === COLON &&
+    text.charCodeAt(16) === COLON
+  ) {
+    const fractionDigits = n === 22 ? 0 : n - 23;
+    const fractionOk =
+      n === 22 || (text.charCodeAt(19) === DOT && fractionDigits >= 1 && fractionDigits <= 6);
+    const year = digitsAt(text, 0, 4);
+    const month = digitsAt(text, 5, 2);
+    const day = digitsAt(text, 8, 2);
+    const hour = digitsAt(text, 11, 2);
+    const minute = digitsAt(text, 14, 2);
+    const second = digitsAt(text, 17, 2);
+    const ms =
+      fractionDigits === 0
+        ? 0
+        : digitsAt(text, 20, Math.min(fractionDigits, 3)) * 10 ** Math.max(0, 3 - fractionDigits);
+    // Date.UTC reads years 0-99 as 1900-1999, and rolls any field over where Date.parse refuses
+    // months past 12, hours past 23 and the like; both roll a day past the month's end over.
+    if (
+      fractionOk &&
+      year >= 100 &&
+      month >= 1 &&
+      month <= 12 &&
+      day >= 1 &&
+      day <= 31 &&
+      hour <= 23 &&
+      minute <= 59 &&
+      second <= 59
+    ) {
+      return Date.UTC(year, month - 1, day, hour, minute, second, ms);
+    }
+  }
   return Date.parse(text.replace(" ", "T").replace(/([+-]\d\d)$/, "$1:00"));
+}
+
+const DASH = 45;
+const SPACE = 32;
+const COLON = 58;
+const DOT = 46;
+
+/** The decimal number of `count` digits at `from`, or NaN where one is not a digit. */
+function digitsAt(text: string, from: number, count: number): number {
+  let value = 0;
+  for (let i = from; i < from + count; i++) {
+    const digit = text.charCodeAt(i) - 48;
+    if (!(digit >= 0 && digit <= 9)) return Number.NaN;
+    value = value * 10 + digit;
+  }
+  return value;
 }
 
 function toStoredEvent(
