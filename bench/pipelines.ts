@@ -72,7 +72,11 @@ const children: ChildProcess[] = [];
 
 async function startRole(role: string, env: Record<string, string>, port: number): Promise<void> {
   const profile = args["cpu-prof"]
-    ? ["--cpu-prof", `--cpu-prof-dir=${args["cpu-prof"]}`, `--cpu-prof-name=${role}-${port}.cpuprofile`]
+    ? [
+        "--cpu-prof",
+        `--cpu-prof-dir=${args["cpu-prof"]}`,
+        `--cpu-prof-name=${role}-${children.length}.cpuprofile`,
+      ]
     : [];
   const child = spawn(process.execPath, [...profile, join(ROOT, "dist/cli.js"), "serve", "--role", role], {
     env: { ...process.env, ...env, PORT: String(port), HOST: "127.0.0.1", TIDEMARK_LOG_LEVEL: "warn" },
