@@ -26,6 +26,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { Redis } from "ioredis";
 import pg from "pg";
 import { type LoadResult, runLoad, sampleEvent, startNoopServer } from "./load.js";
 
@@ -214,6 +215,8 @@ async function runBuild(build: Build): Promise<string> {
       await metric(url, "tidemark_flush_events_count"),
       await metric(url, "tidemark_flush_events_sum"),
     ];
+    const redisStats = env.REDIS_URL ? new Redis(env.REDIS_URL) : undefined;
+    await redisStats?.config("RESETSTAT");
     const loadBefore = loadavg()[0]!;
     const result = await load(`${url}${PATH}`, keys, DURATION_S);
     const after = ticks(pid);
@@ -223,6 +226,12 @@ async function runBuild(build: Build): Promise<string> {
     extra.forEach((e, i) => {
       detail += `, ${e.name} ${perRequest(extraAfter[i]! - extraBefore[i]!)}`;
     });
+    if (redisStats) {
+      // Every process's scripts (the api's enqueues and limits, the worker's), over the api's requests.
+      const scripts = commandStats(await redisStats.info("commandstats"), "evalsha");
+      redisStats.disconnect();
+      detail += ` | redis scripts ${(scripts.calls / Math.max(1, result.requests)).toFixed(2)} a request, ${scripts.usecPerCall.toFixed(0)} µs each`;
+    }
     if (PIPELINE === "embedded") {
       const commits = (await metric(url, "tidemark_flush_events_count")) - commits0;
       const events = (await metric(url, "tidemark_flush_events_sum")) - events0;
@@ -237,6 +246,13 @@ async function runBuild(build: Build): Promise<string> {
     }
     rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/** A command's calls and µs a call in Redis's `INFO commandstats`. */
+function commandStats(info: string, command: string): { calls: number; usecPerCall: number } {
+  const line = info.split("\n").find((l) => l.startsWith(`cmdstat_${command}:`)) ?? "";
+  const field = (name: string) => Number(new RegExp(`${name}=([0-9.]+)`).exec(line)?.[1] ?? 0);
+  return { calls: field("calls"), usecPerCall: field("usec_per_call") };
 }
 
 function adminUrl(): string {
