@@ -11,7 +11,8 @@
  * /proc/<pid>/task/<tid>/stat: the JS thread apart from the others (DuckDB's, libuv's, V8's).
  * Embedded runs also report commits and events per commit from /metrics. `--pipeline async` runs
  * an api and a worker process on a private Redis (`redis-server` on PATH, appendfsync always) and
- * a fresh Postgres database at DATABASE_URL, and reports the CPU of the api, the worker and Redis.
+ * a fresh Postgres database at DATABASE_URL, and reports the CPU of the api, the worker and Redis,
+ * and Redis's script calls a request with their µs each (`INFO commandstats`).
  *
  *   npm run build
  *   git archive --prefix=dist-before-src/ <commit> src tsconfig.json tsconfig.build.json | tar -x
@@ -216,6 +217,7 @@ async function runBuild(build: Build): Promise<string> {
       await metric(url, "tidemark_flush_events_sum"),
     ];
     const redisStats = env.REDIS_URL ? new Redis(env.REDIS_URL) : undefined;
+    if (redisStats) stops.unshift(async () => redisStats.disconnect());
     await redisStats?.config("RESETSTAT");
     const loadBefore = loadavg()[0]!;
     const result = await load(`${url}${PATH}`, keys, DURATION_S);
@@ -229,7 +231,6 @@ async function runBuild(build: Build): Promise<string> {
     if (redisStats) {
       // Every process's scripts (the api's enqueues and limits, the worker's), over the api's requests.
       const scripts = commandStats(await redisStats.info("commandstats"), "evalsha");
-      redisStats.disconnect();
       detail += ` | redis scripts ${(scripts.calls / Math.max(1, result.requests)).toFixed(2)} a request, ${scripts.usecPerCall.toFixed(0)} µs each`;
     }
     if (PIPELINE === "embedded") {
