@@ -554,6 +554,10 @@ def _has_task_tagged(user_class, tags: set[str]) -> bool:
 
 @events.init.add_listener
 def _on_init(environment, **_kw) -> None:
+    # gevent's timers count from the time its loop last read the clock. On a busy machine the
+    # imports before this point can take longer than the whole run, and `-t 20s` then expires
+    # the moment Locust sets it: a run with no request (seen under CI load). Read the clock now.
+    gevent.get_hub().loop.update_now()
     JUDGE.environment = environment
     runner = environment.runner
     opts = environment.parsed_options
