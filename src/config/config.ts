@@ -317,6 +317,12 @@ const VARIABLES = {
     int(1, 1000000),
     "cdc: most events the sink writes to ClickHouse at once",
   ),
+  sinkLingerMs: variable(
+    "TIDEMARK_SINK_LINGER_MS",
+    "250",
+    int(0, 60000),
+    "cdc: how long the sink lets events gather before it writes them to ClickHouse, unless TIDEMARK_SINK_BATCH are there first (0: write what is there at once)",
+  ),
 };
 type Variables = typeof VARIABLES;
 type Field = keyof Variables;

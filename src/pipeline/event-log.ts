@@ -32,7 +32,10 @@ export interface LogBatch {
  *
  * Contract:
  * - `read` returns the next messages of this member's partitions, up to `maxEvents`, waiting up to
- *   `waitMs`; an empty batch when nothing arrived.
+ *   `waitMs` for the first; an empty batch when nothing arrived. With `lingerMs`, once a message
+ *   is there it waits for `maxEvents` to gather until the oldest message it holds has waited
+ *   `lingerMs` since it arrived (or the member is closing), so a steady flow is read in fewer,
+ *   larger batches; a message never waits longer than that in the member.
  * - `commit(batch)` records that the batch's events are written downstream (the sink resolved);
  *   call it only then. After a crash or a rebalance, reading resumes from the last commit, so
  *   events after it are read again (at-least-once): the writer must be idempotent.
@@ -41,7 +44,7 @@ export interface LogBatch {
  * - `lag` is the messages in the log not yet committed by the group, for metrics.
  */
 export interface EventLogConsumer extends Lifecycle {
-  read(maxEvents: number, waitMs: number): Promise<LogBatch>;
+  read(maxEvents: number, waitMs: number, lingerMs?: number): Promise<LogBatch>;
   commit(batch: LogBatch): Promise<void>;
   lag(): Promise<number | undefined>;
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { KafkaEventLogConsumer } from "../../src/backends/kafka/kafka.consumer.js";
 import { KafkaEventLogProducer } from "../../src/backends/kafka/kafka.producer.js";
@@ -112,6 +113,61 @@ test("postgres change feed: committed events in commit order, resumed from the a
   await store.insert(third);
   const resumed = await readAll(again, 20);
   assert.deepEqual(resumed.events.map((e) => e.uuid).sort(), third.map((e) => e.uuid).sort());
+});
+
+test("kafka event log: a read with a linger gathers a fuller batch, and returns at once when full or closing", {
+  timeout: 90_000,
+}, async (t) => {
+  const kafka = await requireKafka(t);
+  if (!kafka.ok) return;
+  const names = uniqueCdcNames("linger");
+  const options = { brokers: kafka.url.split(","), topic: names.topic, partitions: 1, replicas: 1 };
+  const producer = new KafkaEventLogProducer(options);
+  await producer.start();
+  t.after(() => producer.close());
+  const consumer = new KafkaEventLogConsumer({ ...options, groupId: names.group });
+  await consumer.start();
+  t.after(() => consumer.close());
+  // The member has joined its group and fetches once it read a first event.
+  await producer.publish(makeEvents(1));
+  const deadline = Date.now() + 30_000;
+  for (let batch = await consumer.read(100, 200); ; batch = await consumer.read(100, 200)) {
+    if (batch.events.length > 0) {
+      await consumer.commit(batch);
+      break;
+    }
+    assert.ok(Date.now() < deadline, "the consumer read nothing in 30 s");
+  }
+
+  // Events that arrive while the first ones linger join their batch.
+  await producer.publish(makeEvents(3, 1));
+  const reading = consumer.read(100, 5000, 3000);
+  await sleep(400);
+  await producer.publish(makeEvents(3, 4));
+  const gathered = await reading;
+  assert.equal(gathered.events.length, 6);
+  await consumer.commit(gathered);
+
+  // A batch that fills up while it lingers does not wait for the rest of its linger.
+  const started = Date.now();
+  await producer.publish(makeEvents(5, 7));
+  const filling = consumer.read(10, 5000, 30_000);
+  await sleep(400);
+  await producer.publish(makeEvents(5, 12));
+  const full = await filling;
+  assert.equal(full.events.length, 10);
+  assert.ok(Date.now() - started < 15_000, `a full batch waited ${Date.now() - started} ms`);
+  await consumer.commit(full);
+
+  // Closing ends the linger: the read hands over what it holds.
+  await producer.publish(makeEvents(2, 17));
+  const lingering = consumer.read(100, 5000, 60_000);
+  await sleep(1500);
+  const closing = Date.now();
+  await consumer.close();
+  const held = await lingering;
+  assert.equal(held.events.length, 2);
+  assert.ok(Date.now() - closing < 15_000, `the read returned ${Date.now() - closing} ms after close`);
 });
 
 test("kafka event log: published events are consumed by the group; uncommitted ones come back", {

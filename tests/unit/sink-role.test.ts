@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { loadConfig } from "../../src/config/config.js";
 import type { StoredEvent } from "../../src/core/event.js";
 import type { EventLogConsumer, LogBatch } from "../../src/pipeline/event-log.js";
 import type { EventSink } from "../../src/pipeline/event-sink.js";
+import type { PipelineParts } from "../../src/pipeline/parts.js";
 import type { ProjectStore } from "../../src/pipeline/project-store.js";
-import { SinkRole } from "../../src/roles/sink.js";
+import { buildSink, SinkRole } from "../../src/roles/sink.js";
 
 const event = (projectId: string, uuid: string): StoredEvent => ({
   projectId,
@@ -127,4 +129,37 @@ test("sink: a project deleted while its events were written is deleted again in 
   );
   await runUntil(role, () => committed.length === 1);
   assert.deepEqual(deleted, ["p1"]);
+});
+
+test("sink: reads with TIDEMARK_SINK_BATCH and TIDEMARK_SINK_LINGER_MS (250 ms unless set)", async () => {
+  const env = {
+    TIDEMARK_PIPELINE: "cdc",
+    DATABASE_URL: "postgres://localhost/x",
+    REDIS_URL: "redis://localhost",
+    KAFKA_BROKERS: "localhost:9092",
+    CLICKHOUSE_URL: "http://localhost:8123",
+  };
+  for (const [extra, expected] of [
+    [{}, [10_000, 250]],
+    [{ TIDEMARK_SINK_BATCH: "500", TIDEMARK_SINK_LINGER_MS: "0" }, [500, 0]],
+  ] as const) {
+    const reads: [number, number | undefined][] = [];
+    const { log } = fakeLog([[event("p1", "a")]]);
+    const { sink, written } = fakeSink();
+    const parts = {
+      logConsumer: {
+        ...log,
+        read: (maxEvents: number, _waitMs: number, lingerMs?: number) => {
+          reads.push([maxEvents, lingerMs]);
+          return log.read();
+        },
+      },
+      sink,
+      projects: fakeProjects(() => true),
+    } as unknown as PipelineParts;
+    const role = buildSink(loadConfig({ ...env, ...extra }), parts);
+    await runUntil(role, () => written.length === 1);
+    assert.deepEqual(reads[0], expected);
+  }
+  assert.throws(() => loadConfig({ ...env, TIDEMARK_SINK_LINGER_MS: "-1" }), /TIDEMARK_SINK_LINGER_MS/);
 });

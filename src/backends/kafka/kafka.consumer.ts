@@ -47,7 +47,10 @@ export class KafkaEventLogConsumer implements EventLogConsumer {
   private generation = 0;
   private paused = false;
   private stopping = false;
-  private waiter?: () => void;
+  /** When the oldest message of the buffer arrived (epoch ms), for `read`'s linger. */
+  private oldestArrivedAt = 0;
+  /** A `read` waiting until the buffer holds `atLeast` messages (or its timer fires). */
+  private waiter?: { atLeast: number; wake: () => void };
   private rebuilding?: Promise<void>;
 
   constructor(private readonly options: KafkaConsumerOptions) {}
@@ -64,23 +67,17 @@ export class KafkaEventLogConsumer implements EventLogConsumer {
 
   async close(): Promise<void> {
     this.stopping = true;
-    this.waiter?.();
+    this.waiter?.wake();
     await this.rebuilding;
     await this.disconnect();
   }
 
-  async read(maxEvents: number, waitMs: number): Promise<LogBatch> {
-    if (this.buffer.length === 0 && !this.stopping) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, waitMs);
-        const self = this;
-        function done() {
-          clearTimeout(timer);
-          self.waiter = undefined;
-          resolve();
-        }
-        this.waiter = done;
-      });
+  async read(maxEvents: number, waitMs: number, lingerMs = 0): Promise<LogBatch> {
+    if (this.buffer.length === 0) await this.bufferHolds(1, waitMs);
+    // The buffer never holds more than maxBuffered: a larger batch is not waited for.
+    const gather = Math.min(maxEvents, this.maxBuffered());
+    if (lingerMs > 0 && this.buffer.length > 0 && this.buffer.length < gather) {
+      await this.bufferHolds(gather, this.oldestArrivedAt + lingerMs - Date.now());
     }
     const messages = this.buffer.splice(0, maxEvents);
     if (this.paused && this.buffer.length < this.maxBuffered() / 2) {
@@ -136,6 +133,23 @@ export class KafkaEventLogConsumer implements EventLogConsumer {
     }
   }
 
+  /** Resolves once the buffer holds `atLeast` messages, after `ms`, or when closing. */
+  private bufferHolds(atLeast: number, ms: number): Promise<void> {
+    if (this.stopping || ms <= 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const waiter = {
+        atLeast,
+        wake: () => {
+          clearTimeout(timer);
+          if (this.waiter === waiter) this.waiter = undefined;
+          resolve();
+        },
+      };
+      const timer = setTimeout(waiter.wake, ms);
+      this.waiter = waiter;
+    });
+  }
+
   private maxBuffered(): number {
     return this.options.maxBuffered ?? 20_000;
   }
@@ -161,12 +175,13 @@ export class KafkaEventLogConsumer implements EventLogConsumer {
     });
     this.stream = stream;
     stream.on("data", (message: KafkaMessage) => {
+      if (this.buffer.length === 0) this.oldestArrivedAt = Date.now();
       this.buffer.push(message);
       if (!this.paused && this.buffer.length >= this.maxBuffered()) {
         this.paused = true;
         stream.pause();
       }
-      this.waiter?.();
+      if (this.waiter && this.buffer.length >= this.waiter.atLeast) this.waiter.wake();
     });
     stream.on("error", (error: Error) => {
       if (this.stopping || this.stream !== stream) return;
