@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process";
 import { DuckDBInstance } from "@duckdb/node-api";
 import autocannon from "autocannon";
+import { Pool } from "undici";
 
 export interface LoadOptions {
   name: string;
@@ -66,7 +67,6 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-/** One autocannon run; latencies are recorded per response so every percentile is exact. */
 /**
  * The same fixed DuckDB work (hashing and summing 20M integers on 2 threads, median of 10), in ms:
  * this host's speed drifts between runs, by 1.4x or more in an afternoon (benchmarks/README.md),
@@ -87,7 +87,13 @@ export async function machineReference(): Promise<number> {
   return percentile(times, 50);
 }
 
+/**
+ * One load run; latencies are recorded per response so every percentile is exact. A closed loop
+ * (each connection sends its next request when its last is answered) runs on autocannon; a fixed
+ * rate is paced evenly (runPacedLoad).
+ */
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  if (options.rate) return runPacedLoad(options, options.rate);
   const latencies: number[] = [];
   let next = 0;
   const instance = autocannon({
@@ -95,7 +101,6 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     method: "POST",
     connections: options.connections,
     duration: options.durationS,
-    ...(options.rate ? { overallRate: options.rate } : {}),
     headers: { "content-type": "application/json" },
     requests: [
       {
@@ -132,6 +137,79 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     max: latencies.at(-1) ?? Number.NaN,
     non2xx: result.non2xx,
     errors: result.errors + result.timeouts,
+  };
+}
+
+/**
+ * `rate` requests a second, evenly spaced (the i-th is due at start + i / rate), over a pool of
+ * `connections` keep-alive connections. Open loop: a request that finds every connection busy
+ * waits in the pool's queue, and its latency counts from when it was due, not from when it went
+ * out, so a server that falls behind shows it. (autocannon's fixed rate lets each connection send
+ * its share of a second back to back from the second's start, then idle: 500 requests a second
+ * over 50 connections arrived as one burst of 500, and the figures were the burst's.)
+ */
+async function runPacedLoad(options: LoadOptions, rate: number): Promise<LoadResult> {
+  const target = new URL(options.url);
+  const pool = new Pool(target.origin, { connections: options.connections, pipelining: 1 });
+  const latencies: number[] = [];
+  let ok = 0;
+  let non2xx = 0;
+  let errors = 0;
+  let next = 0;
+  const send = (due: number): Promise<void> => {
+    const key = options.keys[next++ % options.keys.length]!;
+    const keyed = options.keyed?.(key);
+    return pool
+      .request({
+        path: target.pathname + target.search,
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          ...(keyed?.headers ?? { authorization: `Bearer ${key}` }),
+        },
+        body: keyed?.body ?? options.body,
+      })
+      .then(async (response) => {
+        await response.body.dump();
+        latencies.push(performance.now() - due);
+        if (response.statusCode >= 200 && response.statusCode < 300) ok++;
+        else non2xx++;
+      })
+      .catch(() => {
+        errors++;
+      });
+  };
+  const total = Math.round(rate * options.durationS);
+  const spacing = 1000 / rate;
+  const start = performance.now();
+  const sent: Promise<void>[] = [];
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      while (sent.length < total && start + sent.length * spacing <= now) {
+        sent.push(send(start + sent.length * spacing));
+      }
+      if (sent.length >= total) resolve();
+      else setTimeout(tick, Math.max(0, start + sent.length * spacing - performance.now()));
+    };
+    tick();
+  });
+  await Promise.all(sent);
+  await pool.close();
+  latencies.sort((a, b) => a - b);
+  return {
+    name: options.name,
+    requests: sent.length,
+    ok,
+    rps: ok / options.durationS,
+    eventsPerSecond: (ok * options.eventsPerRequest) / options.durationS,
+    p50: percentile(latencies, 50),
+    p95: percentile(latencies, 95),
+    p99: percentile(latencies, 99),
+    p999: percentile(latencies, 99.9),
+    max: latencies.at(-1) ?? Number.NaN,
+    non2xx,
+    errors,
   };
 }
 

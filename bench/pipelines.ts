@@ -1,6 +1,6 @@
 /**
- * Stage 1 (sync), Stage 2 (async) and Stage 3 (cdc) ingest benchmark: autocannon against Tidemark processes of
- * the built CLI on this machine's Postgres and Redis (scripts/services.sh), beside a no-op HTTP
+ * Stage 1 (sync), Stage 2 (async) and Stage 3 (cdc) ingest benchmark: a closed loop (autocannon) or an
+ * evenly paced rate (`--rate`, bench/load.ts) against Tidemark processes of the built CLI on this machine's Postgres and Redis (scripts/services.sh), beside a no-op HTTP
  * server measured in the same run with the same load generator. For async it samples the worker
  * lag (stream length, pending entries, events not yet stored) during the run and measures how long
  * the worker takes to drain after it; for both it checks that every acknowledged event is stored.
@@ -11,7 +11,7 @@
  *
  *   npm run build && eval "$(bash scripts/services.sh env)"
  *   node --import tsx bench/pipelines.ts --pipeline async [--duration 30] [--connections 50]
- *     [--workers 1] [--rate <requests/s, default: closed loop>] [--size 20] [--only single|batch]
+ *     [--workers 1] [--rate <requests/s, evenly spaced; default: closed loop>] [--size 20] [--only single|batch]
  *     [--cpu-prof <dir>: each Tidemark process writes a V8 CPU profile there when it stops]
  */
 import { type ChildProcess, spawn } from "node:child_process";
