@@ -12,6 +12,7 @@
  *   npm run build && eval "$(bash scripts/services.sh env)"
  *   node --import tsx bench/pipelines.ts --pipeline async [--duration 30] [--connections 50]
  *     [--workers 1] [--rate <requests/s, evenly spaced; default: closed loop>] [--size 20] [--only single|batch]
+ *     [--warmup 5: seconds of the same load before each measured run, not recorded]
  *     [--cpu-prof <dir>: each Tidemark process writes a V8 CPU profile there when it stops]
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -27,6 +28,7 @@ const { values: args } = parseArgs({
   options: {
     pipeline: { type: "string", default: "async" },
     duration: { type: "string", default: "30" },
+    warmup: { type: "string", default: "5" },
     connections: { type: "string", default: "50" },
     workers: { type: "string", default: "1" },
     sinks: { type: "string", default: "1" },
@@ -41,6 +43,8 @@ const { values: args } = parseArgs({
 const PIPELINE = args.pipeline === "sync" ? "sync" : args.pipeline === "cdc" ? "cdc" : "async";
 const QUEUED = PIPELINE !== "sync";
 const DURATION_S = Number(args.duration);
+/** Seconds of the same load before each measured run, not recorded: a just-started server is not what the targets are about. */
+const WARMUP_S = Number(args.warmup);
 const CONNECTIONS = Number(args.connections);
 const WORKERS = Number(args.workers);
 /** Requests per second across all connections (0: as fast as the server answers, closed loop). */
@@ -317,21 +321,32 @@ async function main(): Promise<void> {
       ],
     ];
     const results: LoadResult[] = [];
-    const load = (name: string, target: string, body: string, eventsPerRequest: number, keys: string[]) =>
-      runLoad({
-        name,
-        url: target,
-        body,
-        eventsPerRequest,
-        keys,
-        connections: CONNECTIONS,
-        durationS: DURATION_S,
-        rate: RATE,
-      });
     let acknowledged = 0;
+    const options = (name: string, target: string, body: string, eventsPerRequest: number) => ({
+      name,
+      url: target,
+      body,
+      eventsPerRequest,
+      keys,
+      connections: CONNECTIONS,
+      rate: RATE,
+    });
+    /** The same load for WARMUP_S, not recorded; the events Tidemark acknowledged are counted. */
+    const warmUp = async (target: string, body: string, eventsPerRequest: number) => {
+      if (WARMUP_S <= 0) return;
+      const warm = await runLoad({
+        ...options("warm-up", target, body, eventsPerRequest),
+        durationS: WARMUP_S,
+      });
+      if (target !== noop.url) acknowledged += warm.ok * eventsPerRequest;
+    };
+    const load = (name: string, target: string, body: string, eventsPerRequest: number) =>
+      runLoad({ ...options(name, target, body, eventsPerRequest), durationS: DURATION_S });
     for (const [kind, path, body, events] of scenarios) {
       if (args.only && args.only !== kind) continue;
-      results.push(await load(`no-op server, ${kind} body`, noop.url, body, events, keys));
+      await warmUp(noop.url, body, events);
+      results.push(await load(`no-op server, ${kind} body`, noop.url, body, events));
+      await warmUp(`${url}${path}`, body, events);
       const lag = sampleLag(redis);
       const probes = PIPELINE === "cdc" ? startProbes(url, probeKey, probeProject) : undefined;
       const result = await load(
@@ -339,7 +354,6 @@ async function main(): Promise<void> {
         `${url}${path}`,
         body,
         events,
-        keys,
       );
       results.push(result);
       acknowledged += result.ok * events;
@@ -405,9 +419,11 @@ async function main(): Promise<void> {
         `| ${r.name} | ${Math.round(r.rps)} | ${Math.round(r.eventsPerSecond)} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.max} | ${r.ok} | ${r.non2xx} | ${r.errors} |`,
       );
     }
-    // autocannon stops counting at the end of a run with up to one request per connection in
-    // flight: those may be stored without their 202 being counted, never the other way round.
+    // autocannon stops counting at the end of a run (the warm-up's too) with up to one request per
+    // connection in flight: those may be stored without their 202 being counted, never the other
+    // way round.
     const inFlight =
+      (WARMUP_S > 0 ? 2 : 1) *
       CONNECTIONS *
       scenarios.filter(([kind]) => !args.only || args.only === kind).reduce((n, [, , , e]) => n + e, 0);
     const verdict =
