@@ -122,21 +122,31 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     (_client: unknown, _status: number, _bytes: number, responseTime: number) => latencies.push(responseTime),
   );
   const result = await instance;
+  return summarise(options, latencies, {
+    requests: result.requests.total,
+    ok: result["2xx"],
+    non2xx: result.non2xx,
+    errors: result.errors + result.timeouts,
+  });
+}
+
+/** A run's figures from its counts and every response's latency (sorted here). */
+function summarise(
+  options: LoadOptions,
+  latencies: number[],
+  counts: Pick<LoadResult, "requests" | "ok" | "non2xx" | "errors">,
+): LoadResult {
   latencies.sort((a, b) => a - b);
-  const ok = result["2xx"];
   return {
     name: options.name,
-    requests: result.requests.total,
-    ok,
-    rps: ok / options.durationS,
-    eventsPerSecond: (ok * options.eventsPerRequest) / options.durationS,
+    ...counts,
+    rps: counts.ok / options.durationS,
+    eventsPerSecond: (counts.ok * options.eventsPerRequest) / options.durationS,
     p50: percentile(latencies, 50),
     p95: percentile(latencies, 95),
     p99: percentile(latencies, 99),
     p999: percentile(latencies, 99.9),
     max: latencies.at(-1) ?? Number.NaN,
-    non2xx: result.non2xx,
-    errors: result.errors + result.timeouts,
   };
 }
 
@@ -196,21 +206,7 @@ async function runPacedLoad(options: LoadOptions, rate: number): Promise<LoadRes
   });
   await Promise.all(sent);
   await pool.close();
-  latencies.sort((a, b) => a - b);
-  return {
-    name: options.name,
-    requests: sent.length,
-    ok,
-    rps: ok / options.durationS,
-    eventsPerSecond: (ok * options.eventsPerRequest) / options.durationS,
-    p50: percentile(latencies, 50),
-    p95: percentile(latencies, 95),
-    p99: percentile(latencies, 99),
-    p999: percentile(latencies, 99.9),
-    max: latencies.at(-1) ?? Number.NaN,
-    non2xx,
-    errors,
-  };
+  return summarise(options, latencies, { requests: sent.length, ok, non2xx, errors });
 }
 
 /**
