@@ -67,7 +67,7 @@ export function buildSink(
  *   bench (10K events/s) went to ClickHouse in about 10 inserts a second of about 1,000 rows; every
  *   insert is a new part of each table, and ClickHouse merged 7.5 rows for each row inserted. At
  *   250 ms: about 3 inserts a second, 3.4 merged rows a row, and ClickHouse's query threads used
- *   3.4–5.3 CPU-s instead of 6.0–9.8 in the 30 s run, for about 170 ms more visibility at P50
+ *   3.4–5.3 CPU-s instead of 6.0–9.8 in the 30 s run, for 80–180 ms more visibility at P50
  *   (benchmarks/README.md, Stage 3).
  *
  * Closing finishes the batch in hand, unless the store is away: then it is read again after restart.
