@@ -107,10 +107,9 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         method: "POST",
         body: options.body,
         setupRequest: (request) => {
-          const key = options.keys[next++ % options.keys.length]!;
-          const keyed = options.keyed?.(key);
-          request.headers = { ...request.headers, ...(keyed?.headers ?? { authorization: `Bearer ${key}` }) };
-          if (keyed?.body !== undefined) request.body = keyed.body;
+          const keyed = keyedRequest(options, next++);
+          request.headers = { ...request.headers, ...keyed.headers };
+          request.body = keyed.body;
           return request;
         },
       },
@@ -128,6 +127,16 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     non2xx: result.non2xx,
     errors: result.errors + result.timeouts,
   });
+}
+
+/** The n-th request's key headers and body: the keys in turn, as `options.keyed` places them. */
+function keyedRequest(options: LoadOptions, n: number): { headers: Record<string, string>; body: string } {
+  const key = options.keys[n % options.keys.length]!;
+  const keyed = options.keyed?.(key);
+  return {
+    headers: keyed?.headers ?? { authorization: `Bearer ${key}` },
+    body: keyed?.body ?? options.body,
+  };
 }
 
 /** A run's figures from its counts and every response's latency (sorted here). */
@@ -167,17 +176,13 @@ async function runPacedLoad(options: LoadOptions, rate: number): Promise<LoadRes
   let errors = 0;
   let next = 0;
   const send = (due: number): Promise<void> => {
-    const key = options.keys[next++ % options.keys.length]!;
-    const keyed = options.keyed?.(key);
+    const keyed = keyedRequest(options, next++);
     return pool
       .request({
         path: target.pathname + target.search,
         method: "POST",
-        headers: {
-          "content-type": "application/json",
-          ...(keyed?.headers ?? { authorization: `Bearer ${key}` }),
-        },
-        body: keyed?.body ?? options.body,
+        headers: { "content-type": "application/json", ...keyed.headers },
+        body: keyed.body,
       })
       .then(async (response) => {
         await response.body.dump();

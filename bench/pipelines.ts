@@ -1,9 +1,10 @@
 /**
- * Stage 1 (sync), Stage 2 (async) and Stage 3 (cdc) ingest benchmark: a closed loop (autocannon) or an
- * evenly paced rate (`--rate`, bench/load.ts) against Tidemark processes of the built CLI on this machine's Postgres and Redis (scripts/services.sh), beside a no-op HTTP
- * server measured in the same run with the same load generator. For async it samples the worker
- * lag (stream length, pending entries, events not yet stored) during the run and measures how long
- * the worker takes to drain after it; for both it checks that every acknowledged event is stored.
+ * Stage 1 (sync), Stage 2 (async) and Stage 3 (cdc) ingest benchmark: a closed loop (autocannon) or
+ * an evenly paced rate (`--rate`, bench/load.ts) against Tidemark processes of the built CLI on
+ * this machine's Postgres and Redis (scripts/services.sh), beside a no-op HTTP server measured in
+ * the same run with the same load generator. For async it samples the worker lag (stream length,
+ * pending entries, events not yet stored) during the run and measures how long the worker takes
+ * to drain after it; for both it checks that every acknowledged event is stored.
  * For cdc (every role in its own process: api, worker, cdc, sink) it also measures the end-to-end
  * visibility lag with probe events (one every 100 ms on their own project: from the 202 until the
  * uuid is in ClickHouse), the drain time, and the peak RSS of every Tidemark process and service.
