@@ -583,9 +583,10 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
     }
     const uidOf = (e: StoredEvent) => uidByEvent.get(e)!;
     const idsOf: EventIdsOf = { uid: uidOf, eid: (e) => ids.eids.get(`${e.projectId}/${e.event}`)! };
+    let pending: Promise<InsertedRow[]> | undefined;
     try {
       let fresh = unique;
-      const pending = insert(unique);
+      pending = insert(unique);
       // Built while the insert runs; built again in the rare case the key filter sends some back.
       let counts = countLines(unique.values());
       let userDays = this.userDays.rows(unique.values(), uidOf);
@@ -639,8 +640,8 @@ export class DuckDbEventStore implements EventStore, AnalyticsStore {
       }
       return outcome;
     } catch (error) {
-      // Never two statements at once on one connection: a BEGIN may still be under way.
-      await begun.catch(() => undefined);
+      // Never two statements at once on one connection: the BEGIN or the insert may be under way.
+      await Promise.allSettled([begun, pending]);
       await connection.run("ROLLBACK").catch(() => undefined);
       throw error;
     }
