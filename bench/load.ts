@@ -20,6 +20,11 @@ export interface LoadOptions {
   /** Requests per second offered in all (open loop); 0 for a closed loop. */
   rate?: number;
   /**
+   * With `rate`: no request is offered once this settles, and the rates are over the time the
+   * requests were offered, so `durationS` is then the longest the load runs.
+   */
+  until?: Promise<unknown>;
+  /**
    * How a request carries its key: headers, and a body of its own when the key is in the body
    * (PostHog's doors); `Authorization: Bearer <key>` and `body` when absent.
    */
@@ -198,8 +203,14 @@ async function runPacedLoad(options: LoadOptions, rate: number): Promise<LoadRes
   const spacing = 1000 / rate;
   const start = performance.now();
   const sent: Promise<void>[] = [];
+  let stopped = false;
+  const stop = () => {
+    stopped = true;
+  };
+  options.until?.then(stop, stop);
   await new Promise<void>((resolve) => {
     const tick = () => {
+      if (stopped) return resolve();
       const now = performance.now();
       while (sent.length < total && start + sent.length * spacing <= now) {
         sent.push(send(start + sent.length * spacing));
@@ -209,9 +220,15 @@ async function runPacedLoad(options: LoadOptions, rate: number): Promise<LoadRes
     };
     tick();
   });
+  const offeredS = stopped ? (performance.now() - start) / 1000 : options.durationS;
   await Promise.all(sent);
   await pool.close();
-  return summarise(options, latencies, { requests: sent.length, ok, non2xx, errors });
+  return summarise({ ...options, durationS: offeredS }, latencies, {
+    requests: sent.length,
+    ok,
+    non2xx,
+    errors,
+  });
 }
 
 /**

@@ -6,7 +6,7 @@
  *   npm run bench -- [--duration 20] [--connections 64] [--events 10000000[,100000000...]]
  *                    [--order time,arrival] [--latency-connections 4] [--pipeline embedded|sync]
  *                    [--memory-limit 512MB] [--skip-ingest] [--skip-queries] [--skip-sdk] [--sdk-only]
- *                    [--sdk-rounds 2]
+ *                    [--sdk-rounds 2] [--load-during-fills] [--queries-under-load 5000]
  *
  * It ends with every target of the run beside what was measured (ingest, queries
  * at each size, the peak RSS at 10M, single-event latency on a full store against an empty one).
@@ -48,6 +48,7 @@ const { values: args } = parseArgs({
     "skip-queries": { type: "boolean", default: false },
     "keep-data": { type: "boolean", default: false },
     "load-during-fills": { type: "boolean", default: false },
+    "queries-under-load": { type: "string", default: "0" },
   },
 });
 const DURATION_S = Number(args.duration);
@@ -59,6 +60,12 @@ for (const size of DATASET_SIZES)
 const LATENCY_CONNECTIONS = Number(args["latency-connections"]);
 const QUERY_RUNS = Number(args["query-runs"]);
 const PIPELINE = args.pipeline ?? "embedded";
+/** Events a second sent in batches of 20 while every query kind runs once more; 0: no such pass. */
+const UNDER_LOAD_EVENTS = Number(args["queries-under-load"]);
+if (!Number.isInteger(UNDER_LOAD_EVENTS) || UNDER_LOAD_EVENTS < 0)
+  throw new Error(
+    `--queries-under-load takes events a second (0 for none), not ${args["queries-under-load"]}`,
+  );
 if (PIPELINE !== "embedded" && PIPELINE !== "sync")
   throw new Error(`--pipeline takes embedded or sync, not ${PIPELINE}`);
 const ORDERS = (args.order ?? "").split(",").filter((o) => o !== "");
@@ -412,10 +419,11 @@ async function benchQueries(
   readKey: string,
   order: string,
   events: number,
+  during = "",
 ): Promise<Map<string, number>> {
   const goal = queryGoalMs(events);
   console.log(
-    `\n| query (${events.toLocaleString("en")} events, ${order} order) | P50 ms | P95 ms | P99 ms | server took_ms P50 | target |`,
+    `\n| query (${events.toLocaleString("en")} events, ${order} order${during}) | P50 ms | P95 ms | P99 ms | server took_ms P50 | target |`,
   );
   console.log("| --- | ---: | ---: | ---: | ---: | --- |");
   const p99s = new Map<string, number>();
@@ -439,6 +447,48 @@ async function benchQueries(
     );
   }
   return p99s;
+}
+
+/**
+ * Every query kind once more while events arrive: UNDER_LOAD_EVENTS a second, an even rate of
+ * batches of 20, into the latency projects (not the queried one, whose plan's rate limit would
+ * refuse most of them). What a dashboard's reader sees while products send events, and what the
+ * senders see meanwhile. Not a target of the issue's: printed, not judged.
+ */
+async function queriesUnderLoad(
+  url: string,
+  readKey: string,
+  latencyKeys: readonly string[],
+  order: string,
+  events: number,
+): Promise<void> {
+  let done!: () => void;
+  const until = new Promise<void>((resolve) => {
+    done = resolve;
+  });
+  const load = runLoad({
+    name: "batches while the queries ran",
+    url: `${url}/api/v1/event/batch`,
+    body: JSON.stringify({ events: Array.from({ length: 20 }, (_, i) => sampleEvent(i)) }),
+    eventsPerRequest: 20,
+    keys: latencyKeys,
+    connections: 32,
+    durationS: 3_600,
+    rate: UNDER_LOAD_EVENTS / 20,
+    until,
+  });
+  try {
+    // The load at its pace before the first query is timed.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    const rate = UNDER_LOAD_EVENTS.toLocaleString("en");
+    await benchQueries(url, readKey, order, events, `, while ${rate} events/s arrive`);
+  } finally {
+    done();
+  }
+  const ingest = await load;
+  console.log(
+    `\nwhile those queries ran: ${Math.round(ingest.eventsPerSecond).toLocaleString("en")} events/s acknowledged of ${UNDER_LOAD_EVENTS.toLocaleString("en")} offered in batches of 20, P50 ${ms(ingest.p50)} ms, P99 ${ms(ingest.p99)} ms, ${ingest.non2xx} non-2xx, ${ingest.errors} errors`,
+  );
 }
 
 /** One target of the run and what was measured against it, printed together at the end. */
@@ -523,6 +573,8 @@ async function queriesOn(order: string, events: number): Promise<Map<string, num
       measured: `${under} of ${p99s.size} kinds; slowest ${slowest[0]} ${ms(slowest[1])} ms`,
       met: under === p99s.size,
     });
+    if (UNDER_LOAD_EVENTS > 0)
+      await queriesUnderLoad(server.url, project.read_key, latencyKeys, order, events);
     const peakRss = server.peakRssMb();
     console.log(`\nserver peak RSS (VmHWM), ${order} order: ${peakRss} MB (goal < 1,024 MB at 10M events)`);
     if (events === 10_000_000)

@@ -51,3 +51,16 @@ test("a request that waits for a connection counts its wait: latency runs from w
   assert.ok(result.max > 1000, `the slowest request took ${result.max} ms`);
   assert.ok(result.p50 > 300, `P50 ${result.p50} ms`);
 });
+
+test("a paced load offers nothing once `until` settles, and its rates are over the time it ran", async (t) => {
+  const { url, arrivals, server } = await serve(0);
+  t.after(() => server.close());
+  const until = new Promise((resolve) => setTimeout(resolve, 500));
+  const started = performance.now();
+  const result = await runLoad({ ...options, url, connections: 10, durationS: 30, rate: 100, until });
+  assert.ok(performance.now() - started < 2_000, "the load ended soon after `until`, not after 30 s");
+  // About 50 requests in half a second of 100 a second; 3,000 had the load run its whole duration.
+  assert.ok(result.requests >= 40 && result.requests <= 60, `${result.requests} requests`);
+  assert.equal(arrivals.length, result.requests);
+  assert.ok(result.rps > 70 && result.rps < 130, `${result.rps} req/s`);
+});
